@@ -1,0 +1,428 @@
+"""The one typed model of a GLM-5.1-FP8 deployment.
+
+Everything that decides what runs on Modal lives here, once: infra validates it at `pulumi preview`
+(so a bad stack file fails before anything is touched), and the container runs exactly the same
+object, which reaches it serialized as JSON in an image environment variable (`CONFIG_ENV_VAR`),
+never re-typed by hand.
+
+Defaults reproduce the reference recipe's production values (see ../shared/seeds/), expressed in
+the words of the pinned SGLang release. Validation rejects what cannot work and names the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from serving.versions import SGLANG_VERSION
+
+# The container reads its config from this image environment variable (JSON of DeploymentConfig).
+CONFIG_ENV_VAR = "GLM_DEPLOYMENT_CONFIG"
+
+# File that proves a Hugging Face snapshot landed completely: it is written with the shards'
+# index, and without it SGLang cannot map tensors to shards.
+WEIGHT_SENTINEL = "model.safetensors.index.json"
+
+# GPUs Modal offers, by the name its `gpu=` parameter takes. Only Blackwell (sm100) parts can run
+# the DeepGEMM kernels we precompile and the TRT-LLM sparse-attention backends; kernels built for
+# one architecture do not load on another.
+MODAL_GPU_TYPES = ("T4", "L4", "A10G", "A100-40GB", "A100-80GB", "L40S", "H100", "H200", "B200")
+BLACKWELL_GPU_TYPES = ("B200",)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Seconds = Annotated[int, Field(gt=0, description="seconds")]
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos in a stack file: fail loudly rather than silently ignore them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Section):
+    """Which weights to serve and under what name."""
+
+    repo: str = "zai-org/GLM-5.1-FP8"
+    # A commit sha pins the exact weights; a branch such as "main" moves under you, so the
+    # download job's trigger (and the compile marker) would not notice an upstream change.
+    revision: str = "main"
+    served_name: str = "glm-5.1"
+    # "full" downloads the ~700 GB of FP8 shards. "dummy" fetches only config and tokenizer files
+    # and starts SGLang with random weights (`--load-format dummy`): for staging rehearsals of
+    # config, cold start and the API surface without the 30-60 minute download.
+    weights: Literal["full", "dummy"] = "full"
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_is_org_slash_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+            raise ValueError(f"expected '<org>/<name>' of a Hugging Face repo, got {value!r}")
+        return value
+
+    @field_validator("revision", "served_name")
+    @classmethod
+    def _no_blank(cls, value: str) -> str:
+        if not value.strip() or any(ch.isspace() for ch in value):
+            raise ValueError("must be non-empty and contain no whitespace")
+        return value
+
+    @property
+    def directory(self) -> str:
+        """Folder name of the snapshot inside the weights volume (recipe: GLM-5.1-FP8)."""
+        return self.repo.split("/", 1)[1]
+
+
+class Hardware(_Section):
+    gpu_type: str = "B200"
+    # Eight B200s (8 x 192 GB HBM3e) hold the ~700 GB of FP8 weights plus a BF16 KV cache.
+    gpu_count: Annotated[int, Field(ge=1, le=8)] = 8
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _gpu_fits_kernels(cls, value: str) -> str:
+        if value not in MODAL_GPU_TYPES:
+            raise ValueError(f"unknown Modal GPU type {value!r}; known: {', '.join(MODAL_GPU_TYPES)}")
+        if value not in BLACKWELL_GPU_TYPES:
+            raise ValueError(
+                f"{value} cannot run this deployment: the DeepGEMM kernels and TRT-LLM DSA backends are "
+                f"built for Blackwell (sm100); use one of {', '.join(BLACKWELL_GPU_TYPES)}"
+            )
+        return value
+
+    @property
+    def modal_gpu(self) -> str:
+        return f"{self.gpu_type}:{self.gpu_count}"
+
+
+class Parallelism(_Section):
+    # Tensor parallel across every GPU shards the MoE; the model fits in VRAM at TP 8, so expert
+    # parallelism stays off (EP 1).
+    tp: PositiveInt = 8
+    ep: PositiveInt = 1
+
+
+class SGLangRelease(_Section):
+    version: str = SGLANG_VERSION
+    # Pinned serve image of the same release the offline checks parse commands with. Never
+    # `:latest`: the launch command is only known to parse for this release.
+    image: str = f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130"
+
+    @model_validator(mode="after")
+    def _image_pins_version(self) -> SGLangRelease:
+        tag = self.image.rsplit(":", 1)[-1] if ":" in self.image.split("/")[-1] else ""
+        if not tag or tag == "latest":
+            raise ValueError(f"image: {self.image!r} is unpinned; use a tag of release v{self.version}")
+        if not re.match(rf"v?{re.escape(self.version)}(\b|-|$)", tag):
+            raise ValueError(f"image: tag {tag!r} is not SGLang release {self.version} (the version field)")
+        return self
+
+
+class Backends(_Section):
+    """Blackwell kernels. TRT-LLM for both sparse-attention phases avoids the flashmla_kv decode
+    accuracy regression on B200 (sglang#21291). `dsa` is 0.5.23's name for the recipe's `nsa`."""
+
+    attention_backend: str = "dsa"
+    dsa_decode_backend: str = "trtllm"
+    dsa_prefill_backend: str = "trtllm"
+    moe_runner_backend: str = "flashinfer_trtllm"
+    # Fuses the TP all-reduce into attention to cut communication.
+    enable_flashinfer_allreduce_fusion: bool = True
+
+
+class Speculative(_Section):
+    """EAGLE with GLM's built-in MTP head: 3 draft steps, top-1, 4 draft tokens."""
+
+    algorithm: Literal["EAGLE", "EAGLE3", "NEXTN"] | None = "EAGLE"
+    num_steps: PositiveInt = 3
+    eagle_topk: PositiveInt = 1
+    num_draft_tokens: PositiveInt = 4
+
+    @model_validator(mode="after")
+    def _draft_window_covers_steps(self) -> Speculative:
+        if self.algorithm and self.eagle_topk == 1 and self.num_draft_tokens != self.num_steps + 1:
+            raise ValueError(
+                f"num_draft_tokens: with eagle_topk 1 it must be num_steps + 1 ({self.num_steps + 1}), "
+                f"got {self.num_draft_tokens}"
+            )
+        return self
+
+
+class Parsers(_Section):
+    # Splits chain-of-thought into `reasoning_content` and formats GLM tool calls.
+    reasoning_parser: str = "glm45"
+    tool_call_parser: str = "glm47"
+
+
+class Memory(_Section):
+    # BF16 KV: FP8 KV crashes with EAGLE on Blackwell (sglang#22359) and is slower (#17526). The
+    # recipe got BF16 by omitting the flag, but in 0.5.23 "auto" with DSA on sm100 resolves to
+    # fp8_e4m3 (arg_groups/overrides.py), so BF16 must now be asked for by name.
+    kv_cache_dtype: Literal["auto", "bfloat16", "fp8_e4m3", "fp8_e5m2"] = "bfloat16"
+    # Aggressive KV reservation after weights; safe on 192 GB per GPU.
+    mem_fraction_static: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.88
+    # Beyond 48, EAGLE verifier queues grow and TTFT spikes.
+    max_running_requests: PositiveInt = 48
+    # Caps one prefill batch against prefill storms / OOM.
+    max_prefill_tokens: PositiveInt = 32768
+    max_total_tokens: PositiveInt = 65536
+
+    @model_validator(mode="after")
+    def _prefill_fits_total(self) -> Memory:
+        if self.max_prefill_tokens > self.max_total_tokens:
+            raise ValueError(
+                f"max_prefill_tokens: {self.max_prefill_tokens} exceeds max_total_tokens ({self.max_total_tokens})"
+            )
+        return self
+
+
+class Stability(_Section):
+    trust_remote_code: bool = True
+    # 20 minutes: the default watchdog kills the server during the 5-7 minute weight load.
+    watchdog_timeout: Seconds = 1200
+    # Prometheus metrics on /metrics.
+    enable_metrics: bool = True
+
+
+class Launch(_Section):
+    """Every SGLang launch flag group; commands.py turns these into argv."""
+
+    port: Annotated[int, Field(ge=1024, le=65535)] = 8000
+    backends: Backends = Backends()
+    speculative: Speculative = Speculative()
+    parsers: Parsers = Parsers()
+    memory: Memory = Memory()
+    stability: Stability = Stability()
+
+
+class Scaling(_Section):
+    # Scale to zero when idle; the first request after idle pays the cold start.
+    min_containers: Annotated[int, Field(ge=0)] = 0
+    # Hard cap on spend: 3 x 48 running requests.
+    max_containers: PositiveInt = 3
+    # Keep a container warm 15 minutes after its last request, for bursty traffic.
+    scaledown_window: Seconds = 900
+    # HTTP requests one container takes at once (SGLang batches them internally).
+    max_concurrent_inputs: PositiveInt = 20
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Scaling:
+        if self.min_containers > self.max_containers:
+            raise ValueError(
+                f"min_containers: {self.min_containers} is above max_containers ({self.max_containers})"
+            )
+        return self
+
+
+class Timeouts(_Section):
+    server: Seconds = 86400  # 24 h container life limits fragmentation and leaks
+    startup: Seconds = 900  # weight load + health + warmup must finish within 15 min
+    download: Seconds = 7200  # 2 h ceiling for the ~700 GB pull
+    compile: Seconds = 3600  # 1 h ceiling for the DeepGEMM compile
+    verify: Seconds = 300
+    warmup_request: Seconds = 300  # first requests pay CUDA-graph capture
+    shutdown_grace: Seconds = 30  # SIGTERM, then SIGKILL after this
+
+
+class Download(_Section):
+    max_workers: PositiveInt = 8
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    # Backoff before attempt 2, 3, ...: 30 s, 60 s, 90 s.
+    backoff_seconds: Seconds = 30
+    cpu: Annotated[float, Field(gt=0)] = 4.0
+    memory_mib: PositiveInt = 32768
+
+
+class Storage(_Section):
+    weights_volume: str = "glm51-model-weights"
+    kernels_volume: str = "glm51-deepgemm-cache"
+    # Fixed mount points, identical at compile and serve time, so paths baked into the DeepGEMM
+    # cache and SGLang's --model-path agree.
+    weights_mount: str = "/model-cache"
+    kernels_mount: str = "/dg-cache"
+
+    @field_validator("weights_volume", "kernels_volume")
+    @classmethod
+    def _modal_object_name(cls, value: str) -> str:
+        return _check_modal_name(value)
+
+    @field_validator("weights_mount", "kernels_mount")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/":
+            raise ValueError(f"must be an absolute path below /, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Storage:
+        if self.weights_volume == self.kernels_volume:
+            raise ValueError("kernels_volume must differ from weights_volume")
+        if self.weights_mount == self.kernels_mount:
+            raise ValueError("kernels_mount must differ from weights_mount")
+        return self
+
+
+class SecretNames(_Section):
+    """Names of Modal secrets and the keys inside them; values never live in this model."""
+
+    hf_token: str = "huggingface-secret"
+    hf_token_key: str = "HF_TOKEN"
+    api_key: str = "glm51-api-key"
+    api_key_key: str = "API_KEY"
+
+    @field_validator("hf_token", "api_key")
+    @classmethod
+    def _modal_object_name(cls, value: str) -> str:
+        return _check_modal_name(value)
+
+    @field_validator("hf_token_key", "api_key_key")
+    @classmethod
+    def _env_var_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
+            raise ValueError(f"must be an environment variable name (A-Z, 0-9, _), got {value!r}")
+        return value
+
+
+class KeepAlive(_Section):
+    """Optional business-hours /health ping that keeps one container warm."""
+
+    enabled: bool = False
+    # Every 10 minutes, 08:00-18:59 UTC, Monday to Friday.
+    schedule: str = "*/10 8-18 * * 1-5"
+    url: str = ""
+
+    @model_validator(mode="after")
+    def _url_when_enabled(self) -> KeepAlive:
+        if len(self.schedule.split()) != 5:
+            raise ValueError(f"schedule: expected a 5-field cron expression, got {self.schedule!r}")
+        if self.enabled and not self.url.startswith("https://"):
+            raise ValueError("url: keep-alive is enabled, so url must be the deployed https:// base URL")
+        return self
+
+
+class DeploymentConfig(_Section):
+    app_name: str = "glm-5.1-production"
+    model: ModelSource = ModelSource()
+    hardware: Hardware = Hardware()
+    parallelism: Parallelism = Parallelism()
+    sglang: SGLangRelease = SGLangRelease()
+    launch: Launch = Launch()
+    scaling: Scaling = Scaling()
+    timeouts: Timeouts = Timeouts()
+    download: Download = Download()
+    storage: Storage = Storage()
+    secrets: SecretNames = SecretNames()
+    keepalive: KeepAlive = KeepAlive()
+
+    @field_validator("app_name")
+    @classmethod
+    def _modal_app_name(cls, value: str) -> str:
+        return _check_modal_name(value)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> DeploymentConfig:
+        # Each message starts with the dotted field path so preview errors name the property.
+        if self.parallelism.tp != self.hardware.gpu_count:
+            raise ValueError(
+                f"parallelism.tp: {self.parallelism.tp} must equal hardware.gpu_count "
+                f"({self.hardware.gpu_count}): SGLang shards the model over exactly TP GPUs"
+            )
+        if self.parallelism.tp % self.parallelism.ep:
+            raise ValueError(
+                f"parallelism.ep: {self.parallelism.ep} does not divide parallelism.tp ({self.parallelism.tp})"
+            )
+        kv_dtype = self.launch.memory.kv_cache_dtype
+        if self.launch.speculative.algorithm and kv_dtype != "bfloat16":
+            why = "resolves to fp8_e4m3 for DSA on Blackwell" if kv_dtype == "auto" else "is an FP8 KV cache"
+            raise ValueError(
+                f"launch.memory.kv_cache_dtype: {kv_dtype!r} {why}, which crashes with EAGLE speculative "
+                "decoding on Blackwell (sglang#22359); use 'bfloat16' or set launch.speculative.algorithm to null"
+            )
+        if self.timeouts.startup >= self.timeouts.server:
+            raise ValueError("timeouts.startup: must be shorter than timeouts.server")
+        return self
+
+    # --- derived values: computed here so serving and infra cannot disagree ---
+
+    @property
+    def model_path(self) -> str:
+        return f"{self.storage.weights_mount}/{self.model.directory}"
+
+    @property
+    def sentinel_path(self) -> str:
+        return f"{self.model_path}/{WEIGHT_SENTINEL}"
+
+    def weights_inputs(self) -> dict:
+        """Inputs that change the downloaded weights: only these re-run the download job."""
+        return {"repo": self.model.repo, "revision": self.model.revision, "weights": self.model.weights}
+
+    def kernel_inputs(self) -> dict:
+        """Inputs that change the compiled DeepGEMM kernels: only these re-run the compile job.
+
+        Scaling, timeouts, parsers, memory limits, the API key and warmup do not shape kernels.
+        """
+        return {
+            "model": self.weights_inputs(),
+            "gpu": self.hardware.modal_gpu,
+            "parallelism": self.parallelism.model_dump(),
+            "sglang": self.sglang.model_dump(),
+            "backends": self.launch.backends.model_dump(),
+            "speculative": self.launch.speculative.model_dump(),
+            "kv_cache_dtype": self.launch.memory.kv_cache_dtype,
+        }
+
+    def kernel_fingerprint(self) -> str:
+        """Short stable hash of kernel_inputs(), recorded in the compile marker."""
+        return _digest(self.kernel_inputs())
+
+    @property
+    def compile_marker_name(self) -> str:
+        # One marker per kernel fingerprint: a config that needs different kernels never mistakes
+        # an older compile for its own.
+        return f".compiled-{self.model.directory}-{self.kernel_fingerprint()}.json"
+
+    @property
+    def compile_marker_path(self) -> str:
+        return f"{self.storage.kernels_mount}/{self.compile_marker_name}"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def _check_modal_name(value: str) -> str:
+    # Modal object names: alphanumerics, dashes, periods and underscores, under 64 characters.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise ValueError(f"{value!r} is not a valid Modal object name (letters, digits, . _ -; max 63)")
+    return value
+
+
+def _digest(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_from_env(environ: dict[str, str] | None = None) -> DeploymentConfig:
+    """The config this process runs: the JSON in CONFIG_ENV_VAR, else the production defaults.
+
+    Plain `modal deploy serving/app.py` without the variable deploys the recipe's defaults.
+    """
+    raw = (environ if environ is not None else os.environ).get(CONFIG_ENV_VAR)
+    return DeploymentConfig.model_validate_json(raw) if raw else DeploymentConfig()
+
+
+def format_errors(error) -> list[str]:
+    """pydantic ValidationError -> ['field.path: message', ...] for operators."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        # Cross-field validators put the offending field first ("min_containers: ..."): fold it
+        # into the path so every line reads "section.field: why".
+        named = re.match(r"([a-z_][a-z0-9_.]*): (.*)", message, re.DOTALL)
+        if named:
+            path = f"{path}.{named[1]}" if path else named[1]
+            message = named[2]
+        lines.append(f"{path}: {message}" if path else message)
+    return lines
