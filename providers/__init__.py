@@ -1,0 +1,11 @@
+"""Pulumi dynamic providers for Modal objects: one small provider + resource class per object kind.
+
+The provider classes must stay in this installed package: the engine's provider process finds
+them by module path when it unpickles them from state (see providers/base.py).
+"""
+
+from .environment import ModalEnvironment
+from .secret import ModalSecret
+from .volume import ModalVolume
+
+__all__ = ["ModalEnvironment", "ModalSecret", "ModalVolume"]

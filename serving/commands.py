@@ -43,8 +43,11 @@ def server_args(cfg: DeploymentConfig) -> list[str]:
         "--dsa-prefill-backend", backends.dsa_prefill_backend,
         "--moe-runner-backend", backends.moe_runner_backend,
     ]  # fmt: skip
-    if backends.enable_flashinfer_allreduce_fusion:
-        args.append("--enable-flashinfer-allreduce-fusion")
+    if backends.flashinfer_allreduce_fusion_backend == "disabled":
+        args.append("--enforce-disable-flashinfer-allreduce-fusion")
+    else:
+        # 0.5.23's spelling of the recipe's deprecated `--enable-flashinfer-allreduce-fusion`.
+        args += ["--flashinfer-allreduce-fusion-backend", backends.flashinfer_allreduce_fusion_backend]
 
     spec = launch.speculative
     if spec.algorithm:

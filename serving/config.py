@@ -106,37 +106,68 @@ class Parallelism(_Section):
 
 
 class SGLangRelease(_Section):
+    # The release the offline checks parse our commands with (serving/versions.py, installed by
+    # scripts/setup). A stack file cannot move it on its own: a new release is pinned there first,
+    # so the tests run against the version the image will run.
     version: str = SGLANG_VERSION
-    # Pinned serve image of the same release the offline checks parse commands with. Never
-    # `:latest`: the launch command is only known to parse for this release.
+    # Pinned serve image of the same release. Never `:latest`: the launch command is only known to
+    # parse for this release. A digest may follow the tag (`...:v0.5.23-cu130@sha256:...`).
     image: str = f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130"
+
+    @field_validator("version")
+    @classmethod
+    def _is_the_checked_release(cls, value: str) -> str:
+        if value != SGLANG_VERSION:
+            raise ValueError(
+                f"{value!r} is not the SGLang release the offline checks use ({SGLANG_VERSION}); "
+                "bump serving/versions.py, re-run ./scripts/setup and the tests to change it"
+            )
+        return value
 
     @model_validator(mode="after")
     def _image_pins_version(self) -> SGLangRelease:
-        tag = self.image.rsplit(":", 1)[-1] if ":" in self.image.split("/")[-1] else ""
+        name = self.image.split("@", 1)[0]
+        tag = name.rsplit(":", 1)[-1] if ":" in name.split("/")[-1] else ""
         if not tag or tag == "latest":
             raise ValueError(f"image: {self.image!r} is unpinned; use a tag of release v{self.version}")
-        if not re.match(rf"v?{re.escape(self.version)}(\b|-|$)", tag):
+        # "v0.5.23" or "v0.5.23-cu130", never "v0.5.230" or "v0.5.23.post1" (other releases).
+        if not re.fullmatch(rf"v?{re.escape(self.version)}(-[\w.-]+)?", tag):
             raise ValueError(f"image: tag {tag!r} is not SGLang release {self.version} (the version field)")
         return self
 
 
+# Sparse-attention (DSA) kernels of 0.5.23 that run on Blackwell. The parser also offers ROCm-only
+# (triton, aiter), XPU and Hopper-only (fa3) kernels, which cannot run on a B200.
+DsaBackend = Literal["trtllm", "flashmla_sparse", "flashmla_kv", "flashmla_auto", "flashinfer_sparse_mla", "tilelang"]
+# MoE runners for FP8 experts on Blackwell.
+MoeRunnerBackend = Literal[
+    "auto", "flashinfer_trtllm", "flashinfer_cutlass", "flashinfer_cutedsl", "deep_gemm", "cutlass", "triton"
+]
+
+
 class Backends(_Section):
     """Blackwell kernels. TRT-LLM for both sparse-attention phases avoids the flashmla_kv decode
-    accuracy regression on B200 (sglang#21291). `dsa` is 0.5.23's name for the recipe's `nsa`."""
+    accuracy regression on B200 (sglang#21291). `dsa` is 0.5.23's name for the recipe's `nsa`
+    (`--nsa-decode-backend`/`--nsa-prefill-backend` are gone, `nsa` is a deprecated alias)."""
 
-    attention_backend: str = "dsa"
-    dsa_decode_backend: str = "trtllm"
-    dsa_prefill_backend: str = "trtllm"
-    moe_runner_backend: str = "flashinfer_trtllm"
-    # Fuses the TP all-reduce into attention to cut communication.
-    enable_flashinfer_allreduce_fusion: bool = True
+    # GLM-5.1 is a DeepSeek-sparse-attention model: no other attention backend serves it.
+    attention_backend: Literal["dsa"] = "dsa"
+    dsa_decode_backend: DsaBackend = "trtllm"
+    dsa_prefill_backend: DsaBackend = "trtllm"
+    moe_runner_backend: MoeRunnerBackend = "flashinfer_trtllm"
+    # Fuses the TP all-reduce with residual + RMSNorm to cut communication. The recipe's
+    # `--enable-flashinfer-allreduce-fusion` is deprecated in 0.5.23 in favour of naming the
+    # backend; "auto" picks mnnvl on B200. "disabled" forces fusion off.
+    flashinfer_allreduce_fusion_backend: Literal["auto", "mnnvl", "trtllm", "cutedsl", "disabled"] = "auto"
 
 
 class Speculative(_Section):
-    """EAGLE with GLM's built-in MTP head: 3 draft steps, top-1, 4 draft tokens."""
+    """EAGLE with GLM's built-in MTP head: 3 draft steps, top-1, 4 draft tokens.
 
-    algorithm: Literal["EAGLE", "EAGLE3", "NEXTN"] | None = "EAGLE"
+    EAGLE and NEXTN (its alias) draft with the MTP layer inside the served checkpoint. EAGLE3 is not
+    offered: it needs a separate draft model, which this config has no field for."""
+
+    algorithm: Literal["EAGLE", "NEXTN"] | None = "EAGLE"
     num_steps: PositiveInt = 3
     eagle_topk: PositiveInt = 1
     num_draft_tokens: PositiveInt = 4
@@ -160,8 +191,9 @@ class Parsers(_Section):
 class Memory(_Section):
     # BF16 KV: FP8 KV crashes with EAGLE on Blackwell (sglang#22359) and is slower (#17526). The
     # recipe got BF16 by omitting the flag, but in 0.5.23 "auto" with DSA on sm100 resolves to
-    # fp8_e4m3 (arg_groups/overrides.py), so BF16 must now be asked for by name.
-    kv_cache_dtype: Literal["auto", "bfloat16", "fp8_e4m3", "fp8_e5m2"] = "bfloat16"
+    # fp8_e4m3 (arg_groups/overrides.py), so BF16 must now be asked for by name. DSA models accept
+    # only these (SGLang asserts bfloat16 or fp8_e4m3 after resolving "auto").
+    kv_cache_dtype: Literal["auto", "bfloat16", "fp8_e4m3"] = "bfloat16"
     # Aggressive KV reservation after weights; safe on 192 GB per GPU.
     mem_fraction_static: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.88
     # Beyond 48, EAGLE verifier queues grow and TTFT spikes.
@@ -294,10 +326,13 @@ class KeepAlive(_Section):
     schedule: str = "*/10 8-18 * * 1-5"
     url: str = ""
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _check_cron(value)
+
     @model_validator(mode="after")
     def _url_when_enabled(self) -> KeepAlive:
-        if len(self.schedule.split()) != 5:
-            raise ValueError(f"schedule: expected a 5-field cron expression, got {self.schedule!r}")
         if self.enabled and not self.url.startswith("https://"):
             raise ValueError("url: keep-alive is enabled, so url must be the deployed https:// base URL")
         return self
@@ -397,6 +432,44 @@ def _check_modal_name(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
         raise ValueError(f"{value!r} is not a valid Modal object name (letters, digits, . _ -; max 63)")
     return value
+
+
+# Cron fields in order, with their allowed ranges and names (as modal.Cron reads them).
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+
+
+def _check_cron(expression: str) -> str:
+    # A schedule Modal would reject fails at deploy time, after the image build; catch it at preview.
+    fields = expression.split()
+    if len(fields) != len(_CRON_FIELDS):
+        raise ValueError(f"expected a 5-field cron expression (minute hour day month weekday), got {expression!r}")
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            span, _, step = part.partition("/")
+            if step and not (step.isdigit() and int(step) > 0):
+                raise ValueError(f"{name} field {text!r}: step {step!r} is not a positive number")
+            if span == "*":
+                continue
+            bounds = span.split("-")
+            if len(bounds) > 2:
+                raise ValueError(f"{name} field {text!r}: {span!r} is not a value or a range")
+            values = []
+            for bound in bounds:
+                if bound.lower() in names:
+                    values.append(names.index(bound.lower()) + (1 if low == 1 else 0))
+                elif bound.isdigit() and low <= int(bound) <= high:
+                    values.append(int(bound))
+                else:
+                    raise ValueError(f"{name} field {text!r}: {bound!r} is not in {low}-{high}")
+            if values != sorted(values):
+                raise ValueError(f"{name} field {text!r}: range {span!r} runs backwards")
+    return expression
 
 
 def _digest(data: dict) -> str:

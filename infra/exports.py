@@ -1,0 +1,84 @@
+"""Stack outputs: where the API is, what is deployed, and how to try it by hand.
+
+`pulumi stack output` shows these after `pulumi up`. The API key is never an output: the snippets
+read it from the `GLM_API_KEY` environment variable, which the operator fills from the stack's
+secret config (`pulumi config get glm-modal:apiKey`).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pulumi
+
+from infra.resources import StackResources
+from infra.settings import StackSettings
+
+# The environment variable the snippets read the API key from.
+API_KEY_ENV_VAR = "GLM_API_KEY"
+
+# Path of the OpenAI-compatible API under the app's web URL (SGLang serves /v1/...).
+OPENAI_API_PATH = "/v1"
+
+
+def openai_base_url(web_url: str) -> str:
+    return web_url.rstrip("/") + OPENAI_API_PATH
+
+
+def smoke_request_body(served_name: str) -> dict:
+    """One short chat request with thinking off, so a few tokens give visible content."""
+    return {
+        "model": served_name,
+        "messages": [{"role": "user", "content": "Reply with the single word: ready"}],
+        "max_tokens": 16,
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+
+
+def curl_snippet(base_url: str, served_name: str) -> str:
+    body = json.dumps(smoke_request_body(served_name))
+    return (
+        f'curl -sS {shlex.quote(base_url + "/chat/completions")} \\\n'
+        f'  -H "Authorization: Bearer ${API_KEY_ENV_VAR}" -H "Content-Type: application/json" \\\n'
+        f"  -d {shlex.quote(body)}"
+    )
+
+
+def openai_snippet(base_url: str, served_name: str) -> str:
+    return (
+        "import os\n"
+        "from openai import OpenAI\n\n"
+        f'client = OpenAI(base_url="{base_url}", api_key=os.environ["{API_KEY_ENV_VAR}"])\n'
+        "reply = client.chat.completions.create(\n"
+        f'    model="{served_name}",\n'
+        '    messages=[{"role": "user", "content": "Reply with the single word: ready"}],\n'
+        "    max_tokens=16,\n"
+        '    extra_body={"chat_template_kwargs": {"enable_thinking": False}},\n'
+        ")\n"
+        "print(reply.choices[0].message.content)\n"
+    )
+
+
+def export_all(settings: StackSettings, resources: StackResources) -> None:
+    cfg = settings.deployment
+    served_name = cfg.model.served_name
+    base_url = resources.app.web_url.apply(openai_base_url)
+
+    pulumi.export("openai_base_url", base_url)
+    pulumi.export("app_name", cfg.app_name)
+    pulumi.export("app_id", resources.app.app_id)
+    pulumi.export("deployment_version", resources.app.deployment_version)
+    pulumi.export("served_model_name", served_name)
+    pulumi.export("modal_environment", resources.environment.name)
+    pulumi.export("weights_volume", resources.weights_volume.name)
+    pulumi.export("kernels_volume", resources.kernels_volume.name)
+    pulumi.export("hf_token_secret", resources.hf_token_secret.name)
+    pulumi.export("api_key_secret", resources.api_key_secret.name)
+    pulumi.export("smoke_test", "on" if resources.smoke_test is not None else "off")
+    pulumi.export(
+        "smoke_test_setup",
+        f"export {API_KEY_ENV_VAR}=$(pulumi config get glm-modal:apiKey --stack {settings.stack})",
+    )
+    pulumi.export("smoke_test_curl", base_url.apply(lambda url: curl_snippet(url, served_name)))
+    pulumi.export("smoke_test_openai_python", base_url.apply(lambda url: openai_snippet(url, served_name)))

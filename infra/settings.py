@@ -1,0 +1,221 @@
+"""The typed settings of one stack, read from `pulumi config` and validated before anything is declared.
+
+A stack file holds one structured key, `glm-modal:deployment` (the whole `DeploymentConfig`, the same
+model the container runs), a few keys that only infra reads, and two secrets set with
+`pulumi config set --secret`. Everything is checked here, at program start, so a bad stack file fails
+`pulumi preview` before a single resource is registered, with one line per problem that starts with
+the config key and the property inside it, e.g.
+
+    glm-modal:deployment.parallelism.tp: 4 must equal hardware.gpu_count (8): ...
+
+The failure is a `pulumi.RunError`: the language host prints its message as an error and exits
+non-zero without the program's stack trace (any other exception is printed with one). Secret values
+never appear in these messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from serving.config import DeploymentConfig, format_errors
+
+# Config namespace: the project name in Pulumi.yaml, so keys read `glm-modal:<key>`.
+NAMESPACE = "glm-modal"
+
+# The structured key holding the whole deployment (serving/config.py's DeploymentConfig).
+DEPLOYMENT_KEY = "deployment"
+
+# Secret keys: set with `pulumi config set --secret`, stored encrypted in the stack file.
+HF_TOKEN_KEY = "hfToken"
+API_KEY_KEY = "apiKey"
+SECRET_KEYS = (HF_TOKEN_KEY, API_KEY_KEY)
+
+# Stacks that serve real users: their volumes stay protected and their API key must be strong,
+# whatever the stack file says. A typo in a prod stack file must not make the 700 GB volume deletable.
+PRODUCTION_STACKS = ("prod",)
+
+# The shortest API key a stack that requires one accepts: 32 characters of `openssl rand -hex 16`.
+MIN_REQUIRED_API_KEY_LENGTH = 32
+
+# Hugging Face user access tokens start with this; anything else is a pasted wrong value.
+HF_TOKEN_PREFIX = "hf_"
+
+
+class InfraSettings(BaseModel):
+    """The keys only infra reads (camelCase, as Pulumi config keys are spelled).
+
+    Strict: a stack file value "yes" is not a boolean, and an unknown key is a typo.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    # The Modal environment every object of this stack lives in (created or adopted).
+    modal_environment: str = Field(alias="modalEnvironment")
+    # Pulumi `protect` on both volumes: `pulumi destroy` then refuses to delete them. The weights
+    # volume holds ~700 GB that take up to an hour to download again.
+    protect_volumes: bool = Field(True, alias="protectVolumes")
+    # After a deployment that changed, wait for /health and send one chat request (costs a cold start).
+    smoke_test: bool = Field(False, alias="smokeTest")
+    # Demand a strong API key (at least MIN_REQUIRED_API_KEY_LENGTH characters).
+    require_api_key: bool = Field(True, alias="requireApiKey")
+
+    @field_validator("modal_environment")
+    @classmethod
+    def _modal_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError(f"{value!r} is not a valid Modal environment name (letters, digits, . _ -; max 63)")
+        return value
+
+
+# Config keys InfraSettings reads, by their stack-file spelling.
+INFRA_KEYS = tuple(field.alias for field in InfraSettings.model_fields.values())
+BOOLEAN_KEYS = tuple(f.alias for f in InfraSettings.model_fields.values() if f.annotation in (bool, "bool"))
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Everything the program needs to declare one stack."""
+
+    stack: str
+    deployment: DeploymentConfig
+    infra: InfraSettings
+    # Pulumi secrets: encrypted in state, masked in diffs and outputs.
+    hf_token: pulumi.Output[str]
+    api_key: pulumi.Output[str]
+
+    @property
+    def protect_volumes(self) -> bool:
+        return self.infra.protect_volumes
+
+
+class InvalidStackConfig(pulumi.RunError):
+    """A stack file that cannot be deployed; the message lists every problem, one per line."""
+
+    def __init__(self, stack: str, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(
+            f"stack '{stack}' has invalid configuration (Pulumi.{stack}.yaml); nothing was changed:\n{lines}"
+        )
+
+
+def load(stack: str | None = None) -> StackSettings:
+    """Reads and validates the current stack's config; raises InvalidStackConfig listing every problem."""
+    stack = stack or pulumi.get_stack()
+    raw = _namespace_config()
+    problems: list[str] = []
+
+    deployment = _deployment(raw.get(DEPLOYMENT_KEY), problems)
+    infra = _infra(raw, problems)
+    hf_token = _secret(raw, HF_TOKEN_KEY, stack, problems)
+    api_key = _secret(raw, API_KEY_KEY, stack, problems)
+
+    if hf_token is not None and not hf_token.startswith(HF_TOKEN_PREFIX):
+        problems.append(f"{_key(HF_TOKEN_KEY)}: does not look like a Hugging Face token (they start with 'hf_')")
+    if api_key is not None:
+        problems += _api_key_problems(api_key, infra)
+    if infra is not None and stack in PRODUCTION_STACKS:
+        if not infra.protect_volumes:
+            problems.append(f"{_key('protectVolumes')}: must be true on the {stack} stack (its volumes hold data)")
+        if not infra.require_api_key:
+            problems.append(f"{_key('requireApiKey')}: must be true on the {stack} stack")
+
+    if problems:
+        raise InvalidStackConfig(stack, problems)
+    assert deployment is not None and infra is not None and hf_token is not None and api_key is not None
+    return StackSettings(
+        stack=stack,
+        deployment=deployment,
+        infra=infra,
+        hf_token=pulumi.Output.secret(hf_token),
+        api_key=pulumi.Output.secret(api_key),
+    )
+
+
+def _namespace_config() -> dict[str, Any]:
+    """Every `glm-modal:*` key of the stack, by its short name (the SDK has no listing API for this:
+    the language host puts the whole map in the runtime config, and PULUMI_CONFIG is its fallback)."""
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{NAMESPACE}:"
+    return {key[len(prefix) :]: value for key, value in merged.items() if key.startswith(prefix)}
+
+
+def _deployment(value: Any, problems: list[str]) -> DeploymentConfig | None:
+    if value is None:
+        problems.append(f"{_key(DEPLOYMENT_KEY)}: missing; the stack file must hold the whole deployment object")
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, dict):
+        problems.append(f"{_key(DEPLOYMENT_KEY)}: must be an object (structured YAML under the key), not a string")
+        return None
+    try:
+        return DeploymentConfig.model_validate(value)
+    except ValidationError as error:
+        problems += [f"{_key(DEPLOYMENT_KEY)}.{line}" for line in format_errors(error)]
+        return None
+
+
+def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
+    values = {key: value for key, value in raw.items() if key not in (DEPLOYMENT_KEY, *SECRET_KEYS)}
+    for key in BOOLEAN_KEYS:
+        # Config values reach the program as strings; only Pulumi's own spellings are booleans.
+        if values.get(key) in ("true", "false"):
+            values[key] = values[key] == "true"
+    try:
+        return InfraSettings.model_validate(values)
+    except ValidationError as error:
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = f"unknown setting (known: {', '.join((DEPLOYMENT_KEY, *INFRA_KEYS, *SECRET_KEYS))})"
+            elif item["type"] == "missing":
+                message = "missing; set it in the stack file"
+            elif item["type"] == "bool_type":
+                message = f"expected true or false, got {item['input']!r}"
+            problems.append(f"{_key(key)}: {message}")
+        return None
+
+
+def _secret(raw: dict[str, Any], key: str, stack: str, problems: list[str]) -> str | None:
+    value = raw.get(key)
+    how = f"pulumi config set --secret {_key(key)} <value> --stack {stack}"
+    if value is None or value == "":
+        problems.append(f"{_key(key)}: missing secret; set it with `{how}`")
+        return None
+    if not runtime_config.is_config_secret(_key(key)):
+        # Never echo the value: it may already be a real token committed in plaintext.
+        problems.append(f"{_key(key)}: stored in plaintext in the stack file; remove it and set it with `{how}`")
+        return None
+    if not isinstance(value, str) or any(ch.isspace() for ch in value):
+        problems.append(f"{_key(key)}: must be a single string without whitespace")
+        return None
+    return value
+
+
+def _api_key_problems(api_key: str, infra: InfraSettings | None) -> list[str]:
+    problems = []
+    if api_key.startswith("-"):
+        # SGLang's argument parser would take it for a flag (serving/lifecycle.py refuses it too).
+        problems.append(f"{_key(API_KEY_KEY)}: must not start with '-'")
+    if infra is not None and infra.require_api_key and len(api_key) < MIN_REQUIRED_API_KEY_LENGTH:
+        problems.append(
+            f"{_key(API_KEY_KEY)}: too short for a stack with requireApiKey: at least "
+            f"{MIN_REQUIRED_API_KEY_LENGTH} characters (e.g. `openssl rand -hex 16`)"
+        )
+    return problems
+
+
+def _key(name: str) -> str:
+    return f"{NAMESPACE}:{name}"

@@ -1,0 +1,51 @@
+"""The optional post-deploy smoke test: one `HttpCheck` after the app deployment.
+
+Switched per stack by `glm-modal:smokeTest` (on for staging; off for prod, where the cold start it
+causes costs 8 B200s for minutes). Its trigger is the app's deployment version, so it runs after a
+deployment that changed and at no other time: not in `pulumi preview` (the engine never creates or
+updates in a preview) and not in an `up` that changed nothing (same version, empty diff). It waits
+for /health, sends one chat request with the stack's API key and fails the `up` with the response
+if either fails.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from infra.exports import smoke_request_body
+from providers.http_check import HttpCheck
+from serving.config import DeploymentConfig
+
+# Modal may need a few minutes to schedule 8 B200s before the container's own start-up (weight
+# load, health, warmup: cfg.timeouts.startup) even begins.
+SCHEDULING_MARGIN_SECONDS = 600
+
+# Between /health polls: a cold start takes minutes, so polling faster only adds log noise.
+POLL_INTERVAL_SECONDS = 10.0
+
+# The chat answer must contain an assistant message (content is random in dummy-weights mode).
+EXPECTED_JSON_PATHS = ["choices.0.message"]
+
+
+def declare_smoke_test(
+    cfg: DeploymentConfig,
+    *,
+    web_url: pulumi.Output[str],
+    deployment_version: pulumi.Output[str],
+    api_key: pulumi.Output[str],
+    depends_on: list[pulumi.Resource],
+) -> HttpCheck:
+    return HttpCheck(
+        "smoke-test",
+        base_url=web_url,
+        health_path="/health",
+        request_path="/v1/chat/completions",
+        request_body=smoke_request_body(cfg.model.served_name),
+        bearer_token=api_key,
+        expect_json_paths=EXPECTED_JSON_PATHS,
+        trigger=deployment_version.apply(str),
+        ready_timeout_seconds=float(cfg.timeouts.startup + SCHEDULING_MARGIN_SECONDS),
+        poll_interval_seconds=POLL_INTERVAL_SECONDS,
+        request_timeout_seconds=float(cfg.timeouts.warmup_request),
+        opts=pulumi.ResourceOptions(depends_on=depends_on),
+    )

@@ -1,0 +1,506 @@
+"""Shared pieces of the Modal dynamic providers: input checks, precise diffs, one retry policy for
+Modal calls, secret redaction and progress lines.
+
+How this code runs: the Pulumi engine starts `python -u -m pulumi.dynamic` (from the venv named in
+Pulumi.yaml, with the project root as working directory and no PYTHONPATH). That process gets each
+resource's provider object from state as a dill pickle; a provider class that lives in this installed
+package is pickled *by reference* ("providers.secret.SecretProvider"), so the pickle stays tens of
+bytes and the process imports the current code. Keep every provider class in `providers/`.
+
+What the engine hands us (pulumi 3.272.0):
+- `check(olds, news)`: olds are the old *inputs*; values not yet known in a preview are `UNKNOWN`.
+- `diff(id, olds, news)` and `update(id, olds, news)`: olds are the old *outputs*, so every output
+  echoes the inputs a diff needs (never a secret value). Answer precisely: "unknown" makes the
+  engine diff inputs itself, `__provider` included.
+- Secret inputs arrive in plaintext (the server answers `acceptSecrets=False`). Outputs derived from
+  them must be listed in the resource's `additional_secret_outputs`.
+- Each line printed to stdout shows as info during `pulumi up`; an exception becomes an error whose
+  text is a traceback, so our errors carry one clear, redacted message and no chained cause.
+
+Credentials come from the normal Modal sources (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET, ~/.modal.toml,
+MODAL_SERVER_URL) or the stack's secret config `modal:tokenId`/`modal:tokenSecret`, read in
+`configure` into this process's environment; nothing credential-like is put in inputs or outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, TypeVar
+
+import grpclib
+import pydantic
+import tenacity
+from modal import exception as modal_errors
+from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResult, ResourceProvider
+from pulumi.runtime.rpc import UNKNOWN
+
+__all__ = [
+    "UNKNOWN",
+    "InputModel",
+    "EnvironmentName",
+    "ModalProvider",
+    "ObjectName",
+    "PreciseDiff",
+    "ProviderError",
+    "check_inputs",
+    "contains_unknown",
+    "is_transient",
+    "join_id",
+    "modal_call",
+    "precise_diff",
+    "progress",
+    "redact",
+    "register_secrets",
+    "retry_settings",
+    "split_id",
+    "strip_internal",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Retry policy.
+#
+# The modal client already retries every unary RPC itself (modal/_grpc_client.py, Retry() in
+# modal/_utils/grpc_utils.py): 3 retries (4 attempts, 0.1/0.2/0.4 s apart) on DEADLINE_EXCEEDED,
+# UNAVAILABLE, CANCELLED, INTERNAL and UNKNOWN, and it honours a server-sent retry-after on any
+# status. What reaches us as ServiceError/InternalError/ConnectionError from a unary call has
+# therefore been retried already; retrying it again would multiply attempts (4 x 4) for an outage
+# we should report instead. So on top of the client we retry only what it never retries:
+#   - RESOURCE_EXHAUSTED (ResourceExhaustedError): rate limits and quota throttling, which clear
+#     with time;
+#   - ABORTED (a ConflictError whose status is ABORTED): a concurrent change won, try again;
+# and, for streaming RPCs (e.g. Volume.listdir), which the client does not retry at all, the
+# transport-level ones too (ServiceError, InternalError, ConnectionError, OSError).
+# ---------------------------------------------------------------------------------------------
+
+# Attempts of one Modal call, ours: the first try plus 3 retries.
+MAX_ATTEMPTS = 4
+
+# Backoff between our attempts: base * 2**n seconds, capped. Rate limits need seconds, not the
+# client's tenths. Tests shrink the base through the environment variable, which the provider
+# subprocess inherits (a module constant could not reach that process).
+RETRY_BASE_SECONDS_ENV = "PROVIDERS_RETRY_BASE_SECONDS"
+DEFAULT_RETRY_BASE_SECONDS = 2.0
+RETRY_MAX_SECONDS = 30.0
+
+# Every progress line starts with this, so a reader of `pulumi up` sees which tool is talking.
+PROGRESS_PREFIX = "[modal] "
+
+# Replaces a secret value wherever it would appear in text we emit.
+REDACTED = "[secret]"
+
+# Pulumi stack config keys for Modal credentials, as an alternative to env vars/~/.modal.toml.
+TOKEN_ID_CONFIG_KEY = "modal:tokenId"
+TOKEN_SECRET_CONFIG_KEY = "modal:tokenSecret"
+
+
+class ProviderError(Exception):
+    """A failure explained for the person running `pulumi`: what failed and what to do.
+
+    The text is redacted of every secret value this process has seen."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+
+# ---------------------------------------------------------------------------------------------
+# Secret redaction: a process-wide set of values that must never be printed, filled by whoever
+# handles secret inputs (check_inputs does it for fields named in `InputModel.secret_fields`).
+# ---------------------------------------------------------------------------------------------
+
+_secret_values: set[str] = set()
+_secret_lock = threading.Lock()
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secret values so `redact` (and so every ProviderError and progress line) hides them."""
+    with _secret_lock:
+        _secret_values.update(v for v in values if isinstance(v, str) and v and v != UNKNOWN)
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """`text` with every registered (and `extra`) secret value replaced by REDACTED, longest first
+    so a value containing another is hidden whole."""
+    with _secret_lock:
+        values = set(_secret_values)
+    values.update(v for v in extra if isinstance(v, str) and v)
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def progress(message: str) -> None:
+    """One info line in `pulumi up` (the engine shows each stdout line of the provider process)."""
+    for line in redact(message).splitlines() or [""]:
+        sys.stdout.write(f"{PROGRESS_PREFIX}{line}\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: one pydantic model per resource; `check` turns its errors into per-property failures.
+# ---------------------------------------------------------------------------------------------
+
+
+class InputModel(pydantic.BaseModel):
+    """Base of every resource's inputs: unknown properties are errors, not silently ignored."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    # Fields holding secret values (any string inside them): registered for redaction on check,
+    # never echoed into outputs.
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+InputModelT = TypeVar("InputModelT", bound=InputModel)
+
+# Modal's naming rules (modal 1.6.4, modal/_utils/name_utils.py), checked here so `pulumi preview`
+# rejects a bad name without asking Modal.
+_OBJECT_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
+_APP_ID = re.compile(r"^ap-[a-zA-Z0-9]{22}$")
+_ENVIRONMENT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
+
+
+def _check_object_name(name: str) -> str:
+    if not _OBJECT_NAME.match(name) or _APP_ID.match(name):
+        raise ValueError("must be 1-64 characters of letters, digits, '-', '_' or '.' (and not an app id)")
+    return name
+
+
+def _check_environment_name(name: str) -> str:
+    if not _ENVIRONMENT_NAME.match(name):
+        raise ValueError("must be 1-64 characters of letters, digits, '-' or '_', starting with a letter or digit")
+    if name.lower().startswith("en-"):
+        raise ValueError("must not start with 'en-' (Modal reserves it for environment ids)")
+    return name
+
+
+# A Modal object name (secret, volume, app) and an environment name, as pydantic field types.
+ObjectName = Annotated[str, pydantic.AfterValidator(_check_object_name)]
+EnvironmentName = Annotated[str, pydantic.AfterValidator(_check_environment_name)]
+
+
+def strip_internal(props: Mapping[str, Any]) -> dict[str, Any]:
+    """The resource's own properties: without `__provider` and other engine-internal keys."""
+    return {k: v for k, v in props.items() if not k.startswith("__")}
+
+
+def contains_unknown(value: Any) -> bool:
+    """Whether a value (or anything inside it) is not known yet, as in a preview."""
+    if isinstance(value, str):
+        return value == UNKNOWN
+    if isinstance(value, Mapping):
+        return any(contains_unknown(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(contains_unknown(v) for v in value)
+    return False
+
+
+def _strings_in(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings_in(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings_in(v)
+
+
+def secret_values_of(model_cls: type[InputModel], props: Mapping[str, Any]) -> list[str]:
+    """Every string inside the secret fields of `props` (validated or not)."""
+    return [s for name in model_cls.secret_fields for s in _strings_in(props.get(name))]
+
+
+def _property_path(loc: Sequence[Any]) -> str:
+    """pydantic's error location as a Pulumi property path: values.HF_TOKEN, triggers.list[0]."""
+    path = ""
+    for part in loc:
+        if part == "[key]":  # pydantic marks an invalid dict key this way; the key itself is the path
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _failure_property(model_cls: type[InputModel], loc: Sequence[Any]) -> str:
+    """The property a CheckFailure names. The engine prints the program's value of a failure's
+    property when that is a top-level key, secrets in plaintext (pkg/resource/deploy/step_generator.go
+    `issueCheckFailures`), so a failure about a whole secret field names it in a form that is not a key."""
+    path = _property_path(loc)
+    return f"{path} (secret)" if path in model_cls.secret_fields else path
+
+
+def check_inputs(model_cls: type[InputModel], news: Mapping[str, Any]) -> CheckResult:
+    """Validate `news` with `model_cls`; one CheckFailure per offending property, never an exception.
+
+    Properties not known yet (preview) are left out of validation and passed through unchanged; the
+    rest come back normalized (defaults filled in) so state records exactly what was applied."""
+    props = strip_internal(news)
+    register_secrets(secret_values_of(model_cls, props))
+    pending = {name for name, value in props.items() if contains_unknown(value)}
+    known = {name: value for name, value in props.items() if name not in pending}
+    try:
+        model = model_cls.model_validate(known)
+    except pydantic.ValidationError as error:
+        failures = [
+            CheckFailure(_failure_property(model_cls, item["loc"]), redact(item["msg"]))
+            for item in error.errors(include_url=False, include_input=False, include_context=False)
+            if not (item["type"] == "missing" and item["loc"] and item["loc"][0] in pending)
+        ]
+        # Only "missing" errors for properties that are merely unknown yet: fine for now.
+        return CheckResult(dict(props), failures)
+    except Exception as error:  # a validator raising something else must still not become a traceback
+        return CheckResult(dict(props), [CheckFailure("", redact(f"{type(error).__name__}: {error}"))])
+    inputs = model.model_dump(mode="json")
+    inputs.update({name: props[name] for name in pending})
+    return CheckResult(inputs, [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Diffs: exactly the changed properties, which of them replace, and the stables. Never calls Modal.
+# ---------------------------------------------------------------------------------------------
+
+
+class PreciseDiff(DiffResult):
+    """A DiffResult that also names the changed properties (`changed`), for tests and messages.
+
+    (The dynamic provider server forwards only changes/replaces/deleteBeforeReplace.)"""
+
+    def __init__(self, changed: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.changed = changed
+
+
+# compare(old_outputs, new_value) -> True when the new value is what the old outputs record.
+Comparer = Callable[[Mapping[str, Any], Any], bool]
+
+
+def precise_diff(
+    olds: Mapping[str, Any],
+    news: Mapping[str, Any],
+    fields: Iterable[str],
+    *,
+    replace_on: Iterable[str] = (),
+    stables: Iterable[str] = (),
+    compare: Mapping[str, Comparer] | None = None,
+    delete_before_replace: bool = False,
+) -> PreciseDiff:
+    """Compare the input `fields` of `news` with the old outputs `olds`.
+
+    A field whose new value is not known yet counts as changed. `compare` overrides equality for a
+    field whose old value is not stored as such (e.g. secret values kept only as a digest).
+    `stables` are properties that never change in an update (outputs like ids); they are reported
+    unless they are themselves changed (then they replace)."""
+    compare = compare or {}
+    changed = []
+    for name in fields:
+        new = news.get(name)
+        if contains_unknown(new):
+            changed.append(name)
+        elif name in compare:
+            if not compare[name](olds, new):
+                changed.append(name)
+        elif olds.get(name) != new:
+            changed.append(name)
+    replaces = [name for name in changed if name in set(replace_on)]
+    return PreciseDiff(
+        changed,
+        changes=bool(changed),
+        replaces=replaces,
+        stables=[name for name in stables if name not in changed],
+        delete_before_replace=delete_before_replace if replaces else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Modal calls.
+# ---------------------------------------------------------------------------------------------
+
+
+def _grpc_status(error: BaseException) -> grpclib.Status | None:
+    # modal keeps the gRPC status on its exceptions as `_grpc_status`; the public `.status`
+    # property warns about its deprecation, so read the attribute it sets.
+    return getattr(error, "_grpc_status", None)
+
+
+def is_transient(error: BaseException, *, client_retried: bool = True) -> bool:
+    """Whether OUR layer should retry `error` (see the policy at the top of this module)."""
+    if isinstance(error, modal_errors.ResourceExhaustedError):
+        return True
+    if isinstance(error, modal_errors.ConflictError) and _grpc_status(error) == grpclib.Status.ABORTED:
+        return True
+    if client_retried:
+        return False
+    return isinstance(
+        error,
+        modal_errors.ServiceError
+        | modal_errors.InternalError
+        | modal_errors.ConnectionError
+        | OSError
+        | asyncio.TimeoutError,
+    )
+
+
+def retry_settings() -> tuple[int, float, float]:
+    """(attempts, base seconds, max seconds) of our backoff, read at call time from the environment."""
+    raw = os.environ.get(RETRY_BASE_SECONDS_ENV, "")
+    try:
+        base = float(raw) if raw else DEFAULT_RETRY_BASE_SECONDS
+    except ValueError:
+        base = DEFAULT_RETRY_BASE_SECONDS
+    return MAX_ATTEMPTS, max(base, 0.0), RETRY_MAX_SECONDS
+
+
+# What to do about a permanent failure, by modal exception class (checked in order).
+_ADVICE: list[tuple[type[BaseException], str]] = [
+    (
+        modal_errors.AuthError,
+        "Modal rejected the credentials: set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET (or run `modal token new`, "
+        "or `pulumi config set --secret modal:tokenSecret ...`) and run `pulumi up` again.",
+    ),
+    (
+        modal_errors.PermissionDeniedError,
+        "The Modal token lacks permission for this: use a token of the right workspace/environment role.",
+    ),
+    (
+        modal_errors.NotFoundError,
+        "Modal does not know it: check the names, and that the environment exists (declare a ModalEnvironment "
+        "and depend on it).",
+    ),
+    (modal_errors.AlreadyExistsError, "An object of that name already exists and could not be adopted."),
+    (
+        modal_errors.ResourceExhaustedError,
+        "Modal kept throttling (rate limit or quota) after our retries: wait a minute and run `pulumi up` again.",
+    ),
+    (modal_errors.ConflictError, "Modal refused because of the object's current state: check it and retry."),
+    (modal_errors.InvalidError, "Modal rejected the request as invalid: fix the resource's inputs."),
+    (
+        modal_errors.ServiceError
+        | modal_errors.InternalError
+        | modal_errors.ConnectionError
+        | OSError
+        | asyncio.TimeoutError,
+        "Modal stayed unreachable or failing after retries: check connectivity/status.modal.com and run "
+        "`pulumi up` again (operations are idempotent: a re-run converges).",
+    ),
+]
+
+
+def describe_failure(what: str, error: BaseException, attempts: int) -> str:
+    """One line: what failed, how Modal answered, what to do. Redacted by ProviderError."""
+    detail = str(error).strip() or repr(error)
+    advice = next((text for kind, text in _ADVICE if isinstance(error, kind)), "See the Modal error above.")
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    return f"{what} failed{tries}: {type(error).__name__}: {detail}. {advice}"
+
+
+# The errors modal_call turns into ProviderError: Modal's own, and transport errors that escape it.
+_MODAL_FAILURES = (modal_errors.Error, grpclib.GRPCError, OSError, asyncio.TimeoutError)
+
+T = TypeVar("T")
+
+
+def modal_call(fn: Callable[..., T], *args: Any, what: str, client_retries: bool = True, **kwargs: Any) -> T:
+    """Run one modal client call with our bounded retry policy; permanent failures become ProviderError.
+
+    `what` says what is being done ("create volume 'weights' in 'main'") for progress and errors.
+    `client_retries=False` marks a call the modal client does not retry itself (streaming RPCs such
+    as Volume.listdir), so transport errors are retried here instead."""
+    attempts, base, cap = retry_settings()
+    state = {"attempts": 0}
+
+    def attempt() -> T:
+        state["attempts"] += 1
+        return fn(*args, **kwargs)
+
+    def announce(retry_state: tenacity.RetryCallState) -> None:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        progress(
+            f"{what}: transient {type(error).__name__}, retry {retry_state.attempt_number}/{attempts - 1} "
+            f"in {wait:.1f}s"
+        )
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential(multiplier=base, min=base, max=cap),
+        retry=tenacity.retry_if_exception(lambda error: is_transient(error, client_retried=client_retries)),
+        before_sleep=announce,
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except _MODAL_FAILURES as error:
+        # `from None`: the engine prints the whole chain; ours already says everything, redacted.
+        raise ProviderError(describe_failure(what, error, state["attempts"])) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Resource ids: "<environment>/<name>" for objects scoped to an environment (what `pulumi import`
+# takes), the bare name for environments themselves.
+# ---------------------------------------------------------------------------------------------
+
+_ID_PART = re.compile(r"^[^/]+$")
+
+
+def join_id(environment: str, name: str) -> str:
+    return f"{environment}/{name}"
+
+
+def split_id(resource_id: str, kind: str) -> tuple[str, str]:
+    """(environment, name) from an id "<environment>/<name>"; a clear error for anything else."""
+    environment, sep, name = resource_id.partition("/")
+    if not sep or not _ID_PART.match(environment) or not _ID_PART.match(name):
+        raise ProviderError(
+            f"invalid {kind} id {resource_id!r}: expected '<environment>/<name>', e.g. 'main/my-{kind.lower()}'"
+        )
+    return environment, name
+
+
+# ---------------------------------------------------------------------------------------------
+# The provider base class.
+# ---------------------------------------------------------------------------------------------
+
+
+class ModalProvider(ResourceProvider):
+    """Base of our providers: stateless (so pickled by reference, tiny), checks with `inputs_model`,
+    and takes Modal credentials from stack config when given there."""
+
+    # Nothing secret is captured in the pickle, so there is no reason to encrypt it in state.
+    serialize_as_secret_always = False
+
+    inputs_model: ClassVar[type[InputModel]] = InputModel
+
+    def configure(self, req: ConfigureRequest) -> None:
+        for config_key, env_var in (
+            (TOKEN_ID_CONFIG_KEY, "MODAL_TOKEN_ID"),
+            (TOKEN_SECRET_CONFIG_KEY, "MODAL_TOKEN_SECRET"),
+        ):
+            value = req.config.get(config_key)
+            if isinstance(value, str) and value and not os.environ.get(env_var):
+                os.environ[env_var] = value
+                if env_var == "MODAL_TOKEN_SECRET":
+                    register_secrets([value])
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return check_inputs(self.inputs_model, news)
+
+    def validated(self, props: Mapping[str, Any]) -> InputModel:
+        """The inputs model of `props` (create/update get checked inputs; this re-types them)."""
+        model_cls = self.inputs_model
+        register_secrets(secret_values_of(model_cls, props))
+        fields = set(model_cls.model_fields)
+        try:
+            return model_cls.model_validate({k: v for k, v in strip_internal(props).items() if k in fields})
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"{_property_path(item['loc'])}: {item['msg']}"
+                for item in error.errors(include_url=False, include_input=False, include_context=False)
+            )
+            raise ProviderError(f"invalid inputs: {problems}") from None

@@ -1,0 +1,480 @@
+"""Runs or deploys a Modal app module in a child process: both ends of that protocol.
+
+Why a child process: a Modal app module does its work at import (it reads its configuration from
+the environment, declares images, volumes and functions), and modal's objects remember the app
+they were loaded into. Importing it inside the long-lived Pulumi provider process would mix one
+stack's config with the next resource's and could never be re-imported with other values. A fresh
+`python -m providers.runner` per job or deployment gets exactly the environment it is given, and
+can be killed when a job outlives its timeout.
+
+The child (`main`):
+
+    python -m providers.runner run    --module M --function F --environment E
+    python -m providers.runner deploy --module M --app-name N --environment E
+
+- The module's own settings (`module_env`, e.g. {"GLM_DEPLOYMENT_CONFIG": "<json>"}) arrive in the
+  child's ENVIRONMENT, not in argv: they can be large, and argv is visible to every user of the
+  machine in `ps`. Nothing secret belongs in them (credentials come from the usual Modal sources).
+- It imports M, finds its `modal.App` (the attribute `app`, or the only App in the module), then
+  - `run`: starts the app ephemerally (`with app.run(environment_name=E)`), spawns F with no
+    arguments, and waits for its result. Nothing needs to be deployed first.
+  - `deploy`: `app.deploy(name=N, environment_name=E)`, then looks the deployment up by name for its
+    app id, deployment version and the URLs of its web endpoints.
+- It prints human progress lines, then, as its last stdout line, RESULT_PREFIX + one JSON object:
+  {"ok": true, ...details} or {"ok": false, "error": "...", "phase": "...", "transient": bool,
+  "started": bool}. Exit status 0 on success, 1 on failure.
+- On SIGTERM (our timeout), a running function call is cancelled before the child exits, so a
+  timed-out job does not keep burning GPUs on Modal.
+
+The parent (`invoke`), used by the job and app providers: starts the child with the provider
+process's environment plus `module_env`, forwards its lines as progress (each line on the
+provider's stdout is shown by `pulumi up`), adds a "<label>: running 12m30s" line every
+`PROGRESS_SECONDS_ENV` seconds (default 30), enforces the timeout (SIGTERM, then SIGKILL after a
+grace period), and returns the parsed result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# The marker of the child's machine-readable last line; everything else it prints is for humans.
+RESULT_PREFIX = "@@providers.runner.result "
+
+# How often the parent prints "<label>: running 12m30s" while it waits. `pulumi up` shows each
+# line, and a 60-minute download is silent otherwise. Tests shrink it through the environment,
+# which reaches the provider process (a module constant could not).
+PROGRESS_SECONDS_ENV = "PROVIDERS_PROGRESS_SECONDS"
+DEFAULT_PROGRESS_SECONDS = 30.0
+
+# After SIGTERM at the timeout, how long the child gets to cancel its function call and say goodbye
+# to Modal before it is killed.
+TERMINATE_GRACE_SECONDS = 15.0
+
+# How many lines of the child's stderr an error message quotes (modal warnings, an import traceback).
+STDERR_TAIL_LINES = 15
+
+# Results larger than this (JSON characters) are reported as a truncated preview only: the result
+# travels through a pipe and may end up in an error message.
+MAX_RESULT_CHARS = 16_000
+
+# Phases of the child, in order; a failure names the phase it happened in.
+PHASE_IMPORT = "import"  # importing the module: its config was rejected, or a dependency is missing
+PHASE_SETUP = "setup"  # creating the app and its objects on Modal; no function has started yet
+PHASE_RUNNING = "running"  # the function call exists on Modal
+PHASE_DEPLOY = "deploy"  # deploying (idempotent: a retry just deploys again)
+
+
+# =============================================================================================
+# The child: `python -m providers.runner ...`
+# =============================================================================================
+
+
+class RunnerFailure(Exception):
+    """A failure of the child with its phase; `started` tells whether a function call may be running."""
+
+    def __init__(self, message: str, *, phase: str, transient: bool = False, started: bool = False):
+        super().__init__(message)
+        self.phase = phase
+        self.transient = transient
+        self.started = started
+
+
+def say(message: str) -> None:
+    """One human progress line on stdout (the parent forwards it to `pulumi up`)."""
+    print(message, flush=True)
+
+
+def emit_result(payload: Mapping[str, Any]) -> None:
+    print(RESULT_PREFIX + json.dumps(payload, sort_keys=True, default=str), flush=True)
+
+
+def find_app(module: Any, module_name: str) -> Any:
+    """The module's `modal.App`: the attribute `app` if it is one, else the only App it holds."""
+    import modal
+
+    candidate = getattr(module, "app", None)
+    if isinstance(candidate, modal.App):
+        return candidate
+    apps = [value for value in vars(module).values() if isinstance(value, modal.App)]
+    if len(apps) == 1:
+        return apps[0]
+    found = "no modal.App" if not apps else f"{len(apps)} modal.App objects and none named `app`"
+    raise RunnerFailure(f"module {module_name!r} has {found}", phase=PHASE_IMPORT)
+
+
+def import_app(module_name: str) -> Any:
+    import importlib
+
+    say(f"importing {module_name}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        # The traceback goes to stderr (the parent quotes its tail); the message names the cause.
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        raise RunnerFailure(
+            f"importing module {module_name!r} failed: {type(error).__name__}: {error}", phase=PHASE_IMPORT
+        ) from None
+    return find_app(module, module_name)
+
+
+def json_safe(value: Any) -> Any:
+    """The function's return value as JSON, or a truncated preview of it when it is large or odd."""
+    try:
+        text = json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        text = None
+    if text is not None and len(text) <= MAX_RESULT_CHARS:
+        return value
+    preview = repr(value) if text is None else text
+    return {"truncated_preview": preview[:MAX_RESULT_CHARS]}
+
+
+def _is_transient(error: BaseException) -> bool:
+    from providers.base import is_transient
+
+    return is_transient(error)
+
+
+class _Interrupted(Exception):
+    """SIGTERM from the parent (the job's timeout)."""
+
+
+def _raise_interrupted(_signum: int, _frame: Any) -> None:
+    raise _Interrupted()
+
+
+def run_function(module_name: str, function_name: str, environment: str) -> dict[str, Any]:
+    """Run `function_name` of the module's app once, ephemerally, and wait for its result."""
+    app = import_app(module_name)
+    function = app._local_state.functions.get(function_name)  # registered_functions warns (deprecated)
+    if function is None:
+        known = ", ".join(sorted(app._local_state.functions)) or "none"
+        raise RunnerFailure(
+            f"module {module_name!r} has no Modal function {function_name!r} (functions: {known})",
+            phase=PHASE_IMPORT,
+        )
+    started_at = time.monotonic()
+    state: dict[str, Any] = {"phase": PHASE_SETUP, "call": None, "app_id": None}
+    try:
+        say(f"starting an ephemeral run of app {app.name or module_name!r} in environment {environment!r}")
+        with app.run(environment_name=environment):
+            state["app_id"] = app.app_id
+            call = function.spawn()
+            state["call"], state["phase"] = call, PHASE_RUNNING
+            say(f"{function_name} started: function call {call.object_id} in app {app.app_id}")
+            result = call.get()
+    except _Interrupted:
+        call = state["call"]
+        if call is not None:
+            with contextlib.suppress(Exception):
+                call.cancel()
+                say(f"cancelled function call {call.object_id}")
+        raise RunnerFailure(
+            "stopped by the provider (timeout)", phase=state["phase"], started=call is not None
+        ) from None
+    except RunnerFailure:
+        raise
+    except Exception as error:
+        started = state["call"] is not None
+        raise RunnerFailure(
+            f"{type(error).__name__}: {error}",
+            phase=state["phase"],
+            transient=_is_transient(error),
+            started=started,
+        ) from None
+    call = state["call"]
+    return {
+        "app_id": state["app_id"],
+        "function_call_id": call.object_id,
+        "duration_seconds": round(time.monotonic() - started_at, 3),
+        "result": json_safe(result),
+    }
+
+
+# ---- deployments: the app id, version and web URLs, by name ---------------------------------------
+
+
+async def _deployment_info(name: str, environment: str) -> dict[str, Any] | None:
+    from modal.client import _Client
+    from modal_proto import api_pb2
+
+    client = await _Client.from_env()
+    found = await client._stub.AppGetByDeploymentName(
+        api_pb2.AppGetByDeploymentNameRequest(name=name, environment_name=environment)
+    )
+    if not found.app_id:
+        return None
+    layout = await client._stub.AppGetLayout(api_pb2.AppGetLayoutRequest(app_id=found.app_id))
+    tags = {object_id: tag for tag, object_id in layout.app_layout.function_ids.items()}
+    web_urls: dict[str, str] = {}
+    for obj in layout.app_layout.objects:
+        if not obj.HasField("function_handle_metadata"):
+            continue
+        metadata = obj.function_handle_metadata
+        tag = tags.get(obj.object_id, metadata.function_name)
+        class_name = tag.removesuffix(".*")
+        methods = {m: meta.web_url for m, meta in metadata.method_handle_metadata.items() if meta.web_url}
+        for method_name, url in methods.items():
+            web_urls[f"{class_name}.{method_name}"] = url
+        if metadata.web_url and not methods:
+            web_urls[class_name] = metadata.web_url  # a web function, or an `app.server` class
+    return {
+        "app_id": found.app_id,
+        "deployment_version": int(found.lifecycle.version),
+        "web_urls": dict(sorted(web_urls.items())),
+    }
+
+
+def deployment_info(name: str, environment: str) -> dict[str, Any] | None:
+    """{app_id, deployment_version, web_urls} of the app deployed as `name`, or None when none is.
+
+    modal 1.6.4 has no public call for a deployment's version (App.lookup's info leaves it to the
+    server) or for the web URLs of a deployed class's methods, so this asks the control plane
+    directly (AppGetByDeploymentName, AppGetLayout) with the client's own retrying stub."""
+    from modal._utils.async_utils import synchronizer
+
+    return synchronizer.create_blocking(_deployment_info)(name, environment)
+
+
+def deploy_app(module_name: str, app_name: str, environment: str) -> dict[str, Any]:
+    app = import_app(module_name)
+    started_at = time.monotonic()
+    say(f"deploying app {app_name!r} to environment {environment!r}")
+    try:
+        app.deploy(name=app_name, environment_name=environment)
+        info = deployment_info(app_name, environment)
+    except Exception as error:
+        raise RunnerFailure(
+            f"{type(error).__name__}: {error}", phase=PHASE_DEPLOY, transient=_is_transient(error)
+        ) from None
+    if info is None:
+        raise RunnerFailure(f"app {app_name!r} is not deployed after deploying it", phase=PHASE_DEPLOY)
+    say(f"deployed app {app_name!r}: {info['app_id']} version {info['deployment_version']}")
+    return {**info, "duration_seconds": round(time.monotonic() - started_at, 3)}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m providers.runner", description=__doc__.split("\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    run = verbs.add_parser("run", help="run one function of the module's app ephemerally")
+    run.add_argument("--module", required=True)
+    run.add_argument("--function", required=True)
+    run.add_argument("--environment", required=True)
+    deploy = verbs.add_parser("deploy", help="deploy the module's app")
+    deploy.add_argument("--module", required=True)
+    deploy.add_argument("--app-name", required=True)
+    deploy.add_argument("--environment", required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    # The module may read its settings from anywhere, but it must find modal's environment here too.
+    os.environ["MODAL_ENVIRONMENT"] = args.environment
+    try:
+        if args.verb == "run":
+            details = run_function(args.module, args.function, args.environment)
+        else:
+            details = deploy_app(args.module, args.app_name, args.environment)
+    except RunnerFailure as failure:
+        emit_result(
+            {
+                "ok": False,
+                "error": str(failure),
+                "phase": failure.phase,
+                "transient": failure.transient,
+                "started": failure.started,
+            }
+        )
+        return 1
+    except _Interrupted:
+        emit_result({"ok": False, "error": "stopped by the provider (timeout)", "phase": PHASE_SETUP,
+                     "transient": False, "started": False})  # fmt: skip
+        return 1
+    emit_result({"ok": True, **details})
+    return 0
+
+
+# =============================================================================================
+# The parent: start the child, stream its progress, enforce the timeout.
+# =============================================================================================
+
+
+@dataclass(frozen=True)
+class RunnerOutcome:
+    ok: bool
+    details: dict[str, Any]  # the child's JSON result (without "ok")
+    timed_out: bool
+    exit_code: int | None
+    stderr_tail: list[str]
+
+    @property
+    def error(self) -> str:
+        return str(self.details.get("error", ""))
+
+
+def progress_interval() -> float:
+    raw = os.environ.get(PROGRESS_SECONDS_ENV, "")
+    try:
+        return max(float(raw), 0.05) if raw else DEFAULT_PROGRESS_SECONDS
+    except ValueError:
+        return DEFAULT_PROGRESS_SECONDS
+
+
+def format_elapsed(seconds: float) -> str:
+    """12m30s, 1h02m05s, 45s: how `pulumi up` readers count."""
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def child_argv(verb: str, **options: str) -> list[str]:
+    argv = [sys.executable, "-u", "-m", "providers.runner", verb]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", value]
+    return argv
+
+
+def invoke(
+    verb: str,
+    options: Mapping[str, str],
+    module_env: Mapping[str, str],
+    *,
+    label: str,
+    timeout_seconds: float,
+    report: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+) -> RunnerOutcome:
+    """Run the child to completion or to the timeout, reporting its progress through `report`."""
+    env = {**os.environ, **module_env}
+    process = subprocess.Popen(
+        child_argv(verb, **options),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        # Its own process group: the timeout kills the child and anything it started, and a Ctrl-C
+        # meant for the engine does not reach it first.
+        start_new_session=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+
+    def pump_stdout() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    def pump_stderr() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.strip():
+                stderr_tail.append(line.rstrip("\n"))
+
+    readers = [threading.Thread(target=pump, daemon=True) for pump in (pump_stdout, pump_stderr)]
+    for reader in readers:
+        reader.start()
+
+    interval = progress_interval()
+    started = clock()
+    deadline = started + timeout_seconds
+    next_progress = started + interval
+    result: dict[str, Any] | None = None
+    timed_out = False
+    stdout_open = True
+    while stdout_open:
+        now = clock()
+        if now >= deadline:
+            timed_out = True
+            report(f"{label}: timed out after {format_elapsed(timeout_seconds)}; stopping it")
+            _terminate(process)
+            break
+        if now >= next_progress:
+            report(f"{label}: running {format_elapsed(now - started)}")
+            next_progress = now + interval
+        try:
+            line = lines.get(timeout=max(0.01, min(next_progress, deadline) - now))
+        except queue.Empty:
+            continue
+        if line is None:
+            stdout_open = False
+        elif line.startswith(RESULT_PREFIX):
+            with contextlib.suppress(ValueError):
+                result = json.loads(line[len(RESULT_PREFIX):])
+        elif line.strip():
+            report(f"{label}: {line}")
+    # Drain what the child printed while it was being stopped (its cancel message, its result).
+    while True:
+        try:
+            line = lines.get(timeout=TERMINATE_GRACE_SECONDS if timed_out else 5.0)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        if line.startswith(RESULT_PREFIX):
+            with contextlib.suppress(ValueError):
+                result = json.loads(line[len(RESULT_PREFIX):])
+        elif line.strip():
+            report(f"{label}: {line}")
+    exit_code = _wait(process)
+    for reader in readers:
+        reader.join(timeout=5)
+    details = dict(result or {})
+    ok = bool(details.pop("ok", False)) and exit_code == 0 and not timed_out
+    if result is None and not timed_out:
+        details = {
+            "error": f"the runner exited with status {exit_code} without a result",
+            "phase": PHASE_SETUP,
+            "transient": False,
+            "started": True,  # unknown: assume the worst, never re-run blindly
+        }
+    return RunnerOutcome(ok, details, timed_out, exit_code, list(stderr_tail))
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    """SIGTERM (the child cancels its function call), then SIGKILL of the whole group after the grace."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=TERMINATE_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever the child itself started
+
+
+def _wait(process: subprocess.Popen) -> int | None:
+    try:
+        return process.wait(timeout=TERMINATE_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _terminate(process)
+        return process.poll()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

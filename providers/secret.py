@@ -1,0 +1,236 @@
+"""A named Modal secret as a Pulumi resource: created, or overwritten when one of that name exists.
+
+Inputs:  name, environment, values (a dict of environment variable name -> value, given as a
+         Pulumi secret; `ModalSecret` marks it secret even when a plain dict is passed).
+Outputs: name, environment, key_names, values_digest, secret_id. Never the values.
+Id:      "<environment>/<name>" (what `pulumi import` takes).
+
+How values are tracked without storing them: `values_digest` is a sha256 of the values; the
+resource lists it in `additional_secret_outputs`, so the engine encrypts it like the values (a bare
+digest of a short value could be guessed offline). A diff compares the digest of the new values
+with it: a value change is an in-place update, which overwrites the secret whole (keys no longer
+declared disappear). Modal never hands values back, so `read` notices drift only through the keys
+or a different secret id (someone re-created it); either empties the digest, and the next `up`
+writes the declared values again. Changing name or environment replaces the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any
+
+import modal
+import pulumi
+import pydantic
+from modal.exception import AlreadyExistsError, NotFoundError
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+
+from .base import (
+    EnvironmentName,
+    InputModel,
+    ModalProvider,
+    ObjectName,
+    join_id,
+    modal_call,
+    precise_diff,
+    progress,
+    split_id,
+)
+
+# Inputs whose change means another secret.
+REPLACE_ON = ("name", "environment")
+# Every input, in the order a diff reports them.
+FIELDS = ("name", "environment", "values")
+# Secret keys become environment variables in containers, so they must be valid variable names.
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Outputs derived from the secret values, which the engine must encrypt in state.
+ADDITIONAL_SECRET_OUTPUTS = ("values_digest",)
+# Prefix of values_digest, naming the algorithm so it can change without a false "no change".
+DIGEST_PREFIX = "sha256:"
+
+
+def _check_key(key: str) -> str:
+    if not ENV_VAR_NAME.match(key):
+        raise ValueError("a key must be an environment variable name (letters, digits, '_'; not starting with a digit)")
+    return key
+
+
+# A key of a secret: it becomes an environment variable in the containers that use the secret.
+SecretKey = Annotated[str, pydantic.AfterValidator(_check_key)]
+
+
+class SecretInputs(InputModel):
+    secret_fields = frozenset({"values"})
+
+    name: ObjectName
+    environment: EnvironmentName
+    values: dict[SecretKey, str]
+
+    @pydantic.field_validator("values")
+    @classmethod
+    def _not_empty(cls, values: dict[str, str]) -> dict[str, str]:
+        if not values:
+            raise ValueError("must hold at least one key")
+        return values
+
+
+def values_digest(values: dict[str, str]) -> str:
+    """A stable digest of the values (keys sorted), so equal values give equal digests."""
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return DIGEST_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _values_unchanged(olds: dict[str, Any], new_values: Any) -> bool:
+    if not isinstance(new_values, dict):
+        return False
+    return olds.get("key_names") == sorted(new_values) and olds.get("values_digest") == values_digest(new_values)
+
+
+def _lookup(environment: str, name: str) -> Any | None:
+    """The hydrated secret (keys, id; never values), or None when there is none (a read-only call)."""
+
+    def get() -> Any | None:
+        try:
+            return modal.Secret.from_name(name, environment_name=environment).hydrate()
+        except NotFoundError:
+            return None
+
+    return modal_call(get, what=f"look up secret '{name}' in environment '{environment}'")
+
+
+def _key_names(secret: Any) -> list[str]:
+    # The keys Modal returned when the handle was hydrated (no extra call). modal 1.6.4 has no public
+    # accessor for them (SecretInfo carries none); `_get_keys` is what the client itself uses.
+    return sorted(secret._get_keys())
+
+
+def _write(inputs: SecretInputs, *, overwrite: bool) -> str | None:
+    """Create the secret, or with `overwrite` replace the whole of an existing one, in one call;
+    returns its id, or None when it exists and `overwrite` is False.
+
+    `Secret._create_deployed` is what `modal secret create [--force]` runs in modal 1.6.4 (pinned):
+    one SecretGetOrCreate (CREATE_FAIL_IF_EXISTS, or CREATE_OVERWRITE_IF_EXISTS with --force), and
+    unlike the public `Secret.objects.create` it returns the id."""
+
+    def write() -> str | None:
+        try:
+            return modal.Secret._create_deployed(
+                inputs.name, dict(inputs.values), environment_name=inputs.environment, overwrite=overwrite
+            )
+        except AlreadyExistsError:
+            return None
+
+    return modal_call(write, what=f"write secret '{inputs.name}' in environment '{inputs.environment}'")
+
+
+def _outputs(inputs: SecretInputs, secret_id: str) -> dict[str, Any]:
+    return {
+        "name": inputs.name,
+        "environment": inputs.environment,
+        "key_names": sorted(inputs.values),
+        "values_digest": values_digest(inputs.values),
+        "secret_id": secret_id,
+    }
+
+
+class SecretProvider(ModalProvider):
+    inputs_model = SecretInputs
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return precise_diff(
+            olds,
+            news,
+            FIELDS,
+            replace_on=REPLACE_ON,
+            stables=("secret_id",),
+            compare={"values": _values_unchanged},
+        )
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        inputs = self.validated(props)
+        where = f"secret '{inputs.name}' in environment '{inputs.environment}'"
+        # Create first (the one mutating call), so a name that exists shows up as AlreadyExists.
+        secret_id = _write(inputs, overwrite=False)
+        if secret_id is None:
+            progress(f"{where} already exists: adopting it and overwriting its values with the declared ones")
+            secret_id = _write(inputs, overwrite=True)
+        progress(f"{where} written ({len(inputs.values)} keys)")
+        return CreateResult(join_id(inputs.environment, inputs.name), _outputs(inputs, secret_id))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        environment, name = split_id(id_, "Secret")
+        secret = _lookup(environment, name)
+        if secret is None:
+            return ReadResult("", {})  # gone: the engine drops it from state
+        keys = _key_names(secret)
+        importing = "secret_id" not in props  # no outputs yet: `pulumi import` (props are the declared inputs)
+        declared = props.get("values") if isinstance(props.get("values"), dict) else None
+        if importing:
+            # Values cannot be read back: trust the declared ones when their keys are what Modal holds,
+            # the same trust a refresh gives an unchanged secret; otherwise the next `up` rewrites them.
+            digest = values_digest(declared) if declared is not None and sorted(declared) == keys else ""
+        else:
+            # Keep the digest only while nothing says the values changed behind our back.
+            unchanged = keys == props.get("key_names") and secret.object_id == props.get("secret_id")
+            digest = props.get("values_digest", "") if unchanged else ""
+        outputs = {
+            "name": name,
+            "environment": environment,
+            "key_names": keys,
+            "values_digest": digest,
+            "secret_id": secret.object_id,
+        }
+        inputs = None
+        if importing:
+            inputs = {"name": name, "environment": environment, **({"values": declared} if declared else {})}
+        return ReadResult(id_, outputs, inputs)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        inputs = self.validated(news)
+        secret_id = _write(inputs, overwrite=True)
+        progress(f"secret '{inputs.name}' in environment '{inputs.environment}' overwritten")
+        return UpdateResult(_outputs(inputs, secret_id))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        environment, name = split_id(id_, "Secret")
+        modal_call(
+            modal.Secret.objects.delete,
+            name,
+            environment_name=environment,
+            allow_missing=True,
+            what=f"delete secret '{name}' in environment '{environment}'",
+        )
+        progress(f"secret '{name}' in environment '{environment}' deleted")
+
+
+class ModalSecret(Resource, module="modal", name="Secret"):
+    """A named Modal secret holding `values`; the values stay secret in state and never reach outputs."""
+
+    name: pulumi.Output[str]
+    environment: pulumi.Output[str]
+    key_names: pulumi.Output[list[str]]
+    values_digest: pulumi.Output[str]
+    secret_id: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        name: pulumi.Input[str],
+        environment: pulumi.Input[str],
+        values: pulumi.Input[dict[str, str]],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "name": name,
+            "environment": environment,
+            "values": pulumi.Output.secret(values),
+            "key_names": None,
+            "values_digest": None,
+            "secret_id": None,
+        }
+        secret_outputs = pulumi.ResourceOptions(additional_secret_outputs=list(ADDITIONAL_SECRET_OUTPUTS))
+        opts = pulumi.ResourceOptions.merge(opts, secret_outputs)
+        super().__init__(SecretProvider(), resource_name, props, opts)

@@ -1,0 +1,164 @@
+"""A named Modal volume as a Pulumi resource: created, or adopted when one of that name exists.
+
+Inputs:  name, environment, delete_data (default False: refuse to delete a volume holding files).
+Outputs: name, environment, delete_data, volume_id.
+Id:      "<environment>/<name>" (what `pulumi import` takes).
+
+A weights volume holds hundreds of GB that take up to an hour to download again, so deleting one
+with files in it is refused unless `delete_data=True` was recorded first (set it and `pulumi up`,
+then delete; changing it alone calls nothing on Modal). Changing name or environment replaces the
+volume, and the same refusal protects the old one. Use Pulumi's `protect` on top if you like.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import modal
+import pulumi
+from modal.exception import AlreadyExistsError, NotFoundError
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+
+from .base import (
+    EnvironmentName,
+    InputModel,
+    ModalProvider,
+    ObjectName,
+    ProviderError,
+    join_id,
+    modal_call,
+    precise_diff,
+    progress,
+    split_id,
+)
+
+# Inputs whose change means another volume.
+REPLACE_ON = ("name", "environment")
+# Every input, in the order a diff reports them.
+FIELDS = ("name", "environment", "delete_data")
+# How many top-level entries a refusal names, so a full volume gives a readable message.
+LISTED_ENTRIES = 5
+
+
+class VolumeInputs(InputModel):
+    name: ObjectName
+    environment: EnvironmentName
+    delete_data: bool = False
+
+
+def _lookup(environment: str, name: str) -> Any | None:
+    """The hydrated volume, or None when there is none (a read-only call)."""
+
+    def get() -> Any | None:
+        try:
+            return modal.Volume.from_name(name, environment_name=environment).hydrate()
+        except NotFoundError:
+            return None
+
+    return modal_call(get, what=f"look up volume '{name}' in environment '{environment}'")
+
+
+def _create_new(inputs: VolumeInputs) -> bool:
+    """Create the volume; False when one of that name already exists (it is then adopted as it is).
+
+    A retry of a create whose answer was lost also lands here as "exists", which is just as right."""
+
+    def create() -> bool:
+        try:
+            modal.Volume.objects.create(inputs.name, environment_name=inputs.environment)
+        except AlreadyExistsError:
+            return False
+        return True
+
+    return modal_call(create, what=f"create volume '{inputs.name}' in environment '{inputs.environment}'")
+
+
+def _top_level_entries(volume: Any, where: str) -> list[str]:
+    # listdir is a streaming RPC, which the modal client does not retry: we retry its transport errors.
+    entries = modal_call(volume.listdir, "/", what=f"list files of {where}", client_retries=False)
+    return sorted(entry.path for entry in entries)
+
+
+def _outputs(inputs: VolumeInputs, volume_id: str) -> dict[str, Any]:
+    return {**inputs.model_dump(mode="json"), "volume_id": volume_id}
+
+
+class VolumeProvider(ModalProvider):
+    inputs_model = VolumeInputs
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return precise_diff(olds, news, FIELDS, replace_on=REPLACE_ON, stables=("volume_id",))
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        inputs = self.validated(props)
+        where = f"volume '{inputs.name}' in environment '{inputs.environment}'"
+        # Create first (the one mutating call), so a name that exists shows up as AlreadyExists.
+        if _create_new(inputs):
+            progress(f"{where} created")
+        else:
+            progress(f"{where} already exists: adopting it with its contents")
+        volume = _lookup(inputs.environment, inputs.name)
+        if volume is None:
+            raise ProviderError(f"{where} vanished right after it was created or found: run `pulumi up` again")
+        return CreateResult(join_id(inputs.environment, inputs.name), _outputs(inputs, volume.object_id))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        environment, name = split_id(id_, "Volume")
+        volume = _lookup(environment, name)
+        if volume is None:
+            return ReadResult("", {})  # gone: the engine drops it from state, the next `up` creates it
+        importing = "volume_id" not in props  # no outputs yet: `pulumi import` (props are the declared inputs)
+        inputs = VolumeInputs(name=name, environment=environment, delete_data=bool(props.get("delete_data", False)))
+        imported = inputs.model_dump(mode="json") if importing else None
+        return ReadResult(id_, _outputs(inputs, volume.object_id), imported)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        # Only delete_data can change in place, and it lives in our state, not on Modal.
+        inputs = self.validated(news)
+        return UpdateResult(_outputs(inputs, olds.get("volume_id", "")))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        environment, name = split_id(id_, "Volume")
+        where = f"volume '{name}' in environment '{environment}'"
+        volume = _lookup(environment, name)
+        if volume is None:
+            progress(f"{where} is already gone")
+            return
+        if not props.get("delete_data", False):
+            entries = _top_level_entries(volume, where)
+            if entries:
+                shown = ", ".join(entries[:LISTED_ENTRIES]) + (", ..." if len(entries) > LISTED_ENTRIES else "")
+                raise ProviderError(
+                    f"refusing to delete {where}: it holds data ({shown}). Refilling it can take an hour. "
+                    "To delete it anyway, set delete_data=True on the resource and run `pulumi up` first; "
+                    "to keep it, remove it from state with `pulumi state delete` instead."
+                )
+        modal_call(
+            modal.Volume.objects.delete,
+            name,
+            environment_name=environment,
+            allow_missing=True,
+            what=f"delete {where}",
+        )
+        progress(f"{where} deleted")
+
+
+class ModalVolume(Resource, module="modal", name="Volume"):
+    """A named Modal volume. Deleting it while it holds files needs `delete_data=True`."""
+
+    name: pulumi.Output[str]
+    environment: pulumi.Output[str]
+    delete_data: pulumi.Output[bool]
+    volume_id: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        name: pulumi.Input[str],
+        environment: pulumi.Input[str],
+        delete_data: pulumi.Input[bool] = False,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {"name": name, "environment": environment, "delete_data": delete_data, "volume_id": None}
+        super().__init__(VolumeProvider(), resource_name, props, opts)

@@ -1,0 +1,428 @@
+"""The one-time setup jobs: download the weights, compile the DeepGEMM kernels, verify both.
+
+Pure Python on filesystem paths, no Modal: `serving/app.py` wraps each job in a Modal Function with
+the right image, hardware and volumes (mounted at the config's paths), and the tests run the same
+jobs on temporary directories. Collaborators that would touch the network, a GPU or the wall clock
+(the Hub downloader, the compile argv, `sleep`, `now`) are parameters, so tests inject real but
+harmless stand-ins instead of mocking these functions.
+
+Every failure tells the operator what to run next.
+"""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from serving import commands
+from serving.config import CONFIG_ENV_VAR, DeploymentConfig
+
+# What an operator runs to repair each half of the setup. A Pulumi-managed stack triggers the same
+# jobs from `pulumi up`; a plain Modal deployment runs them by hand. A non-default config reaches
+# `modal run` through the CONFIG_ENV_VAR environment variable (JSON of DeploymentConfig).
+FIX_DOWNLOAD = "run `modal run serving/app.py::download_model` (Pulumi-managed stack: `pulumi up`)"
+FIX_COMPILE = "run `modal run serving/app.py::compile_deepgemm` (Pulumi-managed stack: `pulumi up`)"
+
+# Written next to the weights after snapshot_download returns. The index (the recipe's sentinel)
+# lands early in a parallel download, so on its own it cannot tell a finished download from an
+# interrupted one, nor dummy-mode files from the full shards; this record can.
+DOWNLOAD_RECORD = ".download-complete.json"
+
+# Dummy-weights mode fetches what SGLang needs to build the model with random weights: configs,
+# tokenizer files and the repo's custom modelling code (--trust-remote-code). The index is JSON, so
+# the sentinel exists in this mode too.
+DUMMY_WEIGHTS_PATTERNS = ("*.json", "*.py", "config*", "tokenizer*", "*.tiktoken", "*.model")
+
+# HTTP statuses worth retrying: timeouts, rate limiting and server-side failures. Everything else
+# from the Hub (401 bad token, 403 gated, 404 unknown repo or revision, ...) fails the same way
+# every time, so retrying would only burn the backoff.
+TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+# How many missing shards a failure message lists by name before summarising the rest.
+MISSING_SHARDS_SHOWN = 5
+
+Downloader = Callable[..., Any]
+Sleep = Callable[[float], None]
+Clock = Callable[[], datetime.datetime]
+LineSink = Callable[[str], None]
+
+
+class SetupIncomplete(RuntimeError):
+    """The volumes do not hold what this config needs; the message says what to run."""
+
+
+class DownloadFailed(RuntimeError):
+    """snapshot_download failed permanently or ran out of attempts."""
+
+
+class CompileFailed(RuntimeError):
+    """The DeepGEMM compile exited non-zero; no marker was written."""
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+# --- download -----------------------------------------------------------------------------------
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for errors a later attempt can get past (network, timeouts, 429/5xx from the Hub)."""
+    try:
+        import httpx2
+        from huggingface_hub import errors as hub_errors
+    except ImportError:  # an image without huggingface-hub: only the stdlib cases below apply
+        hub_errors = httpx2 = None
+
+    if hub_errors is not None:
+        # Configuration, not the network: HF_HUB_OFFLINE=1 set where it should not be.
+        if isinstance(error, hub_errors.OfflineModeIsEnabled):
+            return False
+        # Raised by snapshot_download when the Hub cannot be reached at all.
+        if isinstance(error, hub_errors.LocalEntryNotFoundError | hub_errors.XetDownloadError):
+            return True
+        if isinstance(error, hub_errors.HfHubHTTPError):
+            response = getattr(error, "response", None)
+            return getattr(response, "status_code", None) in TRANSIENT_HTTP_STATUSES
+    if httpx2 is not None:
+        if isinstance(error, httpx2.TransportError):
+            return True
+        if isinstance(error, httpx2.HTTPStatusError):
+            return error.response.status_code in TRANSIENT_HTTP_STATUSES
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
+def hub_snapshot_download(**kwargs: Any) -> Any:
+    """The production downloader: huggingface_hub.snapshot_download, imported only when used so
+    the SGLang image (compile, verify, serve) never needs this project's huggingface-hub pin."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(**kwargs)
+
+
+def read_download_record(cfg: DeploymentConfig) -> dict | None:
+    return _read_json(os.path.join(cfg.model_path, DOWNLOAD_RECORD))
+
+
+def weights_present(cfg: DeploymentConfig) -> bool:
+    """The sentinel exists and the completion record describes the weights this config asks for."""
+    record = read_download_record(cfg)
+    return os.path.exists(cfg.sentinel_path) and record is not None and record.get("weights") == cfg.weights_inputs()
+
+
+def download(
+    cfg: DeploymentConfig,
+    *,
+    downloader: Downloader = hub_snapshot_download,
+    sleep: Sleep = time.sleep,
+    now: Clock = _utc_now,
+    environ: Mapping[str, str] | None = None,
+    log: Callable[[str], None] = _log,
+) -> dict:
+    """Fetch the snapshot into cfg.model_path unless it is already there.
+
+    Up to cfg.download.attempts attempts; before attempt n+1 waits n x backoff_seconds (30 s, 60 s,
+    90 s, ...) and only after a transient error. Returns a small JSON-able summary.
+    """
+    import tenacity  # here, not at module top: the SGLang image runs compile/verify from this module
+
+    summary = {"path": cfg.model_path, "sentinel": cfg.sentinel_path, "weights": cfg.weights_inputs()}
+    if weights_present(cfg):
+        log(f"[download] {cfg.model.repo}@{cfg.model.revision} already in {cfg.model_path}; skipping")
+        return {**summary, "skipped": True, "attempts": 0}
+
+    environ = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {
+        "repo_id": cfg.model.repo,
+        "revision": cfg.model.revision,
+        "local_dir": cfg.model_path,
+        "max_workers": cfg.download.max_workers,
+        "allow_patterns": list(DUMMY_WEIGHTS_PATTERNS) if cfg.model.weights == "dummy" else None,
+    }
+    # HF_TOKEN is read by huggingface_hub itself; a secret that names its key differently is passed on.
+    if cfg.secrets.hf_token_key != "HF_TOKEN" and environ.get(cfg.secrets.hf_token_key):
+        kwargs["token"] = environ[cfg.secrets.hf_token_key]
+
+    def announce_retry(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log(
+            f"[download] attempt {state.attempt_number}/{cfg.download.attempts} failed with a transient error "
+            f"({type(error).__name__}: {error}); retrying in {state.upcoming_sleep:.0f} s"
+        )
+
+    backoff = cfg.download.backoff_seconds
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(cfg.download.attempts),
+        wait=tenacity.wait_incrementing(start=backoff, increment=backoff),
+        retry=tenacity.retry_if_exception(is_transient),
+        sleep=sleep,
+        before_sleep=announce_retry,
+        reraise=True,
+    )
+    os.makedirs(cfg.model_path, exist_ok=True)
+    log(f"[download] {cfg.model.repo}@{cfg.model.revision} ({cfg.model.weights} weights) -> {cfg.model_path}")
+    try:
+        retrying(downloader, **kwargs)
+    except Exception as error:
+        attempts = retrying.statistics.get("attempt_number", 1)
+        if is_transient(error):
+            raise DownloadFailed(
+                f"download of {cfg.model.repo}@{cfg.model.revision} still failing after {attempts} attempts "
+                f"({type(error).__name__}: {error}); {FIX_DOWNLOAD} again later, it resumes"
+            ) from error
+        raise DownloadFailed(
+            f"download of {cfg.model.repo}@{cfg.model.revision} failed with a permanent error, not retried "
+            f"({type(error).__name__}: {error}); check model.repo/model.revision in the config and the "
+            f"'{cfg.secrets.hf_token}' secret's {cfg.secrets.hf_token_key}, then {FIX_DOWNLOAD}"
+        ) from error
+
+    if not os.path.exists(cfg.sentinel_path):
+        raise DownloadFailed(
+            f"{cfg.model.repo}@{cfg.model.revision} has no {os.path.basename(cfg.sentinel_path)}: not a sharded "
+            "safetensors snapshot SGLang can serve; fix model.repo in the config"
+        )
+    attempts = retrying.statistics.get("attempt_number", 1)
+    _write_json(
+        os.path.join(cfg.model_path, DOWNLOAD_RECORD),
+        {"weights": cfg.weights_inputs(), "finished_at": now().isoformat(), "attempts": attempts},
+    )
+    log(f"[download] done after {attempts} attempt(s)")
+    return {**summary, "skipped": False, "attempts": attempts}
+
+
+# --- compile ------------------------------------------------------------------------------------
+
+
+def argv_hash(argv: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(argv)).encode()).hexdigest()[:16]
+
+
+def compile_marker(cfg: DeploymentConfig, argv: Sequence[str], finished_at: datetime.datetime) -> dict:
+    """What the compile ran for; verify compares kernel_fingerprint against the current config."""
+    return {
+        "model": cfg.weights_inputs(),
+        "gpu": cfg.hardware.modal_gpu,
+        "sglang_version": cfg.sglang.version,
+        "sglang_image": cfg.sglang.image,
+        "kernel_fingerprint": cfg.kernel_fingerprint(),
+        "kernel_inputs": cfg.kernel_inputs(),
+        "argv_sha256": argv_hash(argv),
+        "finished_at": finished_at.isoformat(),
+    }
+
+
+def read_compile_marker(cfg: DeploymentConfig) -> dict | None:
+    return _read_json(cfg.compile_marker_path)
+
+
+def kernels_present(cfg: DeploymentConfig) -> bool:
+    marker = read_compile_marker(cfg)
+    return marker is not None and marker.get("kernel_fingerprint") == cfg.kernel_fingerprint()
+
+
+def _stdout_sink(line: str) -> None:
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+def compile_kernels(
+    cfg: DeploymentConfig,
+    *,
+    argv: Sequence[str] | None = None,
+    force: bool = False,
+    on_line: LineSink = _stdout_sink,
+    now: Clock = _utc_now,
+    log: Callable[[str], None] = _log,
+) -> dict:
+    """Run the DeepGEMM compile for cfg (argv defaults to commands.compile_command) and record it.
+
+    Refuses without downloaded weights. Skips when the marker for this kernel fingerprint exists,
+    unless `force`. Streams the compiler's output line by line as it is produced, and writes the
+    marker only after a zero exit.
+    """
+    if not weights_present(cfg):
+        raise SetupIncomplete(
+            f"no complete {cfg.model.weights} weights for {cfg.model.repo}@{cfg.model.revision} in "
+            f"{cfg.model_path}: the compile loads the model, so {FIX_DOWNLOAD} first"
+        )
+    summary = {"marker": cfg.compile_marker_path, "kernel_fingerprint": cfg.kernel_fingerprint()}
+    if kernels_present(cfg) and not force:
+        log(f"[compile] kernels for fingerprint {cfg.kernel_fingerprint()} already compiled; skipping")
+        return {**summary, "skipped": True}
+    if force and os.path.exists(cfg.compile_marker_path):
+        # A marker must only ever describe a finished compile; a forced run may fail half-way.
+        os.remove(cfg.compile_marker_path)
+
+    argv = list(argv) if argv is not None else commands.compile_command(cfg)
+    # Same environment as serving (DeepGEMM cache dir, offline Hub) plus unbuffered Python, so the
+    # compiler's progress reaches Modal's log as it happens rather than at exit.
+    env = {**os.environ, **commands.serve_env(cfg), "PYTHONUNBUFFERED": "1"}
+    log(f"[compile] {' '.join(argv[:3])} ... ({len(argv)} args, sha256 {argv_hash(argv)})")
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+    ) as process:
+        assert process.stdout is not None
+        for line in iter(process.stdout.readline, ""):
+            on_line(line)
+        returncode = process.wait()
+    if returncode != 0:
+        raise CompileFailed(
+            f"DeepGEMM compile exited with code {returncode}; no marker written (output above). "
+            f"Fix the cause, then {FIX_COMPILE}"
+        )
+
+    marker = compile_marker(cfg, argv, now())
+    _write_json(cfg.compile_marker_path, marker)
+    log(f"[compile] done; marker {cfg.compile_marker_path}")
+    return {**summary, "skipped": False}
+
+
+# --- verify -------------------------------------------------------------------------------------
+
+
+def verify(cfg: DeploymentConfig) -> dict:
+    """Check the volumes against cfg; JSON-able report with `ok` and actionable `failures`."""
+    failures: list[str] = []
+    weights = _verify_weights(cfg, failures)
+    kernels = _verify_kernels(cfg, failures)
+    return {"ok": not failures, "failures": failures, "weights": weights, "kernels": kernels}
+
+
+def require_ready(cfg: DeploymentConfig) -> dict:
+    """verify(), raising SetupIncomplete with every failure if anything is missing (server start)."""
+    report = verify(cfg)
+    if not report["ok"]:
+        lines = "\n".join(f"  - {failure}" for failure in report["failures"])
+        raise SetupIncomplete(f"volumes are not ready for this config ({CONFIG_ENV_VAR}):\n{lines}")
+    return report
+
+
+def _verify_weights(cfg: DeploymentConfig, failures: list[str]) -> dict:
+    report: dict[str, Any] = {"path": cfg.model_path, "sentinel": cfg.sentinel_path, "mode": cfg.model.weights}
+    if not os.path.exists(cfg.sentinel_path):
+        failures.append(f"weights: {cfg.sentinel_path} is missing, so nothing was downloaded there; {FIX_DOWNLOAD}")
+        return report
+
+    record = read_download_record(cfg)
+    if record is None:
+        failures.append(
+            f"weights: {DOWNLOAD_RECORD} is missing in {cfg.model_path}: the download was interrupted or "
+            f"predates this tool; {FIX_DOWNLOAD} (it resumes and keeps finished files)"
+        )
+    elif record.get("weights") != cfg.weights_inputs():
+        failures.append(
+            f"weights: the volume holds {_describe_weights(record.get('weights'))} but the config asks for "
+            f"{_describe_weights(cfg.weights_inputs())}; {FIX_DOWNLOAD}"
+        )
+
+    if cfg.model.weights == "dummy":
+        # Random weights: there are no shards to count.
+        report["shards"] = "skipped (dummy weights)"
+        return report
+
+    index = _read_json(cfg.sentinel_path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        failures.append(f"weights: {cfg.sentinel_path} has no weight_map (truncated or corrupt); {FIX_DOWNLOAD}")
+        return report
+
+    shards = sorted(set(weight_map.values()))
+    missing = [name for name in shards if not os.path.isfile(os.path.join(cfg.model_path, name))]
+    size_on_disk = sum(os.path.getsize(os.path.join(cfg.model_path, name)) for name in shards if name not in missing)
+    expected_size = (index.get("metadata") or {}).get("total_size")
+    report.update(shards=len(shards), missing_shards=len(missing), size_bytes=size_on_disk, index_bytes=expected_size)
+    if missing:
+        shown = ", ".join(missing[:MISSING_SHARDS_SHOWN]) + (" ..." if len(missing) > MISSING_SHARDS_SHOWN else "")
+        failures.append(f"weights: {len(missing)} of {len(shards)} shards missing ({shown}); {FIX_DOWNLOAD}")
+    elif isinstance(expected_size, int) and size_on_disk < expected_size:
+        # Each shard holds its tensors plus a small header, so the files can only be larger.
+        failures.append(
+            f"weights: shards hold {size_on_disk} bytes but the index lists {expected_size} bytes of tensors "
+            f"(truncated files); {FIX_DOWNLOAD}"
+        )
+    return report
+
+
+def _verify_kernels(cfg: DeploymentConfig, failures: list[str]) -> dict:
+    report: dict[str, Any] = {"marker": cfg.compile_marker_path, "kernel_fingerprint": cfg.kernel_fingerprint()}
+    marker = read_compile_marker(cfg)
+    if marker is not None and marker.get("kernel_fingerprint") == cfg.kernel_fingerprint():
+        report.update(compiled_at=marker.get("finished_at"), sglang_version=marker.get("sglang_version"))
+        return report
+
+    others = _other_markers(cfg)
+    if not others:
+        failures.append(
+            f"kernels: no DeepGEMM compile marker in {cfg.storage.kernels_mount} (expected "
+            f"{cfg.compile_marker_name}); the server would JIT-compile for 10-15 minutes at every cold start; "
+            f"{FIX_COMPILE}"
+        )
+        return report
+    latest = max(others, key=lambda item: str(item.get("finished_at", "")))
+    changed = _changed_kernel_inputs(latest.get("kernel_inputs"), cfg.kernel_inputs())
+    report["stale_markers"] = [item.get("kernel_fingerprint") for item in others]
+    failures.append(
+        f"kernels: compiled kernels are for fingerprint {latest.get('kernel_fingerprint')}, the config needs "
+        f"{cfg.kernel_fingerprint()} (kernel-affecting settings changed: {', '.join(changed) or 'unknown'}); "
+        f"{FIX_COMPILE}"
+    )
+    return report
+
+
+def _other_markers(cfg: DeploymentConfig) -> list[dict]:
+    pattern = os.path.join(cfg.storage.kernels_mount, f".compiled-{glob.escape(cfg.model.directory)}-*.json")
+    markers = (_read_json(path) for path in glob.glob(pattern) if path != cfg.compile_marker_path)
+    return [marker for marker in markers if isinstance(marker, dict)]
+
+
+def _changed_kernel_inputs(before: Any, after: dict) -> list[str]:
+    """Dotted names of kernel inputs that differ, e.g. ['speculative.num_steps', 'sglang.version']."""
+    if not isinstance(before, dict):
+        return []
+    changed = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{key}.{name}" for name in _changed_kernel_inputs(old, new)]
+        elif old != new:
+            changed.append(key)
+    return changed
+
+
+def _describe_weights(weights: Any) -> str:
+    if not isinstance(weights, dict):
+        return "unknown weights"
+    return f"{weights.get('weights')} weights of {weights.get('repo')}@{weights.get('revision')}"
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: str, data: dict) -> None:
+    # Write-then-rename: a reader (or a crash) never sees half a marker.
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(partial, path)

@@ -1,0 +1,76 @@
+"""Show what a stack's containers will run: `python -m serving.render --stack staging`.
+
+Reads `Pulumi.<stack>.yaml` (or `--file PATH`), validates its `glm-modal:deployment` object with the
+same model the Pulumi program and the container use, and prints one JSON object:
+
+    {"launch": [argv of the SGLang server], "compile": [argv of the DeepGEMM compile], "env": {...}}
+
+`env` is what the SGLang process gets on top of the image's base environment: the variables
+serving/commands.py sets, plus the secret the server class injects, masked. Secret values are never
+read: the API key reaches SGLang as a private `--config` YAML file written at container start, so
+the launch argv shows that argument with a placeholder path. (The config itself also reaches the
+container, as JSON in `GLM_DEPLOYMENT_CONFIG`; it is the input of this command, so not repeated.)
+
+An invalid stack file prints one `field.path: message` line per problem to stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pydantic import ValidationError
+
+from serving import commands
+from serving.config import DeploymentConfig, format_errors
+from serving.lifecycle import secret_config_args
+from serving.stack_file import DEPLOYMENT_CONFIG_KEY, StackFileError, load_stack_file, stack_file_path
+
+# Stands in for the path of the private YAML file (`api-key: <value>`) the server class writes at
+# start and deletes once SGLang is healthy; its contents never leave the container.
+API_KEY_CONFIG_PLACEHOLDER = "<private api-key YAML, written at container start>"
+
+# Exit status for an unusable stack file (argparse uses the same for bad arguments).
+EXIT_INVALID = 2
+
+
+def rendered(cfg: DeploymentConfig) -> dict:
+    """The commands and environment of one deployment, secrets masked."""
+    masked_api_key = f"<secret: key {cfg.secrets.api_key_key} of Modal secret {cfg.secrets.api_key!r}>"
+    return {
+        "launch": [*commands.launch_command(cfg), *secret_config_args(API_KEY_CONFIG_PLACEHOLDER)],
+        "compile": commands.compile_command(cfg),
+        # The server class's Modal secret puts the key in the container environment, which the
+        # SGLang process inherits (SGLang itself reads it from the --config file).
+        "env": {**commands.serve_env(cfg), cfg.secrets.api_key_key: masked_api_key},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.render", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stack", help="stack name: reads Pulumi.<stack>.yaml at the repository root")
+    source.add_argument("--file", help="path of a stack file to read instead")
+    args = parser.parse_args(argv)
+
+    try:
+        path = args.file or stack_file_path(args.stack)
+        cfg = load_stack_file(path)
+    except StackFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except ValidationError as error:
+        problems = format_errors(error)
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        print(f"error: {path}: invalid {DEPLOYMENT_CONFIG_KEY} ({count}):", file=sys.stderr)
+        for line in problems:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+
+    print(json.dumps(rendered(cfg), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

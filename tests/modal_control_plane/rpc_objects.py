@@ -1,0 +1,425 @@
+"""RPCs for the workspace's named objects: client hello, environments, secrets, volumes, blobs.
+
+Each method is named after the RPC it answers, takes the request message and returns the response
+(or, for a server-streaming RPC, yields responses). Errors are raised as `GRPCError` with the
+status and wording Modal uses, because the client maps statuses to exceptions
+(NOT_FOUND -> modal.exception.NotFoundError, ALREADY_EXISTS -> AlreadyExistsError, ...).
+
+Secret values go into the state and never back out: like Modal, responses carry secret *keys* only.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from google.protobuf.empty_pb2 import Empty
+from grpclib import GRPCError, Status
+from modal_proto import api_pb2
+
+from .state import DEFAULT_ENVIRONMENT, Environment, Secret, Volume
+
+if TYPE_CHECKING:
+    from .blob_server import BlobStore
+    from .state import ControlPlaneState
+
+# Volume files are served in blocks of this size, the client's own `BLOCK_SIZE` (8 MiB): it
+# computes how many bytes each block URL must yield from it.
+VOLUME_BLOCK_SIZE = 8 * 1024 * 1024
+
+CREATE_IF_MISSING = api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING
+CREATE_FAIL_IF_EXISTS = api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS
+CREATE_OVERWRITE_IF_EXISTS = api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS
+ANONYMOUS_CREATION_TYPES = (
+    api_pb2.OBJECT_CREATION_TYPE_EPHEMERAL,
+    api_pb2.OBJECT_CREATION_TYPE_ANONYMOUS_OWNED_BY_APP,
+)
+
+
+class ObjectRpcs:
+    state: ControlPlaneState
+    blobs: BlobStore
+    blob_url: str
+    now: Callable[[], float]
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _environment(self, name: str) -> Environment:
+        env = self.state.environment(name)
+        if env is None:
+            raise GRPCError(Status.NOT_FOUND, f"Environment '{name}' not found")
+        return env
+
+    def _object(self, object_id: str, kind: type, label: str):
+        obj = self.state.by_id.get(object_id)
+        if not isinstance(obj, kind):
+            raise GRPCError(Status.NOT_FOUND, f"{label} '{object_id}' not found")
+        return obj
+
+    # ---- client --------------------------------------------------------------------------------
+
+    async def ClientHello(self, request: Empty) -> api_pb2.ClientHelloResponse:
+        return api_pb2.ClientHelloResponse()
+
+    # ---- environments --------------------------------------------------------------------------
+
+    def _environment_metadata(self, env: Environment) -> api_pb2.EnvironmentMetadata:
+        return api_pb2.EnvironmentMetadata(
+            name=env.name,
+            settings=api_pb2.EnvironmentSettings(
+                image_builder_version=env.settings["image_builder_version"],
+                webhook_suffix=env.settings["webhook_suffix"],
+            ),
+        )
+
+    async def EnvironmentCreate(self, request: api_pb2.EnvironmentCreateRequest) -> Empty:
+        with self.state.lock:
+            if request.name in self.state.environments:
+                raise GRPCError(Status.ALREADY_EXISTS, f"Environment '{request.name}' already exists")
+            self.state.add_environment(request.name, self.now())
+        return Empty()
+
+    async def EnvironmentList(self, request: Empty) -> api_pb2.EnvironmentListResponse:
+        with self.state.lock:
+            items = [
+                api_pb2.EnvironmentListItem(
+                    name=env.name,
+                    environment_id=env.id,
+                    webhook_suffix=env.settings["webhook_suffix"],
+                    image_builder_version=env.settings["image_builder_version"],
+                    created_at=env.created_at,
+                    default=env.name == DEFAULT_ENVIRONMENT,
+                )
+                for env in self.state.environments.values()
+            ]
+        return api_pb2.EnvironmentListResponse(items=items)
+
+    async def EnvironmentDelete(self, request: api_pb2.EnvironmentDeleteRequest) -> Empty:
+        with self.state.lock:
+            self._environment(request.name)
+            if request.name == DEFAULT_ENVIRONMENT:
+                raise GRPCError(Status.FAILED_PRECONDITION, "The default environment cannot be deleted")
+            self.state.remove_environment(request.name)
+        return Empty()
+
+    async def EnvironmentGetOrCreate(
+        self, request: api_pb2.EnvironmentGetOrCreateRequest
+    ) -> api_pb2.EnvironmentGetOrCreateResponse:
+        name = request.deployment_name or DEFAULT_ENVIRONMENT
+        with self.state.lock:
+            env = self.state.environment(name)
+            if env is None:
+                if request.object_creation_type != CREATE_IF_MISSING:
+                    raise GRPCError(Status.NOT_FOUND, f"Environment '{name}' not found")
+                env = self.state.add_environment(name, self.now())
+            return api_pb2.EnvironmentGetOrCreateResponse(
+                environment_id=env.id, metadata=self._environment_metadata(env)
+            )
+
+    async def EnvironmentUpdate(self, request: api_pb2.EnvironmentUpdateRequest) -> api_pb2.EnvironmentListItem:
+        with self.state.lock:
+            env = self._environment(request.current_name)
+            if request.HasField("name") and request.name.value != env.name:
+                new_name = request.name.value
+                if new_name in self.state.environments:
+                    raise GRPCError(Status.ALREADY_EXISTS, f"Environment '{new_name}' already exists")
+                del self.state.environments[env.name]
+                env.name = new_name
+                self.state.environments[new_name] = env
+            if request.HasField("web_suffix"):
+                env.settings["webhook_suffix"] = request.web_suffix.value
+            if request.image_builder_version:
+                env.settings["image_builder_version"] = request.image_builder_version
+            return api_pb2.EnvironmentListItem(
+                name=env.name, environment_id=env.id, webhook_suffix=env.settings["webhook_suffix"]
+            )
+
+    # ---- secrets -------------------------------------------------------------------------------
+
+    def _secret_metadata(self, secret: Secret) -> api_pb2.SecretMetadata:
+        return api_pb2.SecretMetadata(
+            name=secret.name,
+            environment_name=secret.environment,
+            keys=sorted(secret.values),
+            creation_info=api_pb2.CreationInfo(created_at=secret.created_at, created_by="control-plane"),
+        )
+
+    async def SecretGetOrCreate(self, request: api_pb2.SecretGetOrCreateRequest) -> api_pb2.SecretGetOrCreateResponse:
+        with self.state.lock:
+            env = self._environment(request.environment_name)
+            values = dict(request.env_dict)
+            if request.object_creation_type in ANONYMOUS_CREATION_TYPES:
+                secret = Secret(self.state.new_id("st"), "", env.name, values, self.now())
+                self.state.by_id[secret.id] = secret
+            else:
+                name = request.deployment_name
+                secret = env.secrets.get(name)
+                creation = request.object_creation_type
+                if secret is None:
+                    if creation not in (CREATE_IF_MISSING, CREATE_FAIL_IF_EXISTS, CREATE_OVERWRITE_IF_EXISTS):
+                        raise GRPCError(Status.NOT_FOUND, f"Secret '{name}' not found in environment '{env.name}'")
+                    secret = Secret(self.state.new_id("st"), name, env.name, values, self.now())
+                    env.secrets[name] = secret
+                    self.state.by_id[secret.id] = secret
+                elif creation == CREATE_FAIL_IF_EXISTS:
+                    raise GRPCError(
+                        Status.ALREADY_EXISTS, f"Secret '{name}' already exists in environment '{env.name}'"
+                    )
+                elif creation == CREATE_OVERWRITE_IF_EXISTS:
+                    secret.values = values
+                missing = sorted(set(request.required_keys) - set(secret.values))
+                if missing:
+                    raise GRPCError(
+                        Status.NOT_FOUND, f"Secret '{name}' is missing required key(s): {', '.join(missing)}"
+                    )
+            return api_pb2.SecretGetOrCreateResponse(secret_id=secret.id, metadata=self._secret_metadata(secret))
+
+    async def SecretGetInfo(self, request: api_pb2.SecretGetInfoRequest) -> api_pb2.SecretGetInfoResponse:
+        with self.state.lock:
+            secret = self._object(request.secret_id, Secret, "Secret")
+            return api_pb2.SecretGetInfoResponse(metadata=self._secret_metadata(secret))
+
+    async def SecretUpdate(self, request: api_pb2.SecretUpdateRequest) -> Empty:
+        with self.state.lock:
+            secret = self._object(request.secret_id, Secret, "Secret")
+            for update in request.updates:
+                secret.values[update.key] = update.value
+        return Empty()
+
+    async def SecretDelete(self, request: api_pb2.SecretDeleteRequest) -> Empty:
+        with self.state.lock:
+            secret = self._object(request.secret_id, Secret, "Secret")
+            del self.state.by_id[secret.id]
+            env = self.state.environment(secret.environment)
+            if env is not None and env.secrets.get(secret.name) is secret:
+                del env.secrets[secret.name]
+        return Empty()
+
+    async def SecretList(self, request: api_pb2.SecretListRequest) -> api_pb2.SecretListResponse:
+        with self.state.lock:
+            env = self._environment(request.environment_name)
+            secrets = _page(list(env.secrets.values()), request.pagination)
+            items = [
+                api_pb2.SecretListItem(
+                    label=secret.name,
+                    secret_id=secret.id,
+                    created_at=secret.created_at,
+                    environment_name=env.name,
+                    metadata=self._secret_metadata(secret),
+                )
+                for secret in secrets
+            ]
+        return api_pb2.SecretListResponse(items=items, environment_name=env.name)
+
+    # ---- volumes -------------------------------------------------------------------------------
+
+    def _volume_metadata(self, volume: Volume) -> api_pb2.VolumeMetadata:
+        return api_pb2.VolumeMetadata(
+            name=volume.name,
+            version=api_pb2.VOLUME_FS_VERSION_V2,
+            creation_info=api_pb2.CreationInfo(created_at=volume.created_at, created_by="control-plane"),
+        )
+
+    async def VolumeGetOrCreate(self, request: api_pb2.VolumeGetOrCreateRequest) -> api_pb2.VolumeGetOrCreateResponse:
+        with self.state.lock:
+            env = self._environment(request.environment_name)
+            if request.object_creation_type in ANONYMOUS_CREATION_TYPES:
+                volume = Volume(self.state.new_id("vo"), "", env.name, self.now())
+                self.state.by_id[volume.id] = volume
+            else:
+                name = request.deployment_name
+                volume = env.volumes.get(name)
+                creation = request.object_creation_type
+                if volume is None:
+                    if creation not in (CREATE_IF_MISSING, CREATE_FAIL_IF_EXISTS):
+                        raise GRPCError(Status.NOT_FOUND, f"Volume '{name}' not found in environment '{env.name}'")
+                    volume = Volume(self.state.new_id("vo"), name, env.name, self.now())
+                    env.volumes[name] = volume
+                    self.state.by_id[volume.id] = volume
+                elif creation == CREATE_FAIL_IF_EXISTS:
+                    raise GRPCError(
+                        Status.ALREADY_EXISTS, f"Volume '{name}' already exists in environment '{env.name}'"
+                    )
+            return api_pb2.VolumeGetOrCreateResponse(
+                volume_id=volume.id, version=api_pb2.VOLUME_FS_VERSION_V2, metadata=self._volume_metadata(volume)
+            )
+
+    async def VolumeHeartbeat(self, request: api_pb2.VolumeHeartbeatRequest) -> Empty:
+        with self.state.lock:
+            self._object(request.volume_id, Volume, "Volume")
+        return Empty()
+
+    async def VolumeList(self, request: api_pb2.VolumeListRequest) -> api_pb2.VolumeListResponse:
+        with self.state.lock:
+            env = self._environment(request.environment_name)
+            volumes = _page(list(env.volumes.values()), request.pagination)
+            items = [
+                api_pb2.VolumeListItem(
+                    label=volume.name,
+                    volume_id=volume.id,
+                    created_at=volume.created_at,
+                    metadata=self._volume_metadata(volume),
+                )
+                for volume in volumes
+            ]
+        return api_pb2.VolumeListResponse(items=items, environment_name=env.name)
+
+    async def VolumeDelete(self, request: api_pb2.VolumeDeleteRequest) -> Empty:
+        with self.state.lock:
+            volume = self._object(request.volume_id, Volume, "Volume")
+            del self.state.by_id[volume.id]
+            env = self.state.environment(volume.environment)
+            if env is not None and env.volumes.get(volume.name) is volume:
+                del env.volumes[volume.name]
+        return Empty()
+
+    async def VolumeListFiles2(
+        self, request: api_pb2.VolumeListFiles2Request
+    ) -> AsyncIterator[api_pb2.VolumeListFiles2Response]:
+        with self.state.lock:
+            volume = self._object(request.volume_id, Volume, "Volume")
+            entries = list_volume(volume, request.path, recursive=request.recursive)
+        yield api_pb2.VolumeListFiles2Response(entries=entries)
+
+    async def VolumeGetFile2(self, request: api_pb2.VolumeGetFile2Request) -> api_pb2.VolumeGetFile2Response:
+        with self.state.lock:
+            volume = self._object(request.volume_id, Volume, "Volume")
+            path = normalize_path(request.path)
+            if path not in volume.files:
+                raise GRPCError(Status.NOT_FOUND, f"No such file: {request.path}")
+            data = volume.files[path]
+        start = min(request.start, len(data))
+        end = len(data) if not request.len else min(len(data), start + request.len)
+        # One URL per BLOCK_SIZE-aligned block the range touches, each serving exactly the bytes
+        # of the range inside that block: what the client expects to read from it.
+        urls = []
+        block_start = start - start % VOLUME_BLOCK_SIZE
+        while block_start < end:
+            piece = data[max(start, block_start) : min(end, block_start + VOLUME_BLOCK_SIZE)]
+            urls.append(f"{self.blob_url}/blocks/{self.blobs.put_block(piece)}")
+            block_start += VOLUME_BLOCK_SIZE
+        return api_pb2.VolumeGetFile2Response(get_urls=urls, size=len(data), start=start, len=end - start)
+
+    async def VolumePutFiles2(self, request: api_pb2.VolumePutFiles2Request) -> api_pb2.VolumePutFiles2Response:
+        missing = []
+        for file_index, file in enumerate(request.files):
+            for block_index, block in enumerate(file.blocks):
+                with self.blobs.lock:
+                    present = block.contents_sha256.hex() in self.blobs.blocks
+                if not present:
+                    missing.append(
+                        api_pb2.VolumePutFiles2Response.MissingBlock(
+                            file_index=file_index,
+                            block_index=block_index,
+                            put_url=f"{self.blob_url}/blocks/{block.contents_sha256.hex()}",
+                        )
+                    )
+        if missing:
+            return api_pb2.VolumePutFiles2Response(missing_blocks=missing)
+        with self.state.lock:
+            volume = self._object(request.volume_id, Volume, "Volume")
+            for file in request.files:
+                path = normalize_path(file.path)
+                if request.disallow_overwrite_existing_files and path in volume.files:
+                    raise GRPCError(Status.ALREADY_EXISTS, f"{file.path}: already exists")
+            for file in request.files:
+                with self.blobs.lock:
+                    data = b"".join(self.blobs.blocks[block.contents_sha256.hex()] for block in file.blocks)
+                write_file(volume, file.path, data[: file.size], self.now())
+        return api_pb2.VolumePutFiles2Response()
+
+    async def VolumeRemoveFile2(self, request: api_pb2.VolumeRemoveFile2Request) -> Empty:
+        with self.state.lock:
+            volume = self._object(request.volume_id, Volume, "Volume")
+            remove_path(volume, request.path, recursive=request.recursive)
+        return Empty()
+
+    # ---- blobs ---------------------------------------------------------------------------------
+
+    async def BlobCreate(self, request: api_pb2.BlobCreateRequest) -> api_pb2.BlobCreateResponse:
+        with self.state.lock:
+            blob_id = self.state.new_id("bl")
+        return api_pb2.BlobCreateResponse(
+            blob_ids=[blob_id], upload_urls=api_pb2.UploadUrlList(items=[f"{self.blob_url}/blobs/{blob_id}"])
+        )
+
+    async def BlobGet(self, request: api_pb2.BlobGetRequest) -> api_pb2.BlobGetResponse:
+        return api_pb2.BlobGetResponse(download_url=f"{self.blob_url}/blobs/{request.blob_id}")
+
+
+# ---- volume file semantics, shared with the test helpers -------------------------------------------
+
+
+def normalize_path(path: str) -> str:
+    """Volume paths are relative to the volume root: "/a//b/" and "a/b" name the same thing."""
+    normalized = posixpath.normpath("/" + path).lstrip("/")
+    return "" if normalized == "." else normalized
+
+
+def write_file(volume: Volume, path: str, data: bytes, now: float) -> None:
+    path = normalize_path(path)
+    volume.files[path] = bytes(data)
+    volume.mtimes[path] = now
+
+
+def remove_path(volume: Volume, path: str, *, recursive: bool) -> None:
+    path = normalize_path(path)
+    if path in volume.files:
+        del volume.files[path]
+        volume.mtimes.pop(path, None)
+        return
+    prefix = path + "/" if path else ""
+    children = [p for p in volume.files if p.startswith(prefix)]
+    if not children:
+        raise GRPCError(Status.NOT_FOUND, f"No such file or directory: {path}")
+    if not recursive:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"{path} is a directory; pass recursive=True")
+    for child in children:
+        del volume.files[child]
+        volume.mtimes.pop(child, None)
+
+
+def list_volume(volume: Volume, path: str, *, recursive: bool) -> list[api_pb2.FileEntry]:
+    """Entries under `path` as Modal lists them: a file path lists itself; a directory lists its
+    children (directories are implied by the files in them), or everything below it if recursive."""
+    path = normalize_path(path)
+    file_type = api_pb2.FileEntry.FileType
+    if path in volume.files:
+        return [_file_entry(volume, path)]
+    prefix = path + "/" if path else ""
+    below = sorted(p for p in volume.files if p.startswith(prefix))
+    if not below and path:
+        raise GRPCError(Status.NOT_FOUND, f"No such file or directory: {path}")
+    entries: dict[str, api_pb2.FileEntry] = {}
+    for file_path in below:
+        parts = file_path[len(prefix) :].split("/")
+        depth = len(parts) if recursive else 1
+        for level in range(1, depth + 1):
+            entry_path = prefix + "/".join(parts[:level])
+            if entry_path in entries:
+                continue
+            if entry_path == file_path:
+                entries[entry_path] = _file_entry(volume, file_path)
+            else:
+                entries[entry_path] = api_pb2.FileEntry(path=entry_path, type=file_type.DIRECTORY)
+    return list(entries.values())
+
+
+def _file_entry(volume: Volume, path: str) -> api_pb2.FileEntry:
+    return api_pb2.FileEntry(
+        path=path,
+        type=api_pb2.FileEntry.FileType.FILE,
+        size=len(volume.files[path]),
+        mtime=int(volume.mtimes.get(path, 0)),
+    )
+
+
+def _page(objects: list, pagination: api_pb2.ListPagination) -> list:
+    """Newest first, created strictly before `created_before` when given, at most `max_objects`."""
+    objects = sorted(objects, key=lambda obj: obj.created_at, reverse=True)
+    if pagination.created_before:
+        objects = [obj for obj in objects if obj.created_at < pagination.created_before]
+    if pagination.max_objects:
+        objects = objects[: pagination.max_objects]
+    return objects

@@ -1,0 +1,167 @@
+"""The in-memory state of the control plane: what Modal would have stored for our workspace.
+
+Objects are scoped per environment, as on Modal: `state.environments["main"].secrets["hf"]`.
+Every object also has an id with Modal's prefix ("st-", "vo-", "ap-", "fu-", ...) registered in
+`state.by_id`, because the client refers to hydrated objects by id only.
+
+The state is shared between the server thread and the test thread: mutate it only while holding
+`state.lock` (the helpers on the `ControlPlane` handle do).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+# The environment every workspace starts with, and the one an empty environment name means.
+DEFAULT_ENVIRONMENT = "main"
+
+# The image builder version our environments report: the newest modal 1.6.4 knows, so the client
+# builds its images the way a fresh workspace would.
+IMAGE_BUILDER_VERSION = "2026.10"
+
+# The workspace name used in web URLs, as Modal builds them: https://<workspace>--<label>.modal.run
+WORKSPACE = "control-plane-test"
+
+
+@dataclass
+class Secret:
+    id: str
+    name: str
+    environment: str
+    values: dict[str, str]
+    created_at: float
+
+
+@dataclass
+class Volume:
+    id: str
+    name: str
+    environment: str
+    created_at: float
+    files: dict[str, bytes] = field(default_factory=dict)  # path (no leading "/") -> contents
+    mtimes: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ImageLayer:
+    """One image the client asked for: a base (registry image or a parent image id) plus the
+    Dockerfile commands that would be run on it. Builds never happen here."""
+
+    id: str
+    base_images: list[dict[str, str]]  # [{"docker_tag": ..., "image_id": ...}]
+    dockerfile_commands: list[str]
+    secret_ids: list[str]
+    build_function: str  # source of a `run_function` step, if any
+    context_files: list[str]
+    builder_version: str
+
+
+@dataclass
+class FunctionRecord:
+    id: str
+    app_id: str
+    tag: str  # e.g. "download_model", or "Server.*" for the service function of a class
+    definition: Any | None = None  # api_pb2.FunctionData once FunctionCreate has run
+    handle_metadata: Any | None = None  # api_pb2.FunctionHandleMetadata
+    web_url: str = ""
+    definition_id: str = ""
+    image_id: str = ""
+    secret_ids: list[str] = field(default_factory=list)
+    volume_mounts: dict[str, str] = field(default_factory=dict)  # mount path -> volume id
+    gpu: str = ""
+    is_class: bool = False
+    is_server: bool = False
+
+
+@dataclass
+class App:
+    id: str
+    name: str  # the deployment name, or the description of an ephemeral app
+    environment: str
+    created_at: float
+    state: str = "initializing"  # initializing | ephemeral | deployed | stopped
+    deployment_version: int = 0
+    deployed_at: float = 0.0
+    functions: dict[str, FunctionRecord] = field(default_factory=dict)  # tag -> record
+    classes: dict[str, str] = field(default_factory=dict)  # class name -> class id
+    images: list[str] = field(default_factory=list)  # image ids requested while this app loaded
+    mounts: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def web_urls(self) -> dict[str, str]:
+        return {tag: fn.web_url for tag, fn in self.functions.items() if fn.web_url}
+
+    @property
+    def web_url(self) -> str | None:
+        """The app's web URL when it has exactly one web endpoint (our serving app's server)."""
+        urls = list(self.web_urls.values())
+        return urls[0] if len(urls) == 1 else None
+
+    def image_layers(self, state: ControlPlaneState) -> list[ImageLayer]:
+        return [state.images[image_id] for image_id in self.images]
+
+
+@dataclass
+class Environment:
+    id: str
+    name: str
+    created_at: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    volumes: dict[str, Volume] = field(default_factory=dict)
+    apps: dict[str, App] = field(default_factory=dict)  # deployed apps by deployment name
+
+
+@dataclass
+class Mount:
+    id: str
+    files: dict[str, str]  # path in container -> sha256 hex of contents
+
+
+@dataclass
+class ControlPlaneState:
+    environments: dict[str, Environment] = field(default_factory=dict)
+    by_id: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, ImageLayer] = field(default_factory=dict)
+    built_images: set[str] = field(default_factory=set)
+    mounts: dict[str, Mount] = field(default_factory=dict)
+    mount_files: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> contents
+    ephemeral_apps: list[App] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _counters: dict[str, itertools.count] = field(default_factory=dict, repr=False)
+
+    def new_id(self, prefix: str) -> str:
+        """Sequential ids per prefix ("st-1", "st-2", ...) so failures read the same on every run."""
+        counter = self._counters.setdefault(prefix, itertools.count(1))
+        return f"{prefix}-{next(counter)}"
+
+    def environment(self, name: str | None) -> Environment | None:
+        return self.environments.get(name or DEFAULT_ENVIRONMENT)
+
+    def add_environment(self, name: str, now: float) -> Environment:
+        env = Environment(
+            id=self.new_id("en"),
+            name=name,
+            created_at=now,
+            settings={
+                "image_builder_version": IMAGE_BUILDER_VERSION,
+                # Modal's default environment has no web suffix; others get their name.
+                "webhook_suffix": "" if name == DEFAULT_ENVIRONMENT else name,
+            },
+        )
+        self.environments[name] = env
+        self.by_id[env.id] = env
+        return env
+
+    def remove_environment(self, name: str) -> None:
+        env = self.environments.pop(name)
+        self.by_id.pop(env.id, None)
+        for obj in [*env.secrets.values(), *env.volumes.values(), *env.apps.values()]:
+            self.by_id.pop(obj.id, None)
+
+    def all_apps(self) -> list[App]:
+        return [obj for obj in self.by_id.values() if isinstance(obj, App)]

@@ -1,0 +1,211 @@
+"""Deploying apps end to end with the real client: App.deploy, runner.deploy_app and `modal deploy`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import modal
+import modal.runner
+import pytest
+from modal.exception import NotFoundError
+
+from . import sample_app
+from .fixtures import connect_in_process
+from .server import ControlPlane
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_APP_FILE = Path(sample_app.__file__)
+
+# The order in which a first deploy reaches the control plane (as a subsequence of all calls):
+# what issue 4 observed, and what the provider's call-count assertions can rely on.
+FIRST_DEPLOY_ORDER = [
+    "AppGetByDeploymentName",
+    "AppCreate",
+    "EnvironmentGetOrCreate",
+    "FunctionPrecreate",
+    "SecretGetOrCreate",
+    "VolumeGetOrCreate",
+    "ImageGetOrCreate",
+    "ImageJoinStreaming",
+    "MountBatchedCheckExistence",
+    "MountPutFile",
+    "FunctionCreate",
+    "ClassCreate",
+    "AppPublish",
+]
+
+
+def _is_subsequence(expected: list[str], actual: list[str]) -> bool:
+    remaining = iter(actual)
+    return all(name in remaining for name in expected)
+
+
+def _deploy_subprocess(cp: ControlPlane, *target: str, name: str, env: str | None = None):
+    command = [sys.executable, "-m", "modal", "deploy", *target, "--name", name]
+    if env:
+        command += ["--env", env]
+    environ = cp.subprocess_env()
+    environ["PYTHONPATH"] = str(REPO_ROOT)
+    return subprocess.run(command, env=environ, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def cp(modal_control_plane):
+    modal_control_plane.create_secret(sample_app.SECRET_NAME, {"TOKEN": "s3cr3t"})
+    return modal_control_plane
+
+
+def test_app_deploy_end_to_end(cp):
+    result = sample_app.app.deploy(name="sample")
+
+    app = cp.app("sample")
+    assert result.app_id == app.id
+    assert app.state == "deployed" and app.deployment_version == 1
+    assert sorted(app.functions) == ["Gateway", "Server.*", "write_marker"]
+    assert list(app.classes) == ["Server"]
+    assert app.web_urls == {
+        "Server.*": "https://control-plane-test--sample-server-serve.modal.run",
+        "Gateway": "https://control-plane-test--sample-gateway.modal.run",
+    }
+    assert _is_subsequence(FIRST_DEPLOY_ORDER, cp.rpcs_called())
+
+    # What each function was created with.
+    marker, server = app.functions["write_marker"], app.functions["Server.*"]
+    volume_id = cp.state.environments["main"].volumes[sample_app.VOLUME_NAME].id
+    secret_id = cp.state.environments["main"].secrets[sample_app.SECRET_NAME].id
+    assert marker.volume_mounts == {sample_app.MOUNT_PATH: volume_id} and marker.secret_ids == [secret_id]
+    assert server.gpu == "B200" and server.is_class
+    assert app.functions["Gateway"].is_server
+
+
+def test_image_layers_are_recorded(cp):
+    sample_app.app.deploy(name="sample")
+
+    layers = cp.image_layers(cp.app("sample"))
+    commands = [command for layer in layers for command in layer.dockerfile_commands]
+    assert "FROM python:3.11-slim-trixie" in commands
+    assert "RUN apt-get install -y curl" in commands
+    assert "RUN python -m pip install requests==2.32.3" in commands
+    assert "ENV SAMPLE_MODE=test" in commands
+    # Each layer builds on the previous one.
+    assert [layer.base_images[0]["image_id"] for layer in layers[1:]] == [layer.id for layer in layers[:-1]]
+    assert {layer.builder_version for layer in layers} == {"2026.10"}
+
+
+def test_redeploy_keeps_the_app_and_bumps_the_version(cp):
+    first = sample_app.app.deploy(name="sample")
+    mark = cp.mark()
+
+    second = sample_app.app.deploy(name="sample")
+
+    assert second.app_id == first.app_id
+    assert cp.app("sample").deployment_version == 2
+    called = cp.rpcs_called(since=mark)
+    assert "AppGetLayout" in called and "AppCreate" not in called
+    assert "ImageJoinStreaming" not in called  # identical images are already built
+
+
+def test_runner_deploy_app_into_another_environment(cp):
+    cp.create_environment("staging")
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "staging"}, environment="staging")
+
+    modal.runner.deploy_app(sample_app.app, name="sample", environment_name="staging")
+
+    app = cp.app("sample", environment="staging")
+    assert app.deployment_version == 1
+    assert app.web_urls["Gateway"] == "https://control-plane-test-staging--sample-gateway.modal.run"
+    assert "sample" not in cp.state.environments["main"].apps
+    assert sample_app.VOLUME_NAME in cp.state.environments["staging"].volumes
+
+
+def test_modal_deploy_cli_in_a_subprocess(cp):
+    cp.create_environment("staging")
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"}, environment="staging")
+
+    by_file = _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="cli-app", env="staging")
+    assert by_file.returncode == 0, by_file.stderr
+    assert "App deployed" in by_file.stdout
+    by_module = _deploy_subprocess(cp, "-m", "tests.modal_control_plane.sample_app", name="cli-app", env="staging")
+    assert by_module.returncode == 0, by_module.stderr
+
+    app = cp.app("cli-app", environment="staging")
+    assert app.deployment_version == 2
+    assert sorted(app.functions) == ["Gateway", "Server.*", "write_marker"]
+    assert "s3cr3t" not in by_file.stdout + by_file.stderr
+
+
+def test_deploy_fails_when_a_secret_is_missing(modal_control_plane):
+    with pytest.raises(NotFoundError, match=f"Secret '{sample_app.SECRET_NAME}' not found"):
+        sample_app.app.deploy(name="sample")
+
+    with pytest.raises(KeyError):
+        modal_control_plane.app("sample")
+
+
+def test_lookup_stop_and_deploy_again(cp):
+    first = sample_app.app.deploy(name="sample")
+    assert modal.App.lookup("sample").app_id == first.app_id
+
+    modal.App.lookup("sample").stop()
+
+    assert cp.app("sample").state == "stopped"
+    with pytest.raises(NotFoundError):
+        modal.App.lookup("sample")
+    with pytest.raises(NotFoundError):
+        modal.Function.from_name("sample", "write_marker").hydrate()
+    second = sample_app.app.deploy(name="sample")
+    assert second.app_id != first.app_id
+    assert cp.app("sample").deployment_version == 1
+
+
+def test_module_level_objects_do_not_leak_between_control_planes(monkeypatch):
+    """sample_app is imported once per process; each control plane must still see its own objects."""
+    for _ in range(2):
+        with ControlPlane() as plane, connect_in_process(plane, monkeypatch):
+            plane.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+            sample_app.app.deploy(name="sample")
+            assert plane.app("sample").deployment_version == 1
+            assert plane.server_errors == []
+
+
+def test_deploy_the_serving_app(modal_control_plane):
+    """serving/app.py, deployed the way our provider may do it: `modal deploy` in a subprocess."""
+    cp = modal_control_plane
+    cp.create_secret("huggingface-secret", {"HF_TOKEN": "hf_x"})
+    cp.create_secret("glm51-api-key", {"API_KEY": "sk_x"})
+
+    environ = cp.subprocess_env()
+    environ["PYTHONPATH"] = str(REPO_ROOT)
+    environ.pop("GLM_DEPLOYMENT_CONFIG", None)  # the production defaults
+    done = subprocess.run(
+        [sys.executable, "-m", "modal", "deploy", "serving/app.py"],
+        env=environ,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+    app = cp.app("glm-5.1-production")
+    assert {"download_model", "compile_deepgemm", "verify_setup", "Server.*"} <= set(app.functions)
+    assert app.web_url == "https://control-plane-test--glm-5-1-production-server-serve.modal.run"
+    assert app.functions["Server.*"].gpu == "B200"
+    assert {"glm51-model-weights", "glm51-deepgemm-cache"} <= set(cp.state.environments["main"].volumes)
+    assert "hf_x" not in done.stdout + done.stderr and "sk_x" not in done.stdout + done.stderr
+
+
+def test_deploy_and_call_the_serving_app_in_process(modal_control_plane):
+    """The same app deployed with App.deploy() and one of its jobs called by name."""
+    cp = modal_control_plane
+    cp.create_secret("huggingface-secret", {"HF_TOKEN": "hf_x"})
+    cp.create_secret("glm51-api-key", {"API_KEY": "sk_x"})
+    os.environ.pop("GLM_DEPLOYMENT_CONFIG", None)
+    from serving import app as serving_app
+
+    serving_app.app.deploy()
+    cp.script_function("verify_setup", result={"ok": True, "failures": []})
+
+    verify = modal.Function.from_name(serving_app.cfg.app_name, "verify_setup")
+    assert verify.remote() == {"ok": True, "failures": []}

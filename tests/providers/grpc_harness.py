@@ -1,0 +1,65 @@
+"""Driving our Modal providers the way the Pulumi engine does, against the local control plane.
+
+`serve(cp)` starts the real dynamic-provider gRPC server (`python -u -m pulumi.dynamic`, see
+tests/pulumi_engine/provider_server.py) with the modal client in that process pointed at the control
+plane `cp`, and our backoff shrunk so injected throttling costs milliseconds. `desired(...)` is a
+resource as a program registers it: wire-form inputs plus the serialized provider, which is
+exactly what `pulumi.dynamic.Resource` puts in `__provider`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from pulumi.dynamic import ResourceProvider
+from pulumi.dynamic.dynamic import serialize_provider
+
+from providers.base import RETRY_BASE_SECONDS_ENV
+from tests.pulumi_engine import properties as wire
+from tests.pulumi_engine.engine import DesiredResource, Engine
+from tests.pulumi_engine.provider_server import ProviderServer, make_urn
+
+# Our backoff base in tests: 1 ms instead of 2 s, so 3 retries cost nothing noticeable.
+FAST_RETRY_ENV = {RETRY_BASE_SECONDS_ENV: "0.001"}
+
+# The mutating gRPC methods of the provider protocol.
+PROVIDER_MUTATIONS = ("Create", "Update", "Delete")
+
+
+@contextmanager
+def serve(cp: Any) -> Iterator[ProviderServer]:
+    with ProviderServer(extra_env={**cp.client_env, **FAST_RETRY_ENV}) as server:
+        yield server
+
+
+def urn_of(resource_cls: type, name: str) -> str:
+    """The URN the SDK gives a dynamic resource of this class (type "pulumi-python:dynamic/modal:X")."""
+    return make_urn(name, f"pulumi-python:{resource_cls._resource_type_name}")
+
+
+def desired(
+    resource_cls: type,
+    provider: ResourceProvider,
+    name: str,
+    inputs: Mapping[str, Any],
+    *,
+    secret_inputs: tuple[str, ...] = (),
+    additional_secret_outputs: tuple[str, ...] = (),
+    **options: Any,
+) -> DesiredResource:
+    values = {k: (wire.secret(v) if k in secret_inputs else v) for k, v in inputs.items()}
+    values["__provider"] = serialize_provider(provider)
+    return DesiredResource(
+        urn_of(resource_cls, name), values, additional_secret_outputs=list(additional_secret_outputs), **options
+    )
+
+
+def engine(server: ProviderServer) -> Engine:
+    return Engine(server)
+
+
+def mutating_rpcs(cp: Any, since: int) -> list[str]:
+    """Names of the mutating Modal RPCs the control plane saw since `since`."""
+    return [call.rpc for call in cp.mutating_calls(since)]

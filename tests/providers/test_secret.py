@@ -1,0 +1,254 @@
+"""ModalSecret through the real dynamic-provider gRPC server, the real modal client and the local
+control plane. The canary test drives every operation with a recognisable secret value and looks
+for it in everything the provider sends back or prints."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from grpclib import Status
+
+from providers.secret import ADDITIONAL_SECRET_OUTPUTS, ModalSecret, SecretProvider, values_digest
+from tests.providers.grpc_harness import PROVIDER_MUTATIONS, desired, engine, mutating_rpcs, serve, urn_of
+from tests.pulumi_engine import properties as wire
+from tests.pulumi_engine.engine import check_failure_message
+
+ENV = "main"
+URN = urn_of(ModalSecret, "hf")
+
+
+def secret(values: dict[str, Any], name: str = "hf", **inputs: Any):
+    return desired(
+        ModalSecret, SecretProvider(), "hf", {"name": name, "environment": ENV, "values": values, **inputs},
+        secret_inputs=("values",), additional_secret_outputs=ADDITIONAL_SECRET_OUTPUTS,
+    )  # fmt: skip
+
+
+def outside_secrets(value: Any) -> str:
+    """Everything in `value` that is NOT inside a secret marker, as text: what a reader of state or
+    outputs sees without the stack's passphrase."""
+    if wire.is_secret(value):
+        return ""
+    if isinstance(value, dict):
+        return " ".join(f"{k} {outside_secrets(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return " ".join(outside_secrets(v) for v in value)
+    return str(value)
+
+
+def test_lifecycle_adopt_noop_update_and_destroy(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.preview([secret({"HF_TOKEN": "hf_one"})]).ok
+        assert cp.calls == []
+
+        up = eng.up([secret({"HF_TOKEN": "hf_one"})])
+        assert up.ok, up.errors
+        assert cp.secret_values("hf") == {"HF_TOKEN": "hf_one"}
+        outputs = up.outputs[URN]
+        assert outputs["key_names"] == ["HF_TOKEN"]
+        assert outputs["secret_id"] == cp.state.environments[ENV].secrets["hf"].id
+        assert wire.is_secret(outputs["values_digest"])  # additional_secret_outputs: encrypted in state
+        assert "values" not in outputs
+
+        mark = cp.mark()
+        again = eng.up([secret({"HF_TOKEN": "hf_one"})])
+        assert again.ok and again.counts["same"] == 1
+        assert cp.calls_since(mark) == [] and again.calls_of(*PROVIDER_MUTATIONS) == []
+
+        mark = cp.mark()
+        changed = eng.up([secret({"HF_TOKEN": "hf_two", "EXTRA": "x"})])
+        assert changed.ok and changed.counts["update"] == 1  # a value change is an in-place update
+        assert mutating_rpcs(cp, mark) == ["SecretGetOrCreate"]
+        assert cp.secret_values("hf") == {"HF_TOKEN": "hf_two", "EXTRA": "x"}
+
+        shrunk = eng.up([secret({"HF_TOKEN": "hf_two"})])
+        assert shrunk.ok
+        assert cp.secret_values("hf") == {"HF_TOKEN": "hf_two"}  # overwritten whole: EXTRA is gone
+
+        renamed = eng.up([secret({"HF_TOKEN": "hf_two"}, name="hf-v2")])
+        assert renamed.ok and renamed.counts["replace"] == 1
+        assert set(cp.state.environments[ENV].secrets) == {"hf-v2"}
+
+        assert eng.destroy().ok
+        assert cp.state.environments[ENV].secrets == {}
+
+
+def test_create_adopts_a_hand_made_secret_and_overwrites_it(modal_control_plane):
+    cp = modal_control_plane
+    cp.create_secret("hf", {"OLD_KEY": "old"}, environment=ENV)
+    with serve(cp) as server:
+        up = engine(server).up([secret({"HF_TOKEN": "declared"})])
+    assert up.ok, up.errors
+    assert cp.secret_values("hf") == {"HF_TOKEN": "declared"}
+    assert any("already exists: adopting it" in line for line in up.stdout_lines)
+
+
+def test_diff_compares_values_by_digest_and_never_calls_modal(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([secret({"A": "1", "B": "2"})]).ok
+        state = eng.state.resources[URN]
+        mark = cp.mark()
+
+        def diff(values: dict[str, str], **changes: Any):
+            news = wire.reveal({**secret(values).inputs, **changes})
+            return server.diff(state.id, URN, state.outputs, news, state.inputs)
+
+        assert diff({"B": "2", "A": "1"}).changes == "none"  # order does not matter
+        value_change = diff({"A": "1", "B": "3"})
+        assert (value_change.changes, value_change.replaces) == ("some", [])
+        assert diff({"A": "1"}).changes == "some"
+        assert diff({"A": "1", "B": "2"}, name="other").replaces == ["name"]
+        assert diff({"A": "1", "B": "2"}, environment="dev").replaces == ["environment"]
+        assert cp.calls_since(mark) == []
+
+
+def test_refresh_notices_drift_and_the_next_up_restores_the_declared_values(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([secret({"HF_TOKEN": "declared"})]).ok
+
+        mark = cp.mark()
+        unchanged = eng.refresh()
+        assert unchanged.ok and unchanged.steps[0].keys == ()  # no drift: nothing to do
+        assert mutating_rpcs(cp, mark) == []
+
+        cp.create_secret("hf", {"HF_TOKEN": "edited-by-hand", "NEW": "x"}, environment=ENV)  # re-created
+        drifted = eng.refresh()
+        assert drifted.ok and drifted.steps[0].keys == ("*",)  # the provider's diff says "some"
+        assert eng.state.resources[URN].outputs["key_names"] == ["HF_TOKEN", "NEW"]
+
+        up = eng.up([secret({"HF_TOKEN": "declared"})])
+        assert up.ok and up.counts["update"] == 1
+        assert cp.secret_values("hf") == {"HF_TOKEN": "declared"}
+
+        cp.state.environments[ENV].secrets.pop("hf")  # deleted by hand
+        gone = eng.refresh()
+        assert gone.steps[0].detail == "deleted" and eng.state.resources == {}
+
+
+def test_import_reads_an_existing_secret_by_id(modal_control_plane):
+    cp = modal_control_plane
+    existing = cp.create_secret("hf", {"HF_TOKEN": "x"}, environment=ENV).id
+    with serve(cp) as server:
+        declared = secret({"HF_TOKEN": "x"})
+        read = server.read(f"{ENV}/hf", URN, {}, declared.inputs)
+        assert read.id == f"{ENV}/hf"
+        assert read.properties["secret_id"] == existing
+        assert read.properties["key_names"] == ["HF_TOKEN"]
+        assert read.properties["values_digest"] == values_digest({"HF_TOKEN": "x"})
+        assert wire.is_secret(read.inputs["values"])  # re-marked by the engine from the declared inputs
+
+        other_keys = server.read(f"{ENV}/hf", URN, {}, secret({"OTHER": "y"}).inputs)
+        assert other_keys.properties["values_digest"] == ""  # cannot vouch for them: next up rewrites
+        assert server.read(f"{ENV}/missing", URN, {}, declared.inputs).id == ""
+    assert mutating_rpcs(cp, 0) == []
+
+
+@pytest.mark.parametrize("status", [Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED])
+def test_every_mutating_call_survives_two_transient_failures(modal_control_plane, status):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        for values in ({"K": "create"}, {"K": "update"}):
+            cp.fail_next("SecretGetOrCreate", 2, status)
+            mark = cp.mark()
+            assert eng.up([secret(values)]).ok
+            assert cp.rpcs_called(mark) == ["SecretGetOrCreate"] * 3
+            assert cp.secret_values("hf") == values
+
+        cp.fail_next("SecretDelete", 2, status)
+        mark = cp.mark()
+        assert eng.destroy().ok
+        assert cp.rpcs_called(mark).count("SecretDelete") == 3
+        assert cp.state.environments[ENV].secrets == {}
+
+
+def test_a_failed_update_keeps_the_old_state_and_a_rerun_converges(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([secret({"K": "v1"})]).ok
+        before = eng.state.resources[URN].outputs
+
+        cp.fail_next("SecretGetOrCreate", 1, Status.PERMISSION_DENIED, "not allowed")
+        failed = eng.up([secret({"K": "v2"})])
+        assert not failed.ok and "write secret 'hf' in environment 'main' failed" in failed.errors[0]
+        assert eng.state.resources[URN].outputs == before
+        assert cp.secret_values("hf") == {"K": "v1"}
+
+        assert eng.up([secret({"K": "v2"})]).ok
+        assert cp.secret_values("hf") == {"K": "v2"}
+
+
+def test_the_secret_values_never_appear_in_outputs_diffs_logs_or_errors(modal_control_plane):
+    cp = modal_control_plane
+    canary = f"canary-{uuid.uuid4().hex}"
+    canary2 = f"canary-{uuid.uuid4().hex}"
+    seen: list[str] = []  # every text the user or the state could show
+
+    with serve(cp) as server:
+        eng = engine(server)
+        results = [
+            eng.preview([secret({"HF_TOKEN": canary})]),
+            eng.up([secret({"HF_TOKEN": canary})]),
+            eng.refresh(),
+            eng.up([secret({"HF_TOKEN": canary})]),
+            eng.preview([secret({"HF_TOKEN": canary2})]),
+            eng.up([secret({"HF_TOKEN": canary2})]),
+        ]
+        # Modal echoing a value in an error: our message must still not show it.
+        cp.fail_next("SecretGetOrCreate", 1, Status.INVALID_ARGUMENT, f"value {canary} is not allowed")
+        failed = eng.up([secret({"HF_TOKEN": canary})])
+        assert not failed.ok and "[secret] is not allowed" in failed.errors[0]
+        results.append(failed)
+        # Too many throttles: the retry lines and the final error.
+        cp.fail_next("SecretGetOrCreate", 4, Status.RESOURCE_EXHAUSTED, f"slow down {canary}")
+        results.append(eng.up([secret({"HF_TOKEN": canary})]))
+        # Check failures, as the engine prints them with the program's values.
+        bad = secret({"HF TOKEN": canary, "OK": 5})
+        checked = server.check(bad.urn, bad.inputs)
+        assert {f.property for f in checked.failures} == {"values.HF TOKEN", "values.OK"}
+        seen += [check_failure_message(bad, failure) for failure in checked.failures]
+        not_a_map = secret(canary)  # the whole secret field is wrong: still named, never printed
+        checked = server.check(not_a_map.urn, not_a_map.inputs)
+        assert [f.property for f in checked.failures] == ["values (secret)"]
+        seen += [check_failure_message(not_a_map, failure) for failure in checked.failures]
+        results.append(eng.destroy())
+
+        for result in results:
+            seen += result.errors + result.stdout_lines + result.stderr_lines
+            seen += [outside_secrets(outputs) for outputs in result.outputs.values()]
+        seen += server.stdout_lines + server.stderr_lines
+        for state in eng.state.resources.values():
+            seen += [outside_secrets(state.inputs), outside_secrets(state.outputs)]
+
+    text = "\n".join(seen)
+    assert "[secret]" in text  # the redaction did happen somewhere, so the scan saw real errors
+    assert canary not in text and canary2 not in text
+    assert canary not in json.dumps([(c.rpc, c.args) for c in cp.calls])
+
+
+def test_check_rejects_bad_inputs_property_by_property(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        bad = desired(
+            ModalSecret, SecretProvider(), "hf",
+            {"name": "", "environment": "", "values": {}, "value": "typo"},
+        )  # fmt: skip
+        failures = {f.property: f.reason for f in server.check(bad.urn, bad.inputs).failures}
+        assert set(failures) == {"name", "environment", "values (secret)", "value"}
+        assert "at least one key" in failures["values (secret)"]
+
+        missing = desired(ModalSecret, SecretProvider(), "hf", {})
+        failures = {f.property: f.reason for f in server.check(missing.urn, missing.inputs).failures}
+        assert set(failures) == {"name", "environment", "values (secret)"}
+        assert all(reason == "Field required" for reason in failures.values())
+    assert cp.calls == []
