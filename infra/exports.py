@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 import shlex
 
+from typing import TYPE_CHECKING
+
 import pulumi
 
-from infra.resources import StackResources
-from infra.settings import StackSettings
+from infra.smoke import SMOKE_PROMPT, smoke_request_body
+
+if TYPE_CHECKING:
+    from infra.resources import StackResources
+    from infra.settings import StackSettings
 
 # The environment variable the snippets read the API key from.
 API_KEY_ENV_VAR = "GLM_API_KEY"
@@ -24,16 +29,6 @@ OPENAI_API_PATH = "/v1"
 
 def openai_base_url(web_url: str) -> str:
     return web_url.rstrip("/") + OPENAI_API_PATH
-
-
-def smoke_request_body(served_name: str) -> dict:
-    """One short chat request with thinking off, so a few tokens give visible content."""
-    return {
-        "model": served_name,
-        "messages": [{"role": "user", "content": "Reply with the single word: ready"}],
-        "max_tokens": 16,
-        "chat_template_kwargs": {"enable_thinking": False},
-    }
 
 
 def curl_snippet(base_url: str, served_name: str) -> str:
@@ -52,7 +47,7 @@ def openai_snippet(base_url: str, served_name: str) -> str:
         f'client = OpenAI(base_url="{base_url}", api_key=os.environ["{API_KEY_ENV_VAR}"])\n'
         "reply = client.chat.completions.create(\n"
         f'    model="{served_name}",\n'
-        '    messages=[{"role": "user", "content": "Reply with the single word: ready"}],\n'
+        f'    messages=[{{"role": "user", "content": "{SMOKE_PROMPT}"}}],\n'
         "    max_tokens=16,\n"
         '    extra_body={"chat_template_kwargs": {"enable_thinking": False}},\n'
         ")\n"

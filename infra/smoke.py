@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pulumi
 
-from infra.exports import smoke_request_body
 from providers.http_check import HttpCheck
 from serving.config import DeploymentConfig
 
@@ -23,8 +22,21 @@ SCHEDULING_MARGIN_SECONDS = 600
 # Between /health polls: a cold start takes minutes, so polling faster only adds log noise.
 POLL_INTERVAL_SECONDS = 10.0
 
+# A prompt any model answers in a few tokens.
+SMOKE_PROMPT = "Reply with the single word: ready"
+
 # The chat answer must contain an assistant message (content is random in dummy-weights mode).
 EXPECTED_JSON_PATHS = ["choices.0.message"]
+
+
+def smoke_request_body(served_name: str) -> dict:
+    """One short chat request with thinking off, so a few tokens give visible content."""
+    return {
+        "model": served_name,
+        "messages": [{"role": "user", "content": SMOKE_PROMPT}],
+        "max_tokens": 16,
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
 
 
 def declare_smoke_test(

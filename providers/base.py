@@ -75,14 +75,15 @@ __all__ = [
 #   - ABORTED (a ConflictError whose status is ABORTED): a concurrent change won, try again;
 # and, for streaming RPCs (e.g. Volume.listdir), which the client does not retry at all, the
 # transport-level ones too (ServiceError, InternalError, ConnectionError, OSError).
+# Measured against the local control plane in tests/providers/test_base.py (call counts per attempt).
 # ---------------------------------------------------------------------------------------------
 
 # Attempts of one Modal call, ours: the first try plus 3 retries.
 MAX_ATTEMPTS = 4
 
-# Backoff between our attempts: base * 2**n seconds, capped. Rate limits need seconds, not the
-# client's tenths. Tests shrink the base through the environment variable, which the provider
-# subprocess inherits (a module constant could not reach that process).
+# Backoff between our attempts: base * 2**n seconds, capped (2, 4, 8 s: at most 14 s of waiting).
+# Rate limits need seconds, not the client's tenths. Tests shrink the base through the environment
+# variable, which the provider subprocess inherits (a module constant could not reach that process).
 RETRY_BASE_SECONDS_ENV = "PROVIDERS_RETRY_BASE_SECONDS"
 DEFAULT_RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 30.0
@@ -135,8 +136,9 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
 
 def progress(message: str) -> None:
     """One info line in `pulumi up` (the engine shows each stdout line of the provider process)."""
-    for line in redact(message).splitlines() or [""]:
-        sys.stdout.write(f"{PROGRESS_PREFIX}{line}\n")
+    lines = redact(message).splitlines() or [""]
+    # One write per message, so lines from concurrent calls (the server runs 4 at once) do not mix.
+    sys.stdout.write("".join(f"{PROGRESS_PREFIX}{line}\n" for line in lines))
     sys.stdout.flush()
 
 

@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -48,7 +49,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+import pydantic
+
+from providers.base import ProviderError, is_transient, progress, retry_settings
 
 # The marker of the child's machine-readable last line; everything else it prints is for humans.
 RESULT_PREFIX = "@@providers.runner.result "
@@ -85,11 +90,14 @@ PHASE_DEPLOY = "deploy"  # deploying (idempotent: a retry just deploys again)
 class RunnerFailure(Exception):
     """A failure of the child with its phase; `started` tells whether a function call may be running."""
 
-    def __init__(self, message: str, *, phase: str, transient: bool = False, started: bool = False):
+    def __init__(
+        self, message: str, *, phase: str, transient: bool = False, started: bool = False, app_id: str | None = None
+    ):
         super().__init__(message)
         self.phase = phase
         self.transient = transient
         self.started = started
+        self.app_id = app_id
 
 
 def say(message: str) -> None:
@@ -144,10 +152,14 @@ def json_safe(value: Any) -> Any:
     return {"truncated_preview": preview[:MAX_RESULT_CHARS]}
 
 
-def _is_transient(error: BaseException) -> bool:
-    from providers.base import is_transient
+def registered_functions(app: Any) -> dict[str, Any]:
+    """The app's functions by tag. `App.registered_functions` is modal 1.6.4's way to list them; it
+    warns that it goes away in 1.7 (we pin 1.6.4), and the warning would only clutter `pulumi up`."""
+    import warnings
 
-    return is_transient(error)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dict(app.registered_functions)
 
 
 class _Interrupted(Exception):
@@ -161,9 +173,10 @@ def _raise_interrupted(_signum: int, _frame: Any) -> None:
 def run_function(module_name: str, function_name: str, environment: str) -> dict[str, Any]:
     """Run `function_name` of the module's app once, ephemerally, and wait for its result."""
     app = import_app(module_name)
-    function = app._local_state.functions.get(function_name)  # registered_functions warns (deprecated)
+    functions = registered_functions(app)
+    function = functions.get(function_name)
     if function is None:
-        known = ", ".join(sorted(app._local_state.functions)) or "none"
+        known = ", ".join(sorted(functions)) or "none"
         raise RunnerFailure(
             f"module {module_name!r} has no Modal function {function_name!r} (functions: {known})",
             phase=PHASE_IMPORT,
@@ -176,26 +189,29 @@ def run_function(module_name: str, function_name: str, environment: str) -> dict
             state["app_id"] = app.app_id
             call = function.spawn()
             state["call"], state["phase"] = call, PHASE_RUNNING
-            say(f"{function_name} started: function call {call.object_id} in app {app.app_id}")
-            result = call.get()
+            say(f"started function call {call.object_id} in app {app.app_id}")
+            try:
+                result = call.get()
+            except _Interrupted:
+                # Cancel while the app is still up: leaving the `with` disconnects it.
+                with contextlib.suppress(Exception):
+                    call.cancel()
+                    say(f"cancelled function call {call.object_id}")
+                raise
     except _Interrupted:
-        call = state["call"]
-        if call is not None:
-            with contextlib.suppress(Exception):
-                call.cancel()
-                say(f"cancelled function call {call.object_id}")
         raise RunnerFailure(
-            "stopped by the provider (timeout)", phase=state["phase"], started=call is not None
+            "stopped by the provider (timeout)",
+            phase=state["phase"],
+            started=state["call"] is not None,
+            app_id=state["app_id"],
         ) from None
-    except RunnerFailure:
-        raise
     except Exception as error:
-        started = state["call"] is not None
         raise RunnerFailure(
             f"{type(error).__name__}: {error}",
             phase=state["phase"],
-            transient=_is_transient(error),
-            started=started,
+            transient=is_transient(error),
+            started=state["call"] is not None,
+            app_id=state["app_id"],
         ) from None
     call = state["call"]
     return {
@@ -260,7 +276,7 @@ def deploy_app(module_name: str, app_name: str, environment: str) -> dict[str, A
         info = deployment_info(app_name, environment)
     except Exception as error:
         raise RunnerFailure(
-            f"{type(error).__name__}: {error}", phase=PHASE_DEPLOY, transient=_is_transient(error)
+            f"{type(error).__name__}: {error}", phase=PHASE_DEPLOY, transient=is_transient(error)
         ) from None
     if info is None:
         raise RunnerFailure(f"app {app_name!r} is not deployed after deploying it", phase=PHASE_DEPLOY)
@@ -300,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 "phase": failure.phase,
                 "transient": failure.transient,
                 "started": failure.started,
+                "app_id": failure.app_id,
             }
         )
         return 1
@@ -339,7 +356,7 @@ def progress_interval() -> float:
 
 def format_elapsed(seconds: float) -> str:
     """12m30s, 1h02m05s, 45s: how `pulumi up` readers count."""
-    total = int(seconds)
+    total = int(seconds + 0.5)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -410,7 +427,7 @@ def invoke(
         now = clock()
         if now >= deadline:
             timed_out = True
-            report(f"{label}: timed out after {format_elapsed(timeout_seconds)}; stopping it")
+            report(f"{label}: timed out after {format_elapsed(now - started)}; stopping it")
             _terminate(process)
             break
         if now >= next_progress:
@@ -428,9 +445,9 @@ def invoke(
         elif line.strip():
             report(f"{label}: {line}")
     # Drain what the child printed while it was being stopped (its cancel message, its result).
-    while True:
+    while stdout_open:
         try:
-            line = lines.get(timeout=TERMINATE_GRACE_SECONDS if timed_out else 5.0)
+            line = lines.get(timeout=TERMINATE_GRACE_SECONDS)
         except queue.Empty:
             break
         if line is None:
@@ -474,6 +491,104 @@ def _wait(process: subprocess.Popen) -> int | None:
     except subprocess.TimeoutExpired:
         _terminate(process)
         return process.poll()
+
+
+# =============================================================================================
+# What the job and app providers share: the inputs that describe a module, and runs with retries.
+# =============================================================================================
+
+# A dotted Python module path, e.g. "serving.app".
+_MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# Environment variable names the runner accepts in module_env.
+_ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# module_env must not steer the modal client itself: credentials and the server come from the usual
+# Modal sources (and must never be stored in state), the environment from the resource's input.
+_RESERVED_ENV_PREFIX = "MODAL_"
+
+
+def _check_module_path(value: str) -> str:
+    if not _MODULE_PATH.match(value):
+        raise ValueError("must be a dotted Python module path, e.g. 'serving.app'")
+    return value
+
+
+def _check_module_env(value: dict[str, str]) -> dict[str, str]:
+    bad = sorted(key for key in value if not _ENV_VAR_NAME.match(key))
+    if bad:
+        raise ValueError(f"keys must be environment variable names (letters, digits, '_'): {', '.join(bad)}")
+    reserved = sorted(key for key in value if key.upper().startswith(_RESERVED_ENV_PREFIX))
+    if reserved:
+        raise ValueError(
+            f"must not set {', '.join(reserved)}: Modal credentials and settings come from the usual Modal "
+            "sources (env vars, ~/.modal.toml, stack config modal:tokenId/modal:tokenSecret), never from state"
+        )
+    return value
+
+
+ModulePath = Annotated[str, pydantic.AfterValidator(_check_module_path)]
+# Environment variables the module reads at import (e.g. its serialized config). Stored in state in
+# plaintext: nothing secret belongs here.
+ModuleEnv = Annotated[dict[str, str], pydantic.AfterValidator(_check_module_env)]
+
+# What to tell the user about a failure, by the phase it happened in.
+_ADVICE = {
+    PHASE_IMPORT: "Nothing ran on Modal. Fix the module or its module_env and run `pulumi up` again.",
+    PHASE_SETUP: "Nothing started on Modal. Check the error, then run `pulumi up` again.",
+    PHASE_RUNNING: "It ran on Modal and failed: see `modal app logs {app_id}`. Nothing was recorded as done, "
+    "so the next `pulumi up` runs it again.",
+    PHASE_DEPLOY: "Run `pulumi up` again once the cause is fixed: a deploy of the same app is idempotent.",
+}
+
+
+def run_with_retries(
+    verb: str,
+    options: Mapping[str, str],
+    module_env: Mapping[str, str],
+    *,
+    label: str,
+    what: str,
+    timeout_seconds: float,
+    retry_started: bool,
+) -> dict[str, Any]:
+    """`invoke` until it succeeds; the child's result details, or ProviderError with what to do.
+
+    The modal client already retries the statuses it considers transient inside the child; what
+    comes out of it as transient (`providers.base.is_transient`: throttling, aborted) is retried
+    here by running the child again, with our bounded backoff, and only when that is safe: before a
+    function call started (`retry_started=False`, a job must not run twice at once) or always for an
+    idempotent deploy (`retry_started=True`). The timeout covers all attempts together."""
+    attempts, base, cap = retry_settings()
+    deadline = time.monotonic() + timeout_seconds
+    for attempt in range(1, attempts + 1):
+        remaining = deadline - time.monotonic()
+        outcome = invoke(verb, options, module_env, label=label, timeout_seconds=remaining, report=progress)
+        if outcome.ok:
+            return outcome.details
+        if outcome.timed_out:
+            started = "" if attempt == 1 else f" (over {attempt} attempts)"
+            raise ProviderError(
+                f"{what} timed out after {format_elapsed(timeout_seconds)}{started} and was stopped "
+                "(its function call cancelled). Raise timeout_seconds if it needs longer, then run `pulumi up` again."
+            )
+        details = outcome.details
+        retriable = bool(details.get("transient")) and (retry_started or not details.get("started"))
+        if not retriable or attempt == attempts:
+            raise ProviderError(describe_failure(what, outcome, attempt))
+        wait = min(cap, base * 2 ** (attempt - 1))
+        progress(f"{label}: transient failure ({outcome.error}), retry {attempt}/{attempts - 1} in {wait:.1f}s")
+        time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def describe_failure(what: str, outcome: RunnerOutcome, attempts: int) -> str:
+    details = outcome.details
+    phase = str(details.get("phase", PHASE_SETUP))
+    advice = _ADVICE.get(phase, "").format(app_id=details.get("app_id") or "<app id>")
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    text = f"{what} failed{tries} ({phase}): {outcome.error}. {advice}"
+    if phase == PHASE_IMPORT and outcome.stderr_tail:
+        text += "\nrunner stderr (last lines):\n" + "\n".join(outcome.stderr_tail)
+    return text
 
 
 if __name__ == "__main__":

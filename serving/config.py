@@ -290,10 +290,11 @@ class Storage(_Section):
 
     @model_validator(mode="after")
     def _distinct(self) -> Storage:
+        # "field: why", so format_errors names the field (storage.kernels_volume: ...).
         if self.weights_volume == self.kernels_volume:
-            raise ValueError("kernels_volume must differ from weights_volume")
+            raise ValueError(f"kernels_volume: must differ from weights_volume ({self.weights_volume!r})")
         if self.weights_mount == self.kernels_mount:
-            raise ValueError("kernels_mount must differ from weights_mount")
+            raise ValueError(f"kernels_mount: must differ from weights_mount ({self.weights_mount!r})")
         return self
 
 

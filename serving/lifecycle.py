@@ -25,6 +25,7 @@ a private YAML file passed with `--config`, which SGLang's ConfigArgumentMerger 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -107,12 +108,7 @@ def write_secret_config(api_key: str, directory: str | os.PathLike[str] | None =
     The format is what SGLang's `--config` reads (keys are flag names without the dashes; its
     ConfigArgumentMerger turns them back into `--api-key <key>` before argparse sees them).
     """
-    if not api_key:
-        raise ValueError("api_key is empty: refusing to start SGLang without authentication")
-    if api_key.startswith("-") and not _looks_like_negative_number(api_key):
-        # The merger passes the value as the argument after --api-key, and argparse reads a
-        # leading '-' as the next flag ("argument --api-key: expected one argument").
-        raise ValueError("api_key starts with '-', which SGLang's argument parser takes for a flag")
+    check_api_key(api_key)
     # mkstemp creates the file with mode 0600 and O_EXCL, so no other user can read or pre-create it.
     fd, name = tempfile.mkstemp(prefix="sglang-secret-", suffix=".yaml", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -120,13 +116,20 @@ def write_secret_config(api_key: str, directory: str | os.PathLike[str] | None =
     return Path(name)
 
 
+def check_api_key(api_key: str) -> None:
+    """Raise ValueError (never quoting the key) for a key SGLang cannot be given."""
+    if not api_key:
+        raise ValueError("api_key is empty: refusing to start SGLang without authentication")
+    if api_key.startswith("-") and not _looks_like_negative_number(api_key):
+        # The merger passes the value as the argument after --api-key, and argparse reads a
+        # leading '-' as the next flag ("argument --api-key: expected one argument").
+        raise ValueError("api_key starts with '-', which SGLang's argument parser takes for a flag")
+
+
 def _looks_like_negative_number(text: str) -> bool:
-    # argparse's own rule: with no option that looks like a negative number, "-1" / "-2.5" are values.
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    # argparse's own rule (its _negative_number_matcher): "-1" and "-2.5" are values, "-1e5" and
+    # "-inf" are flags.
+    return re.fullmatch(r"-\d+|-\d*\.\d+", text) is not None
 
 
 def secret_config_args(config_path: str | os.PathLike[str]) -> list[str]:
@@ -180,6 +183,7 @@ class SGLangServer:
         clock: Callable[[], float] = time.monotonic,
         config_dir: str | os.PathLike[str] | None = None,
     ):
+        check_api_key(api_key)
         self._secrets = [api_key, *secret_values]
         _refuse_secrets_in_argv(argv, self._secrets)
         if not served_model_name:
@@ -272,7 +276,7 @@ class SGLangServer:
                 self._signal_group(signal.SIGTERM)
                 if not self._exited.wait(grace):
                     self._say(f"SGLang still running {grace:g}s after SIGTERM: SIGKILL")
-            # Also reaps what is left of the group after a clean exit of the leader: SGLang's scheduler
+            # Also kills what is left of the group after a clean exit of the leader: SGLang's scheduler
             # and detokenizer processes hold GPU memory and must not outlive the container's server.
             self._signal_group(signal.SIGKILL)
             self._exited.wait(KILL_REAP_TIMEOUT)

@@ -1,8 +1,36 @@
 """A local Modal control plane for offline tests: the real modal client, speaking gRPC to us.
 
-Use the `modal_control_plane` pytest fixture (tests/conftest.py re-exports it from `fixtures.py`);
-`ControlPlane` (server.py) is the handle it yields. See client_retries.py for what the modal
-client retries by itself.
+The `modal_control_plane` fixture (fixtures.py, re-exported by tests/conftest.py) starts one per
+test in a few milliseconds, on 127.0.0.1 only, and points this process's modal client at it. It
+yields a `ControlPlane` (server.py):
+
+    def test_something(modal_control_plane):
+        cp = modal_control_plane
+        cp.create_secret("hf", {"HF_TOKEN": "x"})              # seed state directly, or ...
+        modal.Volume.objects.create("weights")                  # ... through the real client
+        cp.script_function("download_model", seconds=0.1, writes={("weights", "GLM/ok"): b"1"})
+        mark = cp.mark()
+        ...code under test...
+        assert cp.mutating_calls(since=mark) == []
+
+Reaching it:   cp.url, cp.client_env (MODAL_SERVER_URL, tokens, MODAL_CONFIG_PATH, HOME),
+               cp.subprocess_env(base=None, environment=None) for subprocesses.
+Call log:      cp.calls -> [CallRecord(rpc, mutating, args, ts, metadata)], cp.mark(),
+               cp.calls_since(mark), cp.rpcs_called(since=0), cp.mutating_calls(since=0),
+               cp.clear_calls().
+Faults:        cp.fail_next(rpc, n=1, status=Status.UNAVAILABLE, message=...),
+               cp.add_latency(rpc, seconds), cp.pending_failures(rpc).
+               The client retries some statuses itself: see client_retries.py.
+State:         cp.state.environments[env].{settings, secrets[name].values, volumes[name].files,
+               apps[name]} (App: id, state, deployment_version, functions, classes, images,
+               image_env, web_urls, web_url); cp.state.ephemeral_apps; cp.app(name, environment).
+               Helpers: create_environment, create_secret, secret_values, create_volume,
+               put_file, remove_file, volume_files, read_file.
+Functions:     cp.script_function(tag, seconds=, result=, error=, writes=),
+               cp.on_function(tag, handler(args, kwargs, volumes)), cp.function_calls.
+               Tags are Modal's: "download_model", "Server.*", "Server.method".
+Errors:        RPCs not implemented here answer UNIMPLEMENTED naming the RPC; a crash inside the
+               control plane fails the test (cp.server_errors).
 """
 
 from .calls import CallRecord

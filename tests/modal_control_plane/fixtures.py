@@ -2,8 +2,9 @@
 
 `modal_control_plane` starts a fresh control plane per test (well under a second), points the
 modal client *in this process* at it, and undoes that afterwards:
-- sets MODAL_SERVER_URL / MODAL_TOKEN_ID / MODAL_TOKEN_SECRET / MODAL_CONFIG_PATH / HOME and
-  removes MODAL_ENVIRONMENT and MODAL_PROFILE, so nothing from a developer's own Modal setup leaks in;
+- sets MODAL_SERVER_URL / MODAL_TOKEN_ID / MODAL_TOKEN_SECRET / MODAL_CONFIG_PATH (not HOME: see
+  below) and removes MODAL_ENVIRONMENT and MODAL_PROFILE, so nothing from a developer's own Modal
+  setup leaks in;
 - resets modal's process-wide caches that would otherwise remember the previous test's server:
   the `Client.from_env()` singleton, the environment cache, the user config read at import.
 For subprocesses (e.g. `python -m modal deploy`), pass `env=cp.subprocess_env()`.
@@ -42,7 +43,8 @@ def _reset_modal_client_state(server_url: str | None = None) -> None:
     modal._environments.ENVIRONMENT_CACHE.clear()
     if server_url is not None:
         for obj in gc.get_objects():
-            client = getattr(obj, "_client", None) if isinstance(obj, _Object) else None
+            # type(), not isinstance(): the latter reads `__class__`, which some proxies (torch) warn on.
+            client = getattr(obj, "_client", None) if issubclass(type(obj), _Object) else None
             if client is not None and client.server_url == server_url:
                 obj._unhydrate()
 
@@ -54,7 +56,10 @@ def connect_in_process(cp: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> Ite
 
     _reset_modal_client_state()
     for key, value in cp.client_env.items():
-        monkeypatch.setenv(key, value)
+        # HOME stays: MODAL_CONFIG_PATH already keeps modal away from ~/.modal.toml, and other tools
+        # running in this process (pulumi's plugin cache, ...) still need the real home.
+        if key != "HOME":
+            monkeypatch.setenv(key, value)
     for key in ("MODAL_ENVIRONMENT", "MODAL_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     # modal read ~/.modal.toml at import time; make it see our empty config instead.

@@ -182,6 +182,7 @@ class AppRpcs:
         with self.state.lock:
             app = self._object(request.app_id, App, "App")
             app.state = "stopped"
+            app.stopped_at = self.now()
             self.runner.cancel_app(app.id)
         return Empty()
 
@@ -195,6 +196,7 @@ class AppRpcs:
                     description=app.name,
                     state=APP_STATE_PROTO[app.state],
                     created_at=app.created_at,
+                    stopped_at=app.stopped_at,
                 )
                 for app in self.state.all_apps()
                 if app.environment == env.name
@@ -211,6 +213,13 @@ class AppRpcs:
                 for version in range(1, app.deployment_version + 1)
             ]
         return api_pb2.AppDeploymentHistoryResponse(app_deployment_histories=history)
+
+    async def TaskList(self, request: api_pb2.TaskListRequest) -> api_pb2.TaskListResponse:
+        # No containers ever run here (function calls are scripted), so there are none to list.
+        with self.state.lock:
+            if request.app_id:
+                self._object(request.app_id, App, "App")
+        return api_pb2.TaskListResponse()
 
     # ---- images --------------------------------------------------------------------------------
 
@@ -240,8 +249,8 @@ class AppRpcs:
                     builder_version=request.builder_version,
                 )
             app = self.state.by_id.get(request.app_id)
-            if isinstance(app, App) and image_id not in app.images:
-                app.images.append(image_id)
+            if isinstance(app, App) and self.state.images[image_id] not in app.images:
+                app.images.append(self.state.images[image_id])
             already_built = image_id in self.state.built_images
         if already_built:
             return api_pb2.ImageGetOrCreateResponse(

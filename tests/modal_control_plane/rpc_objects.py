@@ -124,9 +124,13 @@ class ObjectRpcs:
                 new_name = request.name.value
                 if new_name in self.state.environments:
                     raise GRPCError(Status.ALREADY_EXISTS, f"Environment '{new_name}' already exists")
-                del self.state.environments[env.name]
+                old_name = env.name
+                del self.state.environments[old_name]
                 env.name = new_name
                 self.state.environments[new_name] = env
+                for obj in self.state.by_id.values():
+                    if getattr(obj, "environment", None) == old_name:
+                        obj.environment = new_name
             if request.HasField("web_suffix"):
                 env.settings["webhook_suffix"] = request.web_suffix.value
             if request.image_builder_version:

@@ -92,10 +92,12 @@ class ControlPlane:
         self.server_errors: list[str] = []
         self.state.add_environment(DEFAULT_ENVIRONMENT, self.now())
         self._routes = _Routes(self)
-        self.rpc_names = frozenset(path.removeprefix(SERVICE_PREFIX) for path in self._routes.__mapping__())
+        handlers = self._routes.__mapping__()
+        # All 285 RPCs of the service, whether implemented here or not, and which ones stream.
+        self.rpc_names = frozenset(path.removeprefix(SERVICE_PREFIX) for path in handlers)
         self._streaming = frozenset(
             path.removeprefix(SERVICE_PREFIX)
-            for path, handler in self._routes.__mapping__().items()
+            for path, handler in handlers.items()
             if handler.cardinality is grpclib.const.Cardinality.UNARY_STREAM
         )
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,7 +179,9 @@ class ControlPlane:
     @property
     def client_env(self) -> dict[str, str]:
         """Environment variables that point a modal client (e.g. a `modal deploy` subprocess) here.
-        MODAL_ENVIRONMENT is deliberately absent: the default environment ("main") applies."""
+        MODAL_ENVIRONMENT is deliberately absent: the default environment ("main") applies.
+        HOME is an empty temp dir, so nothing in a real home can leak in; drop it for a subprocess
+        that needs the real one (e.g. the pulumi CLI and its plugin cache)."""
         assert self._tmpdir is not None, "start() the control plane first"
         return {
             "MODAL_SERVER_URL": self.url,
@@ -335,10 +339,6 @@ class ControlPlane:
         """The app deployed (or last deployed, if stopped) under `name`."""
         with self.state.lock:
             return self._env(environment).apps[name]
-
-    def image_layers(self, app: App) -> list:
-        with self.state.lock:
-            return app.image_layers(self.state)
 
     # ---- function scripting --------------------------------------------------------------------
 

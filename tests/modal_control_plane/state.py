@@ -11,6 +11,7 @@ The state is shared between the server thread and the test thread: mutate it onl
 from __future__ import annotations
 
 import itertools
+import shlex
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,17 @@ class ImageLayer:
     context_files: list[str]
     builder_version: str
 
+    @property
+    def env(self) -> dict[str, str]:
+        """Variables set by this layer's `ENV KEY=value` commands (what `Image.env()` emits)."""
+        variables = {}
+        for command in self.dockerfile_commands:
+            if command.startswith("ENV "):
+                for assignment in shlex.split(command[len("ENV ") :]):
+                    key, _, value = assignment.partition("=")
+                    variables[key] = value
+        return variables
+
 
 @dataclass
 class FunctionRecord:
@@ -87,9 +99,10 @@ class App:
     deployed_at: float = 0.0
     functions: dict[str, FunctionRecord] = field(default_factory=dict)  # tag -> record
     classes: dict[str, str] = field(default_factory=dict)  # class name -> class id
-    images: list[str] = field(default_factory=list)  # image ids requested while this app loaded
+    images: list[ImageLayer] = field(default_factory=list)  # layers requested while this app loaded
     mounts: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    stopped_at: float = 0.0
 
     @property
     def web_urls(self) -> dict[str, str]:
@@ -101,8 +114,13 @@ class App:
         urls = list(self.web_urls.values())
         return urls[0] if len(urls) == 1 else None
 
-    def image_layers(self, state: ControlPlaneState) -> list[ImageLayer]:
-        return [state.images[image_id] for image_id in self.images]
+    @property
+    def image_env(self) -> dict[str, str]:
+        """Environment variables set by all of the app's image layers, later layers winning."""
+        variables: dict[str, str] = {}
+        for layer in self.images:
+            variables.update(layer.env)
+        return variables
 
 
 @dataclass

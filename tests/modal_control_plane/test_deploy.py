@@ -1,5 +1,6 @@
 """Deploying apps end to end with the real client: App.deploy, runner.deploy_app and `modal deploy`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -57,10 +58,10 @@ def cp(modal_control_plane):
 
 
 def test_app_deploy_end_to_end(cp):
-    result = sample_app.app.deploy(name="sample")
+    deployed = sample_app.app.deploy(name="sample")
 
     app = cp.app("sample")
-    assert result.app_id == app.id
+    assert deployed.app_id == app.id
     assert app.state == "deployed" and app.deployment_version == 1
     assert sorted(app.functions) == ["Gateway", "Server.*", "write_marker"]
     assert list(app.classes) == ["Server"]
@@ -82,7 +83,8 @@ def test_app_deploy_end_to_end(cp):
 def test_image_layers_are_recorded(cp):
     sample_app.app.deploy(name="sample")
 
-    layers = cp.image_layers(cp.app("sample"))
+    app = cp.app("sample")
+    layers = app.images
     commands = [command for layer in layers for command in layer.dockerfile_commands]
     assert "FROM python:3.11-slim-trixie" in commands
     assert "RUN apt-get install -y curl" in commands
@@ -91,15 +93,16 @@ def test_image_layers_are_recorded(cp):
     # Each layer builds on the previous one.
     assert [layer.base_images[0]["image_id"] for layer in layers[1:]] == [layer.id for layer in layers[:-1]]
     assert {layer.builder_version for layer in layers} == {"2026.10"}
+    assert app.image_env == {"SAMPLE_MODE": "test"}
 
 
 def test_redeploy_keeps_the_app_and_bumps_the_version(cp):
-    first = sample_app.app.deploy(name="sample")
+    first_id = sample_app.app.deploy(name="sample").app_id
     mark = cp.mark()
 
-    second = sample_app.app.deploy(name="sample")
+    second_id = sample_app.app.deploy(name="sample").app_id
 
-    assert second.app_id == first.app_id
+    assert second_id == first_id
     assert cp.app("sample").deployment_version == 2
     called = cp.rpcs_called(since=mark)
     assert "AppGetLayout" in called and "AppCreate" not in called
@@ -118,6 +121,12 @@ def test_runner_deploy_app_into_another_environment(cp):
     assert "sample" not in cp.state.environments["main"].apps
     assert sample_app.VOLUME_NAME in cp.state.environments["staging"].volumes
 
+    cp.script_function("write_marker", result="staged")
+    function = modal.Function.from_name("sample", "write_marker", environment_name="staging")
+    assert function.remote("a", "b") == "staged"
+    with pytest.raises(NotFoundError):
+        modal.Function.from_name("sample", "write_marker").hydrate()  # not in "main"
+
 
 def test_modal_deploy_cli_in_a_subprocess(cp):
     cp.create_environment("staging")
@@ -135,6 +144,22 @@ def test_modal_deploy_cli_in_a_subprocess(cp):
     assert "s3cr3t" not in by_file.stdout + by_file.stderr
 
 
+def test_modal_app_stop_cli_in_a_subprocess(cp):
+    sample_app.app.deploy(name="sample")
+    environ = cp.subprocess_env()
+
+    done = subprocess.run(
+        [sys.executable, "-m", "modal", "app", "stop", "--yes", "sample"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert cp.app("sample").state == "stopped"
+
+
 def test_deploy_fails_when_a_secret_is_missing(modal_control_plane):
     with pytest.raises(NotFoundError, match=f"Secret '{sample_app.SECRET_NAME}' not found"):
         sample_app.app.deploy(name="sample")
@@ -144,8 +169,8 @@ def test_deploy_fails_when_a_secret_is_missing(modal_control_plane):
 
 
 def test_lookup_stop_and_deploy_again(cp):
-    first = sample_app.app.deploy(name="sample")
-    assert modal.App.lookup("sample").app_id == first.app_id
+    first_id = sample_app.app.deploy(name="sample").app_id
+    assert modal.App.lookup("sample").app_id == first_id
 
     modal.App.lookup("sample").stop()
 
@@ -154,8 +179,8 @@ def test_lookup_stop_and_deploy_again(cp):
         modal.App.lookup("sample")
     with pytest.raises(NotFoundError):
         modal.Function.from_name("sample", "write_marker").hydrate()
-    second = sample_app.app.deploy(name="sample")
-    assert second.app_id != first.app_id
+    second_id = sample_app.app.deploy(name="sample").app_id
+    assert second_id != first_id
     assert cp.app("sample").deployment_version == 1
 
 
@@ -194,6 +219,8 @@ def test_deploy_the_serving_app(modal_control_plane):
     assert app.functions["Server.*"].gpu == "B200"
     assert {"glm51-model-weights", "glm51-deepgemm-cache"} <= set(cp.state.environments["main"].volumes)
     assert "hf_x" not in done.stdout + done.stderr and "sk_x" not in done.stdout + done.stderr
+    # The config travels to the containers in the images' environment.
+    assert json.loads(app.image_env["GLM_DEPLOYMENT_CONFIG"])["app_name"] == "glm-5.1-production"
 
 
 def test_deploy_and_call_the_serving_app_in_process(modal_control_plane):

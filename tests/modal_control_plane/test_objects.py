@@ -33,6 +33,21 @@ def test_environments_create_list_delete(modal_control_plane):
         modal.Environment.objects.delete("staging")
 
 
+def test_environment_update_renames_and_sets_web_suffix(modal_control_plane):
+    from modal.environments import update_environment
+
+    modal.Environment.objects.create("staging")
+    modal.Secret.objects.create("hf", {"A": "1"}, environment_name="staging")
+
+    update_environment("staging", new_name="stage", new_web_suffix="stg")
+
+    env = modal_control_plane.state.environments["stage"]
+    assert "staging" not in modal_control_plane.state.environments
+    assert env.settings["webhook_suffix"] == "stg"
+    assert list(env.secrets) == ["hf"]
+    assert modal.Secret.from_name("hf", environment_name="stage").info().environment_name == "stage"
+
+
 def test_environment_lookup_and_create_if_missing(modal_control_plane):
     with pytest.raises(NotFoundError):
         modal.Environment.from_name("nope").hydrate()

@@ -5,6 +5,10 @@ JSON), which is what a resource's `module_env` is for: without it the import fai
 whether module_env reached the runner. It has a function that writes an artifact into a volume
 (the job's proof of work) and a class serving HTTP with `@modal.web_server` (the deployment's web
 URL). The bodies never run in tests: the local control plane runs what each test scripts instead.
+
+Tests import it as the top-level module `sample_modal_app`, with this directory put on PYTHONPATH
+through module_env: Modal mounts a function's whole top-level package into its containers, and as
+`tests.providers.sample_modal_app` that would be the entire test suite.
 """
 
 import json

@@ -9,6 +9,7 @@ from grpclib import Status
 
 from providers.volume import ModalVolume, VolumeProvider
 from tests.providers.grpc_harness import PROVIDER_MUTATIONS, desired, engine, mutating_rpcs, serve, urn_of
+from tests.pulumi_engine import properties as wire
 
 ENV = "main"
 
@@ -79,6 +80,11 @@ def test_diff_is_precise_and_never_calls_modal(modal_control_plane):
         assert diff(name="other").replaces == ["name"]
         assert diff(environment="staging").replaces == ["environment"]
         assert diff(name="other", environment="staging").replaces == ["name", "environment"]
+        # In a preview an input may not be known yet: that is a change, never an "I don't know".
+        pending = server.diff(
+            f"{ENV}/weights", urn, outputs, {**old_inputs, "environment": wire.UNKNOWN}, old_inputs, allow_unknowns=True
+        )
+        assert (pending.changes, pending.replaces) == ("some", ["environment"])
         assert cp.calls_since(mark) == []
 
 

@@ -16,6 +16,7 @@ inputs decoded losslessly from the wire, options from their fields. Dynamic reso
 `desired_from_mock_args` covers callers that only have MockResourceArgs.
 """
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,7 @@ def run_program(engine: Engine, operation: str, program: Callable[[], Any], *, p
     and recorded in `result.errors`; as in the real engine nothing is deleted after it.
     """
     monitor = EngineMonitor(engine, operation, fallback)
+    _quiet_refused_registrations(asyncio.get_event_loop())
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=operation == "preview",
                              monitor=monitor)
@@ -170,3 +172,16 @@ def run_program(engine: Engine, operation: str, program: Callable[[], Any], *, p
     result = deployment.finish()
     return ProgramRun(result=result, stack_outputs=monitor.stack_outputs, registrations=monitor.registrations,
                       error=error)
+
+
+def _quiet_refused_registrations(loop: asyncio.AbstractEventLoop) -> None:
+    """A refused registration fails every output future of the resource; the SDK never awaits them
+    all, so asyncio would log "Future exception was never retrieved" for each at garbage
+    collection. The failure is already in the result; drop that noise and nothing else."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), DeploymentError):
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

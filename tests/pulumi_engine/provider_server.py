@@ -19,10 +19,15 @@ How the engine starts and talks to the dynamic provider (checked in pulumi/pulum
   `PULUMI_CONFIG` (pkg/resource/plugin/provider_plugin.go `NewProvider`, pkg/host/host.go
   `Provider`). The only argument is the engine's own gRPC address; the server ignores it.
 - Working directory = `ctx.Pwd`, which is the *program* directory: `getPwdMain` in
-  pkg/engine/project.go sets it to the `main:` directory when Pulumi.yaml has one. So with
-  `main: infra/` the provider runs in infra/, a relative `virtualenv: .venv` is looked up as
-  infra/.venv by the shim (open upstream issue pulumi/pulumi#7061), and provider modules must be
-  installed in the venv rather than found via the cwd. `launch_for_project` reproduces this.
+  pkg/engine/project.go sets it to the `main:` directory when Pulumi.yaml has one, and
+  pkg/resource/plugin/plugin.go sets `cmd.Dir = pwd`. So with `main: infra/` the provider runs in
+  infra/, the shim looks for a relative `virtualenv: .venv` as infra/.venv while the language host
+  resolves it against the project root (sdk/python/toolchain/pip.go
+  `resolveVirtualEnvironmentPath`; open upstream issue pulumi/pulumi#7061), provider modules must
+  be installed in the venv (sys.path[0] is infra/, not the repository), and modules directly in
+  infra/ are importable top-level names in the provider process. `launch_for_project` reproduces
+  this; the default `ProviderServer()` runs from the repository root instead (as with no `main:`),
+  which lets test-only providers be unpickled.
 - The server prints its port as the first stdout line; after that, every non-blank stdout line is
   shown by the engine as info and every stderr line as an error-stream info message, with no URN
   (pkg/resource/plugin/plugin.go `newPlugin`/`runtrace`; dynamic plugins are not hidden). That is
@@ -37,6 +42,10 @@ How the engine starts and talks to the dynamic provider (checked in pulumi/pulum
   never reaches the server: the plugin client returns the inputs as the outputs
   (provider_plugin.go `Create`/`Update`, `if req.Preview { ... !protocol.supportsPreview ...}`).
   `create`/`update` here do the same and record no call.
+- In a preview, inputs computed from resources not created yet are unknown: Check and Diff get them
+  (`KeepUnknowns: req.AllowUnknowns`) and the Python server hands the provider
+  `pulumi.output.Unknown` instances (`deserialize_properties(..., keep_unknowns=True)`), which a
+  provider's validation must accept and return unchanged. Outside preview they are dropped.
 - Check(urn, olds=old INPUTS, news); Diff(id, urn, olds=old OUTPUTS, news, old_inputs);
   Create(urn, properties, timeout); Read(id, urn, properties=old outputs, inputs=old inputs);
   Update(id, urn, olds=old OUTPUTS, news, old_inputs, timeout); Delete(id, urn,
@@ -219,19 +228,20 @@ class ProviderServer:
         cwd: Path | str = REPO_ROOT,
         extra_env: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | None = None,
-        project: str = "project",
+        project: str | None = None,
         config: Mapping[str, Any] | None = None,
         call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         on_output: Callable[[str, str], None] | None = None,
     ):
         self.python = Path(python)
         self.cwd = Path(cwd)
-        self.project = project
+        base = os.environ if base_env is None else base_env
+        # The engine always sets PULUMI_PROJECT; a launch spec already carries the real one.
+        self.project = project or base.get("PULUMI_PROJECT") or "project"
         self.config = dict(config or {})
         self.call_timeout_s = call_timeout_s
         self._on_output = on_output
-        base = os.environ if base_env is None else base_env
-        self.env = _engine_env(base, self.python, {"PULUMI_PROJECT": project, **(extra_env or {})})
+        self.env = _engine_env(base, self.python, {"PULUMI_PROJECT": self.project, **(extra_env or {})})
         self.env.setdefault("PULUMI_CONFIG", "{}")
         self.process: subprocess.Popen | None = None
         self.port: int | None = None

@@ -5,7 +5,8 @@ reference, exactly like the real providers in providers/. The provider process i
 its working directory (the repository root in these tests).
 
 Inputs: `directory`, `filename` (changing either replaces the file), `content` (update in place),
-optional `token` (a secret in the tests) and optional `fail` = "create" | "update" | "delete" | "read"
+optional `token` (a secret in the tests), optional `wait_for` (create blocks until that path
+exists) and optional `fail` = "create" | "update" | "delete" | "read"
 to make that operation raise. Outputs: `path`, `content`, `size`, `token` (same key as the
 input, so the engine re-marks it secret), `token_digest` (derived from the secret under another
 key, so the engine does NOT mark it unless it is listed in additional_secret_outputs).
@@ -14,6 +15,7 @@ the user. The stack config key "<project>:banner", if set, is prefixed to every 
 """
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from pulumi.dynamic import (
 )
 from pulumi.output import Unknown
 
+# How long create waits for its `wait_for` file before failing (only reached if a test is broken).
+WAIT_FOR_LIMIT_S = 60.0
 # Inputs whose change means a different file, hence a replacement.
 REPLACE_KEYS = ("directory", "filename")
 # Inputs that are applied in place.
@@ -65,6 +69,7 @@ class FileProvider(ResourceProvider):
         self._maybe_fail(props, "create")
         path = Path(props["directory"]) / props["filename"]
         print(f"creating {path.name}")
+        _wait_for(props.get("wait_for"))
         path.write_text((self.banner or "") + props["content"])
         return CreateResult(str(path), _outputs(path, props))
 
@@ -92,6 +97,15 @@ class FileProvider(ResourceProvider):
     def _maybe_fail(props: dict[str, Any], operation: str) -> None:
         if props.get("fail") == operation:
             raise RuntimeError(f"injected {operation} failure")
+
+
+def _wait_for(path: str | None) -> None:
+    """Blocks until `path` exists, so a test can watch the progress line of a call in flight."""
+    deadline = time.monotonic() + WAIT_FOR_LIMIT_S
+    while path and not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
 
 
 class UnknownDiffFileProvider(FileProvider):

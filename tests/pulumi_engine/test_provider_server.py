@@ -1,6 +1,7 @@
 """The provider server is started and called the way the engine does it (see provider_server.py)."""
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -144,8 +145,7 @@ def test_unknowns_reach_check_only_when_allowed(server: ProviderServer, files: P
 
 def test_launch_follows_pulumi_yaml_main_and_virtualenv(tmp_path: Path) -> None:
     (tmp_path / "infra").mkdir()
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "python").write_text("")
+    (tmp_path / ".venv").symlink_to(VENV_PYTHON.parent.parent)
     yaml = "name: glm\nruntime:\n  name: python\n  options:\n    virtualenv: .venv\n"
     (tmp_path / "Pulumi.yaml").write_text(yaml)
     spec = launch_for_project(tmp_path, base_env={})
@@ -155,6 +155,16 @@ def test_launch_follows_pulumi_yaml_main_and_virtualenv(tmp_path: Path) -> None:
     (tmp_path / "Pulumi.yaml").write_text(yaml + "main: infra/\n")
     with pytest.raises(ProviderStartError, match="infra/.venv"):
         launch_for_project(tmp_path, base_env={})
+    (tmp_path / "infra" / ".venv").symlink_to("../.venv")
+    spec = launch_for_project(tmp_path, base_env={"PATH": os.environ["PATH"]})
+    assert spec.cwd == tmp_path / "infra"
+    with ProviderServer.for_launch(spec) as server:
+        assert Path(os.readlink(f"/proc/{server.process.pid}/cwd")) == tmp_path / "infra"
+        assert server.project == "glm"
+        # Only installed packages and the program directory are importable there: a provider
+        # module that is merely in the repository (like this test's) cannot be unpickled.
+        with pytest.raises(ProviderCallError, match="No module named 'tests'"):
+            server.check(urn_of("a"), {"__provider": FILE_PROVIDER, "content": "x"})
 
 
 def test_urns_are_parsed_like_the_engine() -> None:
@@ -162,3 +172,23 @@ def test_urns_are_parsed_like_the_engine() -> None:
     assert urn == "urn:pulumi:stack::project::pulumi-python:dynamic/sample:File::weights"
     assert FILE_PROVIDER["value"]  # the pickled provider is small and by reference
     assert len(FILE_PROVIDER["value"]) < 200
+
+
+def test_progress_lines_arrive_while_the_call_is_still_running(server: ProviderServer, files: Path) -> None:
+    release = files.parent / "release"
+    desired = file_resource("slow", files, extra={"wait_for": str(release)})
+    inputs = server.check(desired.urn, desired.inputs).inputs
+    worker = threading.Thread(target=server.create, args=(desired.urn, inputs))
+    worker.start()
+    try:
+        assert server.wait_for_stdout(lambda line: line == "creating slow.txt") == "creating slow.txt"
+        assert not (files / "slow.txt").exists()  # the create has not finished yet
+    finally:
+        release.touch()
+        worker.join(timeout=60)
+    assert (files / "slow.txt").exists()
+
+
+def test_a_server_that_never_prints_a_port_fails_to_start() -> None:
+    with pytest.raises(ProviderStartError, match="did not print a port"):
+        ProviderServer(python="/bin/false").start()

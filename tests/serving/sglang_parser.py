@@ -155,12 +155,7 @@ def _compile_namespace() -> dict[str, Any]:
     found = {node.name for node in definitions}
     assert found == set(_COMPILE_DEFINITIONS), f"{COMPILE_MODULE} lacks {set(_COMPILE_DEFINITIONS) - found}"
     main_body = [node for node in tree.body if isinstance(node, ast.If)]
-    used = {
-        node.id
-        for part in (*definitions, *main_body)
-        for node in ast.walk(part)
-        if isinstance(node, ast.Name)
-    }
+    used = {node.id for part in (*definitions, *main_body) for node in ast.walk(part) if isinstance(node, ast.Name)}
     # A module of its own name (dataclasses look their class's module up in sys.modules); not the
     # real name, so `import sglang.compile_deep_gemm` elsewhere is not answered by this partial copy.
     module = types.ModuleType(_COMPILE_COPY)

@@ -11,9 +11,10 @@ import threading
 import urllib.parse
 
 import pytest
+import yaml
 from sglang.srt.server_args import prepare_server_args
 
-from serving.lifecycle import secret_config_args, write_secret_config
+from serving.lifecycle import SGLangServer, secret_config_args, write_secret_config
 from serving.log_redaction import REDACTED, LogForwarder, Redactor
 from serving.warmup import NO_THINKING, WARMUP_PATHS, WEATHER_TOOL, long_context_prompt
 from tests.serving.standin_sglang import LONG_PROMPT_CHARS, good_message, request_kind
@@ -108,7 +109,7 @@ def test_secret_config_is_private_yaml(tmp_path):
     assert secret_config_args(path) == ["--config", str(path)]
 
 
-@pytest.mark.parametrize("key", [KEY, PLAIN_KEY, "12345", "true", "null", "a key: with # yaml chars", "-1"])
+@pytest.mark.parametrize("key", [KEY, PLAIN_KEY, "12345", "true", "null", "a key: with # yaml chars", "-1", "-2.5"])
 def test_pinned_sglang_parser_reads_the_key_from_the_config_file(tmp_path, key):
     path = write_secret_config(key, tmp_path)
     argv = ["--model-path", "/model-cache/GLM-5.1-FP8", "--served-model-name", "glm-5.1", "--port", "8000"]
@@ -120,19 +121,27 @@ def test_pinned_sglang_parser_reads_the_key_from_the_config_file(tmp_path, key):
     assert server_args.port == 8000
 
 
-def test_keys_sglang_cannot_parse_are_refused_up_front(tmp_path):
+@pytest.mark.parametrize("key", ["-abc", "--flag-like", "-inf", "-1e5"])
+def test_keys_sglang_cannot_parse_are_refused_up_front(tmp_path, key):
     # Why: the merger hands the value to argparse as the word after --api-key, and a leading '-'
-    # makes argparse read it as the next flag. SGLang would exit at startup without saying why.
-    (tmp_path / "raw.yaml").write_text("api-key: -abc\n")
+    # (unless argparse sees a plain negative number) reads as the next flag. SGLang would exit at
+    # startup with only a usage message.
+    raw = tmp_path / "raw.yaml"
+    raw.write_text(yaml.safe_dump({"api-key": key}))
     with pytest.raises(SystemExit):
-        prepare_server_args(["--model-path", "/m", "--config", str(tmp_path / "raw.yaml")])
+        prepare_server_args(["--model-path", "/m", "--config", str(raw)])
 
     with pytest.raises(ValueError, match="starts with '-'") as raised:
-        write_secret_config("-abc", tmp_path)
-    assert "-abc" not in str(raised.value)
-    with pytest.raises(ValueError, match="empty"):
-        write_secret_config("", tmp_path)
+        write_secret_config(key, tmp_path)
+    assert key not in str(raised.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.yaml"]
+
+
+def test_empty_key_is_refused():
+    with pytest.raises(ValueError, match="empty"):
+        write_secret_config("")
+    with pytest.raises(ValueError, match="empty"):
+        SGLangServer(["sglang"], port=1, api_key="", served_model_name="m")
 
 
 # -- warmup payloads and checks --------------------------------------------------------------------

@@ -1,0 +1,17 @@
+"""The Pulumi program of the GLM-5.1-FP8 deployment on Modal (stacks: staging, prod).
+
+`pulumi preview` / `pulumi up` run this file as `__main__` (Pulumi.yaml: `main: infra/`):
+
+1. read and validate the stack's config (infra/settings.py): a bad stack file fails here, before
+   any resource is registered, with every problem named and no stack trace;
+2. declare the resources in dependency order (infra/resources.py): Modal environment, secrets and
+   volumes, then the download -> compile -> verify jobs, then the app deployment, then the optional
+   smoke test (infra/smoke.py);
+3. export the API's base URL, ids, names and smoke-test snippets (infra/exports.py).
+"""
+
+from infra import exports, resources, settings
+
+stack_settings = settings.load()
+stack_resources = resources.declare(stack_settings)
+exports.export_all(stack_settings, stack_resources)

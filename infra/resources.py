@@ -1,0 +1,177 @@
+"""The resources of one stack, in the order they must exist:
+
+    environment -> secrets (HF token, API key) + volumes (weights, kernels)
+      -> download job -> compile job -> verify job -> app deployment [-> smoke test]
+
+Each job runs one function of `serving.app` ephemerally and re-runs only when its triggers change:
+the download for the weights it fetches (`weights_inputs()`), the compile for the kernels it builds
+(`kernel_inputs()`), the verify whenever either of them ran again. Everything else in the config
+only redeploys the app. The README's "Which change costs what" table is this file's contract, and
+tests/stack/test_change_impact.py holds it to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pulumi
+
+from infra.job_views import job_module_env
+from infra.settings import StackSettings
+from infra.smoke import declare_smoke_test
+from providers.app import ModalAppDeployment
+from providers.environment import ModalEnvironment
+from providers.http_check import HttpCheck
+from providers.job import ModalJob
+from providers.secret import ModalSecret
+from providers.volume import ModalVolume
+from serving.config import CONFIG_ENV_VAR
+
+# The Modal app module the jobs run and the app deploys (serving/app.py).
+SERVING_MODULE = "serving.app"
+SERVING_DIR = Path(__file__).resolve().parent.parent / "serving"
+
+# The web endpoint whose URL is the API: the SGLang server class's web server.
+WEB_ENDPOINT = "Server.serve"
+
+# A job waits this much longer than its Modal function's own timeout: the first run builds the
+# multi-GB SGLang image and waits for 8 B200s before the function's clock even starts.
+JOB_TIMEOUT_MARGIN_SECONDS = 1800
+
+# Extra module_env entry of the app: the (secret) digest of the API key secret's values. The app
+# module ignores it; it is there so that a new API key redeploys the app, which replaces the running
+# containers (a container reads its secrets once, at start).
+API_KEY_VERSION_ENV = "GLM_API_KEY_SECRET_DIGEST"
+
+
+@dataclass(frozen=True)
+class StackResources:
+    environment: ModalEnvironment
+    hf_token_secret: ModalSecret
+    api_key_secret: ModalSecret
+    weights_volume: ModalVolume
+    kernels_volume: ModalVolume
+    download: ModalJob
+    compile: ModalJob
+    verify: ModalJob
+    app: ModalAppDeployment
+    smoke_test: HttpCheck | None
+
+
+def serving_source_digest(directory: Path = SERVING_DIR) -> str:
+    """sha256 over serving/*.py (names and contents): a code change redeploys the app."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()
+
+
+def _in_volume(path: str, mount: str) -> str:
+    """A container path below `mount` as a path inside the volume mounted there."""
+    return str(PurePosixPath(path).relative_to(mount))
+
+
+def declare(settings: StackSettings) -> StackResources:
+    cfg = settings.deployment
+    environment = ModalEnvironment("environment", name=settings.infra.modal_environment)
+    env_name = environment.name
+
+    hf_token_secret = ModalSecret(
+        "hf-token-secret",
+        name=cfg.secrets.hf_token,
+        environment=env_name,
+        values=settings.hf_token.apply(lambda token: {cfg.secrets.hf_token_key: token}),
+    )
+    api_key_secret = ModalSecret(
+        "api-key-secret",
+        name=cfg.secrets.api_key,
+        environment=env_name,
+        values=settings.api_key.apply(lambda key: {cfg.secrets.api_key_key: key}),
+    )
+    # `protect`: `pulumi destroy` (and any replacement) stops at these unless unprotected first.
+    volume_opts = pulumi.ResourceOptions(protect=settings.protect_volumes)
+    weights_volume = ModalVolume("weights-volume", name=cfg.storage.weights_volume, environment=env_name,
+                                 opts=volume_opts)  # fmt: skip
+    kernels_volume = ModalVolume("kernels-volume", name=cfg.storage.kernels_volume, environment=env_name,
+                                 opts=volume_opts)  # fmt: skip
+
+    # An ephemeral run of serving.app looks up every secret and volume its functions and server
+    # class name, so each job waits for all of them, not only for the ones its function uses.
+    foundation: list[pulumi.Resource] = [hf_token_secret, api_key_secret, weights_volume, kernels_volume]
+
+    download = ModalJob(
+        "download-weights",
+        module=SERVING_MODULE,
+        function="download_model",
+        environment=env_name,
+        module_env=job_module_env(cfg, "download"),
+        triggers={"weights": cfg.weights_inputs()},
+        # The index lands with the snapshot; without it SGLang cannot map tensors to shards.
+        artifact={
+            "volume": cfg.storage.weights_volume,
+            "path": _in_volume(cfg.sentinel_path, cfg.storage.weights_mount),
+        },
+        timeout_seconds=cfg.timeouts.download + JOB_TIMEOUT_MARGIN_SECONDS,
+        opts=pulumi.ResourceOptions(depends_on=foundation),
+    )
+    compile_job = ModalJob(
+        "compile-kernels",
+        module=SERVING_MODULE,
+        function="compile_deepgemm",
+        environment=env_name,
+        module_env=job_module_env(cfg, "compile"),
+        triggers={"kernels": cfg.kernel_inputs()},
+        artifact={"volume": cfg.storage.kernels_volume, "path": cfg.compile_marker_name},
+        timeout_seconds=cfg.timeouts.compile + JOB_TIMEOUT_MARGIN_SECONDS,
+        opts=pulumi.ResourceOptions(depends_on=[*foundation, download]),
+    )
+    verify = ModalJob(
+        "verify-setup",
+        module=SERVING_MODULE,
+        function="verify_setup",
+        environment=env_name,
+        module_env=job_module_env(cfg, "verify"),
+        # A run of either job (a changed trigger, or a refresh that found its artifact gone) is a new
+        # function call, so the verify runs after each and at no other time.
+        triggers={"download_run": download.function_call_id, "compile_run": compile_job.function_call_id},
+        # verify_setup returns {"ok": false, "failures": [...]} instead of raising.
+        require_ok=True,
+        timeout_seconds=cfg.timeouts.verify + JOB_TIMEOUT_MARGIN_SECONDS,
+        opts=pulumi.ResourceOptions(depends_on=[*foundation, download, compile_job]),
+    )
+
+    app = ModalAppDeployment(
+        "app",
+        module=SERVING_MODULE,
+        app_name=cfg.app_name,
+        environment=env_name,
+        module_env={CONFIG_ENV_VAR: cfg.to_json(), API_KEY_VERSION_ENV: api_key_secret.values_digest},
+        source_digest=serving_source_digest(),
+        web_endpoint=WEB_ENDPOINT,
+        opts=pulumi.ResourceOptions(depends_on=[*foundation, verify]),
+    )
+
+    smoke_test = None
+    if settings.infra.smoke_test:
+        smoke_test = declare_smoke_test(
+            cfg,
+            web_url=app.web_url,
+            deployment_version=app.deployment_version,
+            api_key=settings.api_key,
+            depends_on=[app],
+        )
+
+    return StackResources(
+        environment=environment,
+        hf_token_secret=hf_token_secret,
+        api_key_secret=api_key_secret,
+        weights_volume=weights_volume,
+        kernels_volume=kernels_volume,
+        download=download,
+        compile=compile_job,
+        verify=verify,
+        app=app,
+        smoke_test=smoke_test,
+    )

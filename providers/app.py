@@ -1,0 +1,239 @@
+"""A deployed Modal app (from a module that defines one) as a Pulumi resource.
+
+Inputs:  module (e.g. "serving.app"), app_name, environment, module_env (environment variables the
+         module reads at import, e.g. its serialized config), source_digest (a digest of the module's
+         source, so a code change redeploys), web_endpoint (which web endpoint's URL is `web_url`;
+         optional when the app has exactly one), timeout_seconds.
+Outputs: the inputs, plus app_id, deployment_version, web_url, web_urls ({endpoint: url}, endpoints
+         named "function" or "Class.method").
+Id:      "<environment>/<app_name>" (what `pulumi import` takes).
+
+Deploying runs `python -m providers.runner deploy` (see runner.py) in a child process that imports
+the module with module_env, so the provider process never holds one stack's app objects. A deploy
+of a name that is already deployed is a new version of that app, which is how `create` adopts an
+app deployed by hand or by an earlier `up` that failed half-way.
+
+What changes do: module, module_env or source_digest redeploy the same app in place (a new
+deployment version, same app id); app_name or environment replace it (the new one is deployed,
+then the old one stopped). web_endpoint and timeout_seconds change nothing on Modal.
+`read` looks the deployment up by name: a stopped app shows as gone, and the next `up` deploys it.
+`delete` stops the app (its containers end; its volumes and secrets are untouched).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import modal
+import pulumi
+import pydantic
+from modal.exception import NotFoundError
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+
+from .base import (
+    EnvironmentName,
+    InputModel,
+    ModalProvider,
+    ObjectName,
+    ProviderError,
+    join_id,
+    modal_call,
+    precise_diff,
+    progress,
+    split_id,
+    strip_internal,
+)
+from .runner import ModuleEnv, ModulePath, deployment_info, format_elapsed, run_with_retries
+
+# Every input, in the order a diff reports them.
+FIELDS = ("module", "app_name", "environment", "module_env", "source_digest", "web_endpoint", "timeout_seconds")
+# Inputs whose change means another app.
+REPLACE_ON = ("app_name", "environment")
+# Inputs whose change means a new deployment of the same app.
+REDEPLOY_ON = ("module", "module_env", "source_digest")
+# Outputs of a deployment.
+DEPLOYMENT_OUTPUTS = ("app_id", "deployment_version", "web_url", "web_urls")
+# Image builds of a large serving image can take a while the first time.
+DEFAULT_TIMEOUT_SECONDS = 3600
+MAX_TIMEOUT_SECONDS = 6 * 3600
+
+
+class AppInputs(InputModel):
+    module: ModulePath
+    app_name: ObjectName
+    environment: EnvironmentName
+    module_env: ModuleEnv = {}
+    source_digest: str = ""
+    web_endpoint: str | None = None
+    timeout_seconds: int = pydantic.Field(DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
+
+
+def _where(app_name: str, environment: str) -> str:
+    return f"app '{app_name}' in environment '{environment}'"
+
+
+def _web_url(web_urls: dict[str, str], web_endpoint: str | None) -> str:
+    """The URL of `web_endpoint`, or of the app's only web endpoint; "" when there is none to pick."""
+    if web_endpoint:
+        return web_urls.get(web_endpoint, "")
+    return next(iter(web_urls.values())) if len(web_urls) == 1 else ""
+
+
+def _outputs(inputs: AppInputs, deployment: dict[str, Any]) -> dict[str, Any]:
+    web_urls = dict(deployment.get("web_urls") or {})
+    return {
+        **inputs.model_dump(mode="json"),
+        "app_id": deployment.get("app_id"),
+        "deployment_version": deployment.get("deployment_version"),
+        "web_urls": web_urls,
+        "web_url": _web_url(web_urls, inputs.web_endpoint),
+    }
+
+
+def _lookup(app_name: str, environment: str) -> dict[str, Any] | None:
+    return modal_call(
+        deployment_info, app_name, environment, what=f"look up deployed {_where(app_name, environment)}"
+    )
+
+
+def _deploy(inputs: AppInputs) -> dict[str, Any]:
+    where = _where(inputs.app_name, inputs.environment)
+    progress(f"deploying {where} from {inputs.module} (timeout {format_elapsed(inputs.timeout_seconds)})")
+    deployment = run_with_retries(
+        "deploy",
+        {"module": inputs.module, "app_name": inputs.app_name, "environment": inputs.environment},
+        inputs.module_env,
+        label=f"deploy {inputs.app_name}",
+        what=f"deploy of {where}",
+        timeout_seconds=inputs.timeout_seconds,
+        retry_started=True,  # deploying the same app again is idempotent
+    )
+    web_urls = deployment.get("web_urls") or {}
+    if inputs.web_endpoint and inputs.web_endpoint not in web_urls:
+        known = ", ".join(sorted(web_urls)) or "none"
+        raise ProviderError(
+            f"{where} deployed, but it has no web endpoint {inputs.web_endpoint!r} (web endpoints: {known}). "
+            "Fix web_endpoint and run `pulumi up` again."
+        )
+    progress(f"{where} deployed: version {deployment.get('deployment_version')} ({deployment.get('app_id')})")
+    return deployment
+
+
+class AppProvider(ModalProvider):
+    inputs_model = AppInputs
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return precise_diff(olds, news, FIELDS, replace_on=REPLACE_ON, stables=("app_id",))
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        inputs = self.validated(props)
+        assert isinstance(inputs, AppInputs)
+        deployment = _deploy(inputs)
+        return CreateResult(join_id(inputs.environment, inputs.app_name), _outputs(inputs, deployment))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        current = strip_internal(props)
+        importing = not current.get("app_name")
+        if importing:
+            environment, app_name = split_id(id_, "App")
+        else:
+            environment, app_name = current["environment"], current["app_name"]
+        deployment = _lookup(app_name, environment)
+        if deployment is None:
+            return ReadResult("", {})  # not deployed (stopped or never): the engine drops it, `up` deploys
+        if importing:
+            # Modal cannot tell which module and config produced the deployment: the next `up` with the
+            # program's module, module_env and source_digest redeploys once, and from then on tracks them.
+            recovered = {"app_name": app_name, "environment": environment}
+            web_urls = deployment["web_urls"]
+            outputs = {**recovered, **{k: deployment[k] for k in ("app_id", "deployment_version", "web_urls")}}
+            outputs["web_url"] = _web_url(web_urls, None)
+            return ReadResult(id_, outputs, recovered)
+        web_urls = deployment["web_urls"]
+        return ReadResult(
+            id_,
+            {
+                **current,
+                "app_id": deployment["app_id"],
+                "deployment_version": deployment["deployment_version"],
+                "web_urls": web_urls,
+                "web_url": _web_url(web_urls, current.get("web_endpoint")),
+            },
+        )
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        inputs = self.validated(news)
+        assert isinstance(inputs, AppInputs)
+        new_values = inputs.model_dump(mode="json")
+        if any(olds.get(name) != new_values.get(name) for name in REDEPLOY_ON):
+            return UpdateResult(_outputs(inputs, _deploy(inputs)))
+        # web_endpoint or timeout_seconds only: nothing to do on Modal.
+        web_urls = olds.get("web_urls") or {}
+        if inputs.web_endpoint and inputs.web_endpoint not in web_urls:
+            known = ", ".join(sorted(web_urls)) or "none"
+            raise ProviderError(
+                f"{_where(inputs.app_name, inputs.environment)} has no web endpoint {inputs.web_endpoint!r} "
+                f"(web endpoints: {known}). Fix web_endpoint and run `pulumi up` again."
+            )
+        return UpdateResult(_outputs(inputs, olds))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        if props.get("app_name"):
+            environment, app_name = props["environment"], props["app_name"]
+        else:
+            environment, app_name = split_id(id_, "App")
+        where = _where(app_name, environment)
+
+        def stop() -> bool:
+            try:
+                app = modal.App.lookup(app_name, environment_name=environment)
+            except NotFoundError:
+                return False
+            app.stop()
+            return True
+
+        if modal_call(stop, what=f"stop {where}"):
+            progress(f"{where} stopped")
+        else:
+            progress(f"{where} is not deployed: nothing to stop")
+
+
+class ModalAppDeployment(Resource, module="modal", name="AppDeployment"):
+    """The Modal app defined in `module`, deployed as `app_name`; a config or source change redeploys it."""
+
+    module: pulumi.Output[str]
+    app_name: pulumi.Output[str]
+    environment: pulumi.Output[str]
+    module_env: pulumi.Output[dict]
+    source_digest: pulumi.Output[str]
+    web_endpoint: pulumi.Output[str]
+    timeout_seconds: pulumi.Output[int]
+    app_id: pulumi.Output[str]
+    deployment_version: pulumi.Output[int]
+    web_url: pulumi.Output[str]
+    web_urls: pulumi.Output[dict]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        module: pulumi.Input[str],
+        app_name: pulumi.Input[str],
+        environment: pulumi.Input[str],
+        module_env: pulumi.Input[dict] | None = None,
+        source_digest: pulumi.Input[str] = "",
+        web_endpoint: pulumi.Input[str] | None = None,
+        timeout_seconds: pulumi.Input[int] = DEFAULT_TIMEOUT_SECONDS,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "module": module,
+            "app_name": app_name,
+            "environment": environment,
+            "module_env": module_env or {},
+            "source_digest": source_digest,
+            "web_endpoint": web_endpoint,
+            "timeout_seconds": timeout_seconds,
+            **dict.fromkeys(DEPLOYMENT_OUTPUTS),
+        }
+        super().__init__(AppProvider(), resource_name, props, opts)

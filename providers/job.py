@@ -1,0 +1,267 @@
+"""One function of a Modal app module, run once per distinct set of triggers, as a Pulumi resource.
+
+Inputs:  module (e.g. "serving.app"), function, environment, module_env (environment variables the
+         module reads at import), triggers (any JSON object; a change re-runs the job), artifact
+         ({volume, path} that a successful run leaves behind), timeout_seconds, require_ok.
+Outputs: the inputs, plus artifact_present, function_call_id, run_app_id, duration_seconds,
+         completed_at.
+Id:      the function call id of the run that succeeded.
+
+How it runs: `create` starts `python -m providers.runner run` (see runner.py), which runs the
+function in an EPHEMERAL app (`with app.run()`), so nothing has to be deployed first, and waits
+for it. Its progress lines, and a "<function>: running 12m30s" line every 30 s, are printed to
+stdout, which `pulumi up` shows while it waits. At `timeout_seconds` the run is stopped: its
+function call is cancelled and the runner killed.
+
+How success is proven: the function must return normally (and, with `require_ok`, return a mapping
+whose "ok" is true), and then `artifact` must exist in its volume. Only then is the resource
+recorded; any failure records nothing, so the next `pulumi up` simply runs it again.
+
+What changes do: triggers, module, function, environment or artifact replace the resource, which
+runs the job again (the old one's delete touches nothing on Modal: artifacts stay in their volumes).
+module_env, timeout_seconds and require_ok only apply to the next run: changing them records the new
+values and runs nothing, because e.g. a change of an unrelated config field must not re-download
+700 GB. Put what should re-run the job into `triggers`.
+
+Drift: `read` (pulumi refresh) checks the artifact is still there; when it is gone, the output
+artifact_present becomes false and the next diff replaces the resource, i.e. runs the job again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import modal
+import pulumi
+import pydantic
+from modal.exception import NotFoundError
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+
+from .base import (
+    EnvironmentName,
+    InputModel,
+    ModalProvider,
+    ObjectName,
+    PreciseDiff,
+    ProviderError,
+    modal_call,
+    precise_diff,
+    progress,
+    strip_internal,
+)
+from .runner import ModuleEnv, ModulePath, format_elapsed, run_with_retries
+
+# Every input, in the order a diff reports them.
+FIELDS = ("module", "function", "environment", "module_env", "triggers", "artifact", "timeout_seconds", "require_ok")
+# Inputs whose change means another job, hence a new run.
+REPLACE_ON = ("module", "function", "environment", "triggers", "artifact")
+# Outputs of a run, which an in-place update (no run) carries over unchanged.
+RUN_OUTPUTS = ("artifact_present", "function_call_id", "run_app_id", "duration_seconds", "completed_at")
+# A Modal function tag: a Python identifier (class methods are not jobs).
+FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Long enough for a 700 GB download on a slow day; Modal caps a function at 24 h anyway.
+DEFAULT_TIMEOUT_SECONDS = 3 * 3600
+MAX_TIMEOUT_SECONDS = 48 * 3600
+# How much of a failed `require_ok` result an error message quotes.
+RESULT_PREVIEW_CHARS = 1500
+
+
+class Artifact(pydantic.BaseModel):
+    """A file or directory that a successful run leaves in a volume (e.g. a download's sentinel)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    volume: ObjectName
+    path: str
+
+    @pydantic.field_validator("path")
+    @classmethod
+    def _relative_path(cls, path: str) -> str:
+        parts = [part for part in path.strip().strip("/").split("/") if part not in ("", ".")]
+        if not parts:
+            raise ValueError("must name a file or directory in the volume, e.g. 'models/glm/config.json'")
+        if ".." in parts:
+            raise ValueError("must not contain '..'")
+        return "/".join(parts)
+
+
+class JobInputs(InputModel):
+    module: ModulePath
+    function: str
+    environment: EnvironmentName
+    module_env: ModuleEnv = {}
+    triggers: dict[str, Any] = {}
+    artifact: Artifact | None = None
+    timeout_seconds: int = pydantic.Field(DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
+    require_ok: bool = False
+
+    @pydantic.field_validator("function")
+    @classmethod
+    def _function_name(cls, name: str) -> str:
+        if not FUNCTION_NAME.match(name):
+            raise ValueError("must be the name of a Modal function of the module, e.g. 'download_model'")
+        return name
+
+
+def artifact_present(environment: str, artifact: Artifact) -> bool:
+    """Whether `artifact.path` exists in its volume: one listing of its parent directory (never a read
+    of the file itself, which may be large). A missing volume or directory means "not present"."""
+    parent = artifact.path.rpartition("/")[0] or "/"
+
+    def look() -> bool:
+        volume = modal.Volume.from_name(artifact.volume, environment_name=environment)
+        try:
+            entries = volume.listdir(parent)
+        except NotFoundError:
+            return False
+        return any(entry.path.strip("/") == artifact.path for entry in entries)
+
+    # listdir is a streaming RPC, which the modal client does not retry: our layer retries it.
+    return modal_call(
+        look,
+        what=f"look for '{artifact.path}' in volume '{artifact.volume}' of environment '{environment}'",
+        client_retries=False,
+    )
+
+
+def _describe(inputs: JobInputs) -> str:
+    return f"job {inputs.module}.{inputs.function} in environment '{inputs.environment}'"
+
+
+def _require_ok(inputs: JobInputs, result: Any) -> None:
+    if isinstance(result, dict) and result.get("ok") is True:
+        return
+    preview = json.dumps(result, sort_keys=True, default=str)[:RESULT_PREVIEW_CHARS]
+    raise ProviderError(
+        f"{_describe(inputs)} finished but did not report success (require_ok: its result needs \"ok\": true): "
+        f"{preview}. Fix what it reports, then run `pulumi up` again; nothing was recorded as done."
+    )
+
+
+def _outputs(inputs: JobInputs, run: dict[str, Any]) -> dict[str, Any]:
+    return {**inputs.model_dump(mode="json"), **{key: run.get(key) for key in RUN_OUTPUTS}}
+
+
+class JobProvider(ModalProvider):
+    inputs_model = JobInputs
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        diff = precise_diff(olds, news, FIELDS, replace_on=REPLACE_ON, stables=RUN_OUTPUTS[1:])
+        if olds.get("artifact_present") is False and "artifact" not in diff.replaces:
+            # A refresh found the proof gone (an emptied volume): run the job again.
+            changed = [*diff.changed, "artifact"] if "artifact" not in diff.changed else diff.changed
+            return PreciseDiff(changed, changes=True, replaces=[*diff.replaces, "artifact"], stables=[])
+        return diff
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        inputs = self.validated(props)
+        assert isinstance(inputs, JobInputs)
+        what = _describe(inputs)
+        progress(f"{what}: starting (timeout {format_elapsed(inputs.timeout_seconds)})")
+        details = run_with_retries(
+            "run",
+            {"module": inputs.module, "function": inputs.function, "environment": inputs.environment},
+            inputs.module_env,
+            label=inputs.function,
+            what=what,
+            timeout_seconds=inputs.timeout_seconds,
+            retry_started=False,  # never start a second copy of a job that may be running
+        )
+        if inputs.require_ok:
+            _require_ok(inputs, details.get("result"))
+        present = None
+        if inputs.artifact is not None:
+            present = artifact_present(inputs.environment, inputs.artifact)
+            if not present:
+                raise ProviderError(
+                    f"{what} finished, but its artifact '{inputs.artifact.path}' is not in volume "
+                    f"'{inputs.artifact.volume}': the function must write it (and commit the volume). Nothing was "
+                    "recorded as done; fix the function or the artifact path and run `pulumi up` again."
+                )
+        run = {
+            "artifact_present": present,
+            "function_call_id": details["function_call_id"],
+            "run_app_id": details.get("app_id"),
+            "duration_seconds": details.get("duration_seconds"),
+            "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        progress(f"{what}: done in {format_elapsed(float(details.get('duration_seconds') or 0))}")
+        return CreateResult(details["function_call_id"], _outputs(inputs, run))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        current = strip_internal(props)
+        if not current.get("module"):
+            raise ProviderError(
+                f"a ModalJob cannot be imported (id {id_!r}): a job is a run, not an object Modal keeps. Declare it "
+                "in the program instead; `pulumi up` runs it once (jobs should skip work that is already done)."
+            )
+        inputs = self.validated(current)
+        assert isinstance(inputs, JobInputs)
+        if inputs.artifact is None:
+            return ReadResult(id_, current)
+        present = artifact_present(inputs.environment, inputs.artifact)
+        if not present and current.get("artifact_present") is not False:
+            progress(
+                f"{_describe(inputs)}: artifact '{inputs.artifact.path}' is gone from volume "
+                f"'{inputs.artifact.volume}'; the next `pulumi up` runs the job again"
+            )
+        return ReadResult(id_, {**current, "artifact_present": present})
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        # Only module_env, timeout_seconds and require_ok change in place: they apply to the next run.
+        inputs = self.validated(news)
+        assert isinstance(inputs, JobInputs)
+        return UpdateResult(_outputs(inputs, olds))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        # A finished run leaves nothing to delete on Modal; its artifact is data, kept in its volume.
+        if props.get("module"):
+            progress(f"job {props['module']}.{props.get('function')}: forgotten (its artifact stays in its volume)")
+
+
+class ModalJob(Resource, module="modal", name="Job"):
+    """Runs `function` of the Modal app in `module` once per distinct `triggers`, proven by `artifact`."""
+
+    module: pulumi.Output[str]
+    function: pulumi.Output[str]
+    environment: pulumi.Output[str]
+    module_env: pulumi.Output[dict]
+    triggers: pulumi.Output[dict]
+    artifact: pulumi.Output[dict]
+    timeout_seconds: pulumi.Output[int]
+    require_ok: pulumi.Output[bool]
+    artifact_present: pulumi.Output[bool]
+    function_call_id: pulumi.Output[str]
+    run_app_id: pulumi.Output[str]
+    duration_seconds: pulumi.Output[float]
+    completed_at: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        module: pulumi.Input[str],
+        function: pulumi.Input[str],
+        environment: pulumi.Input[str],
+        module_env: pulumi.Input[dict] | None = None,
+        triggers: pulumi.Input[dict] | None = None,
+        artifact: pulumi.Input[dict] | None = None,
+        timeout_seconds: pulumi.Input[int] = DEFAULT_TIMEOUT_SECONDS,
+        require_ok: pulumi.Input[bool] = False,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "module": module,
+            "function": function,
+            "environment": environment,
+            "module_env": module_env or {},
+            "triggers": triggers or {},
+            "artifact": artifact,
+            "timeout_seconds": timeout_seconds,
+            "require_ok": require_ok,
+            **dict.fromkeys(RUN_OUTPUTS),
+        }
+        super().__init__(JobProvider(), resource_name, props, opts)

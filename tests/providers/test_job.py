@@ -1,0 +1,340 @@
+"""ModalJob through the real dynamic-provider gRPC server, the real modal client (in the provider's
+runner subprocess) and the local control plane: a run per distinct triggers, proof by artifact,
+drift, failures, the timeout, retries, progress lines, and what check/diff may (not) do."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from grpclib import Status
+
+from providers.job import JobProvider, ModalJob
+from providers.runner import PROGRESS_SECONDS_ENV
+from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
+from tests.pulumi_engine.provider_server import ProviderCallError, ProviderServer
+
+ENV = "main"
+VOLUME = "job-artifacts"
+MARKER = "done/marker.json"
+URN = urn_of(ModalJob, "write")
+# Where sample_modal_app.py lives: put on PYTHONPATH through module_env (see that module).
+SAMPLE_DIR = str(Path(__file__).resolve().parent)
+# Progress every 0.2 s instead of 30 s, so a one-second job prints some.
+FAST_PROGRESS_ENV = {PROGRESS_SECONDS_ENV: "0.2"}
+
+
+@contextmanager
+def serve(cp) -> Iterator[ProviderServer]:
+    with ProviderServer(extra_env={**cp.client_env, **FAST_RETRY_ENV, **FAST_PROGRESS_ENV}) as server:
+        yield server
+
+
+def module_env(**config: object) -> dict[str, str]:
+    return {"PYTHONPATH": SAMPLE_DIR, "SAMPLE_APP_CONFIG": json.dumps({"volume": VOLUME, **config})}
+
+
+def job(triggers: dict | None = None, **inputs: object):
+    props = {
+        "module": "sample_modal_app",
+        "function": "write_artifact",
+        "environment": ENV,
+        "module_env": module_env(),
+        "triggers": triggers if triggers is not None else {"revision": "r1"},
+        "artifact": {"volume": VOLUME, "path": MARKER},
+        "timeout_seconds": 120,
+        **inputs,
+    }
+    return desired(ModalJob, JobProvider(), "write", props)
+
+
+def script_success(cp, seconds: float = 0.0) -> None:
+    cp.script_function("write_artifact", seconds=seconds, result={"ok": True}, writes={(VOLUME, MARKER): b"{}"})
+
+
+def finished_calls(cp) -> list:
+    return [call for call in cp.function_calls if call.tag == "write_artifact"]
+
+
+def last_error_line(errors: list[str]) -> str:
+    """The provider's own message: the gRPC details end with it, after the server's traceback."""
+    return errors[-1].strip().splitlines()[-1]
+
+
+def test_lifecycle_runs_once_per_triggers(modal_control_plane):
+    cp = modal_control_plane
+    script_success(cp, seconds=1.0)
+    with serve(cp) as server:
+        eng = engine(server)
+
+        preview = eng.preview([job()])
+        assert preview.ok, preview.errors
+        assert cp.calls == []  # a preview never reaches Modal
+
+        up = eng.up([job()])
+        assert up.ok, up.errors
+        [call] = finished_calls(cp)
+        assert call.status == "succeeded"
+        outputs = up.outputs[URN]
+        assert outputs["artifact_present"] is True
+        assert outputs["function_call_id"] == call.id == up.ids[URN]
+        assert outputs["run_app_id"] == call.app_id
+        assert outputs["triggers"] == {"revision": "r1"}
+        # The run was ephemeral: nothing was deployed, and the run's app is over.
+        run_app = cp.state.by_id[call.app_id]
+        assert run_app.state == "stopped"
+        assert cp.state.environments[ENV].apps == {}
+        # Progress reached the provider's stdout (what `pulumi up` shows): the runner's lines and ours.
+        assert any(line == f"[modal] write_artifact: started function call {call.id} in app {call.app_id}"
+                   for line in up.stdout_lines), up.stdout_lines  # fmt: skip
+        assert any(line.startswith("[modal] write_artifact: running ") for line in up.stdout_lines)
+
+        mark = cp.mark()
+        again = eng.up([job()])
+        assert again.ok and again.counts["same"] == 1
+        assert cp.calls_since(mark) == []  # no Modal call at all, so no run
+        assert again.calls_of(*PROVIDER_MUTATIONS) == []
+        assert len(finished_calls(cp)) == 1
+
+        mark = cp.mark()
+        tuned = eng.up([job(module_env=module_env(note="unrelated"), timeout_seconds=300)])
+        assert tuned.ok and tuned.counts["update"] == 1
+        assert cp.calls_since(mark) == []  # module_env/timeout apply to the next run; nothing re-runs
+        assert tuned.outputs[URN]["function_call_id"] == call.id
+
+        rerun = eng.up([job(triggers={"revision": "r2"})])
+        assert rerun.ok, rerun.errors
+        assert rerun.counts["replace"] == 1
+        assert rerun.step(URN).keys == ("triggers",)
+        assert len(finished_calls(cp)) == 2
+        assert rerun.ids[URN] == finished_calls(cp)[1].id != call.id
+
+        mark = cp.mark()
+        destroyed = eng.destroy()
+        assert destroyed.ok, destroyed.errors
+        assert cp.mutating_calls(mark) == []  # forgetting a run changes nothing on Modal
+        assert MARKER in cp.volume_files(VOLUME)  # the artifact is data: it stays
+
+
+def test_removed_artifact_is_drift_and_next_up_reruns(modal_control_plane):
+    cp = modal_control_plane
+    script_success(cp)
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([job()]).ok
+
+        mark = cp.mark()
+        refreshed = eng.refresh()
+        assert refreshed.ok, refreshed.errors
+        assert refreshed.step(URN).keys == ()  # still there: no drift
+        assert cp.mutating_calls(mark) == []
+
+        cp.remove_file(VOLUME, MARKER)
+        drifted = eng.refresh()
+        assert drifted.ok, drifted.errors
+        assert drifted.outputs[URN]["artifact_present"] is False
+        assert drifted.step(URN).keys == ("artifact",)
+        assert any("is gone from volume" in line for line in drifted.stdout_lines)
+
+        preview = eng.preview([job()])
+        assert preview.step(URN).op == "replace"  # `pulumi preview` already says it will re-run
+
+        rerun = eng.up([job()])
+        assert rerun.ok, rerun.errors
+        assert rerun.counts["replace"] == 1
+        assert len(finished_calls(cp)) == 2
+        assert rerun.outputs[URN]["artifact_present"] is True
+        assert MARKER in cp.volume_files(VOLUME)
+
+
+def test_failed_run_records_nothing_and_a_rerun_converges(modal_control_plane):
+    cp = modal_control_plane
+    cp.script_function("write_artifact", error="repository not found: org/model")
+    with serve(cp) as server:
+        eng = engine(server)
+        failed = eng.up([job()])
+        assert not failed.ok
+        message = last_error_line(failed.errors)
+        assert "job sample_modal_app.write_artifact in environment 'main' failed (running)" in message
+        assert "RuntimeError: repository not found: org/model" in message
+        assert "modal app logs ap-" in message and "runs it again" in message
+        assert eng.state.get(URN) is None  # nothing recorded as done
+
+        script_success(cp)
+        retried = eng.up([job()])
+        assert retried.ok, retried.errors
+        assert retried.counts["create"] == 1
+        assert [call.status for call in finished_calls(cp)] == ["failed", "succeeded"]
+
+
+def test_success_without_the_artifact_is_a_failure(modal_control_plane):
+    cp = modal_control_plane
+    cp.script_function("write_artifact", result={"ok": True})  # returns, but writes nothing
+    with serve(cp) as server:
+        eng = engine(server)
+        failed = eng.up([job()])
+        assert not failed.ok
+        assert f"its artifact '{MARKER}' is not in volume '{VOLUME}'" in last_error_line(failed.errors)
+        assert eng.state.get(URN) is None
+
+
+def test_require_ok_fails_on_a_result_that_is_not_ok(modal_control_plane):
+    cp = modal_control_plane
+    cp.script_function(
+        "write_artifact", result={"ok": False, "failures": ["kernels: no marker"]}, writes={(VOLUME, MARKER): b"{}"}
+    )
+    with serve(cp) as server:
+        eng = engine(server)
+        failed = eng.up([job(require_ok=True)])
+        assert not failed.ok
+        message = last_error_line(failed.errors)
+        assert "did not report success" in message and "kernels: no marker" in message
+        assert eng.state.get(URN) is None
+
+
+def test_timeout_stops_the_run_and_cancels_its_call(modal_control_plane):
+    cp = modal_control_plane
+    script_success(cp, seconds=120)
+    with serve(cp) as server:
+        eng = engine(server)
+        started = time.monotonic()
+        failed = eng.up([job(timeout_seconds=2)])
+        elapsed = time.monotonic() - started
+        assert not failed.ok
+        assert "timed out after 2s and was stopped" in last_error_line(failed.errors)
+        assert elapsed < 60  # a bound on a hang, far from both 2 s and the function's 120 s
+        [call] = finished_calls(cp)
+        assert call.status == "cancelled"  # no GPU keeps burning after our timeout
+        assert "FunctionCallCancel" in cp.rpcs_called()
+        server.wait_for_stdout(lambda line: "write_artifact: timed out after 2s" in line)
+        assert eng.state.get(URN) is None
+
+
+@pytest.mark.parametrize("rpc", ["AppCreate", "FunctionCreate", "AppPublish", "FunctionMap"])
+def test_survives_two_transient_failures_of_each_setup_rpc(modal_control_plane, rpc):
+    """UNAVAILABLE is retried by the modal client itself; RESOURCE_EXHAUSTED (throttling) it does not
+    retry, so our layer runs the child again -- safe, since no function call had started."""
+    cp = modal_control_plane
+    script_success(cp)
+    cp.fail_next(rpc, 2, Status.UNAVAILABLE)
+    with serve(cp) as server:
+        eng = engine(server)
+        up = eng.up([job()])
+        assert up.ok, up.errors
+        assert cp.pending_failures(rpc) == 0
+        assert len(finished_calls(cp)) == 1
+
+        cp.fail_next(rpc, 2, Status.RESOURCE_EXHAUSTED, "rate limited")
+        rerun = eng.up([job(triggers={"revision": "r2"})])
+        assert rerun.ok, rerun.errors
+        assert cp.pending_failures(rpc) == 0
+        assert len(finished_calls(cp)) == 2  # the retried runs started no extra call
+        retries = [line for line in rerun.stdout_lines if "transient failure" in line]
+        assert len(retries) == 2 and "ResourceExhaustedError: rate limited" in retries[0]
+
+
+def test_artifact_check_survives_two_transient_failures(modal_control_plane):
+    cp = modal_control_plane
+    script_success(cp)
+    # Volume listings stream, and the modal client does not retry streams: our layer does.
+    cp.fail_next("VolumeListFiles2", 2, Status.UNAVAILABLE)
+    with serve(cp) as server:
+        up = engine(server).up([job()])
+        assert up.ok, up.errors
+        assert cp.rpcs_called().count("VolumeListFiles2") == 3
+
+
+def test_throttling_after_the_function_started_is_not_rerun(modal_control_plane):
+    """Once a call exists, a fresh run could start a second copy of a 1-hour job: report instead."""
+    cp = modal_control_plane
+    script_success(cp, seconds=0.5)
+    cp.fail_next("FunctionGetOutputs", 1, Status.RESOURCE_EXHAUSTED, "rate limited")
+    with serve(cp) as server:
+        failed = engine(server).up([job()])
+        assert not failed.ok
+        assert "(running): ResourceExhaustedError: rate limited" in last_error_line(failed.errors)
+        assert len(finished_calls(cp)) == 1
+
+
+def test_import_failure_names_the_cause(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        env_without_config = {"PYTHONPATH": SAMPLE_DIR}
+        failed = engine(server).up([job(module_env=env_without_config)])
+        assert not failed.ok
+        text = failed.errors[-1]
+        assert "failed (import): importing module 'sample_modal_app' failed: KeyError: 'SAMPLE_APP_CONFIG'" in text
+        assert "Nothing ran on Modal" in text
+        assert cp.mutating_calls() == []
+
+
+def test_check_rejects_bad_inputs_per_property(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        good = job().inputs
+
+        def failures(**changes: object) -> dict[str, str]:
+            result = server.check(URN, {**good, **changes})
+            return {failure.property: failure.reason for failure in result.failures}
+
+        assert failures() == {}
+        assert set(failures(module="serving..app")) == {"module"}
+        assert set(failures(function="write-artifact")) == {"function"}
+        assert set(failures(environment="en-123")) == {"environment"}
+        reserved = failures(module_env={"MODAL_TOKEN_SECRET": "x"})
+        assert set(reserved) == {"module_env"} and "never from state" in reserved["module_env"]
+        assert set(failures(module_env={"NOT A NAME": "x"})) == {"module_env"}
+        assert set(failures(module_env={"A": 1.0})) == {"module_env.A"}
+        assert set(failures(artifact={"volume": VOLUME, "path": "../escape"})) == {"artifact.path"}
+        assert set(failures(artifact={"volume": "bad name!", "path": MARKER})) == {"artifact.volume"}
+        assert set(failures(artifact={"volume": VOLUME, "path": MARKER, "size": 1.0})) == {"artifact.size"}
+        assert set(failures(timeout_seconds=0.0)) == {"timeout_seconds"}
+        assert set(failures(triggers="r1")) == {"triggers"}
+        assert set(failures(surprise=True)) == {"surprise"}
+        missing = {k: v for k, v in good.items() if k != "function"}
+        assert {f.property for f in server.check(URN, missing).failures} == {"function"}
+    assert cp.calls == []  # check never calls Modal
+
+
+def test_diff_is_precise_and_never_calls_modal(modal_control_plane):
+    cp = modal_control_plane
+    script_success(cp)
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([job()]).ok
+        state = eng.state.resources[URN]
+        mark = cp.mark()
+
+        def diff(outputs: dict | None = None, **changes: object):
+            news = server.check(URN, {**job().inputs, **changes}).inputs
+            return server.diff(state.id, URN, outputs or state.outputs, news, state.inputs)
+
+        assert diff().changes == "none"
+        for replacing, value in [
+            ("triggers", {"revision": "r2"}),
+            ("module", "other_module"),
+            ("function", "other_function"),
+            ("environment", "staging"),
+            ("artifact", {"volume": VOLUME, "path": "other"}),
+        ]:
+            result = diff(**{replacing: value})
+            assert (result.changes, result.replaces) == ("some", [replacing]), replacing
+        for in_place, value in [("module_env", module_env(extra="x")), ("timeout_seconds", 60.0), ("require_ok", True)]:
+            result = diff(**{in_place: value})
+            assert (result.changes, result.replaces) == ("some", []), in_place
+        gone = diff({**state.outputs, "artifact_present": False})
+        assert (gone.changes, gone.replaces) == ("some", ["artifact"])
+        assert cp.calls_since(mark) == []
+
+
+def test_a_job_cannot_be_imported(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        with pytest.raises(ProviderCallError) as error:
+            server.read("fc-1", URN, {"__provider": job().inputs["__provider"]})
+        assert "cannot be imported" in error.value.details
+    assert cp.calls == []
