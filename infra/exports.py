@@ -55,6 +55,10 @@ def openai_snippet(base_url: str, served_name: str) -> str:
     )
 
 
+def _as_int(value: float | int | None) -> int | None:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def export_all(settings: StackSettings, resources: StackResources) -> None:
     cfg = settings.deployment
     served_name = cfg.model.served_name
@@ -63,7 +67,8 @@ def export_all(settings: StackSettings, resources: StackResources) -> None:
     pulumi.export("openai_base_url", base_url)
     pulumi.export("app_name", cfg.app_name)
     pulumi.export("app_id", resources.app.app_id)
-    pulumi.export("deployment_version", resources.app.deployment_version)
+    # Numbers cross the engine as floats; a version reads better as 3 than 3.0.
+    pulumi.export("deployment_version", resources.app.deployment_version.apply(_as_int))
     pulumi.export("served_model_name", served_name)
     pulumi.export("modal_environment", resources.environment.name)
     pulumi.export("weights_volume", resources.weights_volume.name)

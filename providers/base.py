@@ -37,6 +37,7 @@ import pydantic
 import tenacity
 from modal import exception as modal_errors
 from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResult, ResourceProvider
+from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
 __all__ = [
@@ -192,6 +193,10 @@ def strip_internal(props: Mapping[str, Any]) -> dict[str, Any]:
 
 def contains_unknown(value: Any) -> bool:
     """Whether a value (or anything inside it) is not known yet, as in a preview."""
+    # The dynamic provider server deserializes Check/Diff inputs with keep_unknowns=True, which turns
+    # the wire sentinel into `pulumi.output.Unknown` objects (pulumi/runtime/rpc.py deserialize_property).
+    if isinstance(value, Unknown):
+        return True
     if isinstance(value, str):
         return value == UNKNOWN
     if isinstance(value, Mapping):

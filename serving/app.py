@@ -203,7 +203,9 @@ def prepare_sglang(
         port=cfg.launch.port,
         api_key=api_key,
         served_model_name=cfg.model.served_name,
-        env={**environ, **commands.serve_env(cfg)},
+        # The key reaches SGLang only through the private --config file: drop it from the
+        # environment too, so it is not readable in /proc/<pid>/environ of every SGLang worker.
+        env={**{k: v for k, v in environ.items() if k != cfg.secrets.api_key_key}, **commands.serve_env(cfg)},
         startup_timeout=startup_timeout,
         warmup_request_timeout=cfg.timeouts.warmup_request,
         # Random weights answer with noise: still check status and shape, not the content.

@@ -104,14 +104,14 @@ def test_streaming_rpcs_are_not_retried(modal_control_plane):
 def test_image_join_is_rejoined_by_its_caller(modal_control_plane):
     """A deploy survives IMAGE_JOIN_ATTEMPTS - 1 failed image joins, not IMAGE_JOIN_ATTEMPTS."""
     cp = modal_control_plane
-    app = modal.App("joins", image=modal.Image.debian_slim().pip_install("requests"))
+    app = modal.App("joins", image=modal.Image.debian_slim().pip_install("requests"), include_source=False)
     app.function()(_noop)
 
     cp.fail_next("ImageJoinStreaming", n=IMAGE_JOIN_ATTEMPTS - 1, status=Status.UNAVAILABLE)
     app.deploy()
     assert cp.app("joins").deployment_version == 1
 
-    other = modal.App("joins-again", image=modal.Image.debian_slim().pip_install("httpx"))
+    other = modal.App("joins-again", image=modal.Image.debian_slim().pip_install("httpx"), include_source=False)
     other.function()(_noop_again)
     cp.fail_next("ImageJoinStreaming", n=IMAGE_JOIN_ATTEMPTS, status=Status.UNAVAILABLE, message="builder down")
     with pytest.raises(ServiceError, match="builder down"):

@@ -304,7 +304,7 @@ def test_credentials_can_come_from_stack_secrets(modal_control_plane):
                         config=config) as server:
         result = Engine(server).up([desired(ModalVolume, VolumeProvider(), "v", {"name": "v", "environment": "main"})])
         assert result.ok, result.errors
-        assert TOKEN_SECRET not in "\n".join(server.stdout_lines + server.stderr_lines)
+    assert TOKEN_SECRET not in "\n".join(server.stdout_lines + server.stderr_lines)  # all read after stop()
     assert "v" in cp.state.environments["main"].volumes
 
 

@@ -70,9 +70,9 @@ def test_create_adopts_an_existing_environment(modal_control_plane):
     existing = cp.state.environments["staging"].id
     with serve(cp) as server:
         up = engine(server).up([environment()])
-    assert up.ok, up.errors
+        assert up.ok, up.errors
+        server.wait_for_stdout(lambda line: line == "[modal] environment 'staging' already exists: adopting it")
     assert up.outputs[URN]["environment_id"] == existing
-    assert any("already exists: adopting" in line for line in up.stdout_lines)
 
 
 def test_refresh_sees_a_deleted_environment_and_import_reads_one(modal_control_plane):

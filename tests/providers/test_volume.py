@@ -37,7 +37,7 @@ def test_lifecycle_preview_up_noop_update_replace_destroy(modal_control_plane):
         }  # fmt: skip
         assert up.ids[urn_of(ModalVolume, "weights")] == f"{ENV}/weights"
         assert mutating_rpcs(cp, 0) == ["VolumeGetOrCreate"]  # one create; the id comes from a lookup
-        assert any("created" in line for line in up.stdout_lines)
+        server.wait_for_stdout(lambda line: line == "[modal] volume 'weights' in environment 'main' created")
 
         mark = cp.mark()
         again = eng.up([volume()])
@@ -94,10 +94,10 @@ def test_create_adopts_an_existing_volume_and_keeps_its_data(modal_control_plane
     existing = cp.state.environments[ENV].volumes["weights"].id
     with serve(cp) as server:
         up = engine(server).up([volume()])
-    assert up.ok, up.errors
+        assert up.ok, up.errors
+        server.wait_for_stdout(lambda line: "already exists: adopting it with its contents" in line)
     assert up.outputs[urn_of(ModalVolume, "weights")]["volume_id"] == existing
     assert cp.volume_files("weights") == {"shard-00001.safetensors": b"weights"}
-    assert any("already exists: adopting" in line for line in up.stdout_lines)
 
 
 def test_refresh_sees_a_deleted_volume_and_the_next_up_recreates_it(modal_control_plane):

@@ -364,3 +364,16 @@ def test_server_start_describes_sglang_on_the_configured_port(tmp_path):
 
     assert isinstance(sglang, lifecycle.SGLangServer)
     assert sglang.base_url == "http://127.0.0.1:8123" and sglang.pid is None  # described, not started
+
+
+def test_sglang_gets_the_api_key_only_through_its_config_file(tmp_path):
+    from serving import app
+
+    cfg = make_cfg(tmp_path)
+    set_up(cfg)
+
+    sglang = app.prepare_sglang(cfg, {"API_KEY": "not-a-real-key", "PATH": "/usr/bin"}, startup_timeout=60)
+
+    # Not in SGLang's environment (readable in /proc/<pid>/environ), nor in its argv.
+    assert "API_KEY" not in sglang._env and "not-a-real-key" not in sglang._env.values()
+    assert sglang._env["HF_HUB_OFFLINE"] == "1" and sglang._env["PATH"] == "/usr/bin"

@@ -206,7 +206,9 @@ class StackRun:
 
     @property
     def deploys(self) -> int:
-        return self.rpc_count("AppPublish")
+        """Deployments published (a job's ephemeral app publishes too, as APP_STATE_EPHEMERAL)."""
+        return sum(1 for call in self.modal_calls
+                   if call.rpc == "AppPublish" and call.args.get("app_state") == "APP_STATE_DEPLOYED")  # fmt: skip
 
     def registration(self, name: str):
         wanted = urn(self.stack, name)

@@ -1,0 +1,288 @@
+"""ModalAppDeployment through the real dynamic-provider gRPC server, the real modal client (in the
+provider's runner subprocess) and the local control plane: deploy, redeploy in place, replace,
+stop, refresh/import, adoption, retries, failures, and what check/diff may (not) do."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import modal
+import pytest
+from grpclib import Status
+
+from providers.app import AppProvider, ModalAppDeployment
+from providers.runner import PROGRESS_SECONDS_ENV, RESULT_PREFIX
+from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
+from tests.pulumi_engine.provider_server import ProviderServer
+
+ENV = "main"
+APP = "sample-web"
+URN = urn_of(ModalAppDeployment, "web")
+# Where sample_modal_app.py lives: put on PYTHONPATH through module_env (see that module).
+SAMPLE_DIR = str(Path(__file__).resolve().parent)
+# The URL the control plane gives the sample's `Web.serve` (Modal's scheme: <workspace>--<app>-<label>).
+WEB_URL = f"https://control-plane-test--{APP}-web-serve.modal.run"
+
+
+@contextmanager
+def serve(cp) -> Iterator[ProviderServer]:
+    with ProviderServer(extra_env={**cp.client_env, **FAST_RETRY_ENV, PROGRESS_SECONDS_ENV: "0.2"}) as server:
+        yield server
+
+
+def module_env(**config: object) -> dict[str, str]:
+    return {"PYTHONPATH": SAMPLE_DIR, "SAMPLE_APP_CONFIG": json.dumps({"volume": "web-data", **config})}
+
+
+def app(**inputs: object):
+    props = {
+        "module": "sample_modal_app",
+        "app_name": APP,
+        "environment": ENV,
+        "module_env": module_env(),
+        "source_digest": "sha256:one",
+        **inputs,
+    }
+    return desired(ModalAppDeployment, AppProvider(), "web", props)
+
+
+def deploy_by_hand(cp, name: str = APP) -> None:
+    """What an operator's `modal deploy` (or an earlier, interrupted `pulumi up`) leaves behind."""
+    env = {**cp.subprocess_env(), **module_env()}
+    argv = [sys.executable, "-m", "providers.runner", "deploy", "--module", "sample_modal_app",
+            "--app-name", name, "--environment", ENV]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def last_error_line(errors: list[str]) -> str:
+    return errors[-1].strip().splitlines()[-1]
+
+
+def test_lifecycle_deploy_redeploy_replace_stop(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+
+        preview = eng.preview([app()])
+        assert preview.ok, preview.errors
+        assert cp.calls == []
+
+        up = eng.up([app()])
+        assert up.ok, up.errors
+        deployed = cp.app(APP)
+        assert deployed.state == "deployed" and deployed.deployment_version == 1
+        outputs = up.outputs[URN]
+        assert outputs["app_id"] == deployed.id
+        assert outputs["deployment_version"] == 1
+        assert outputs["web_url"] == WEB_URL
+        assert outputs["web_urls"] == {"Web.serve": WEB_URL}
+        assert up.ids[URN] == f"{ENV}/{APP}"
+        assert any(line.startswith(f"[modal] deploy {APP}: deploying app") for line in up.stdout_lines)
+        # module_env reached the module: its config named the volume the app mounts.
+        assert "web-data" in cp.state.environments[ENV].volumes
+
+        mark = cp.mark()
+        again = eng.up([app()])
+        assert again.ok and again.counts["same"] == 1
+        assert cp.calls_since(mark) == []  # a second identical apply: no Modal call, no deploy
+        assert again.calls_of(*PROVIDER_MUTATIONS) == []
+
+        source = eng.up([app(source_digest="sha256:two")])
+        assert source.ok and source.counts["update"] == 1
+        assert source.outputs[URN]["deployment_version"] == 2
+        assert source.outputs[URN]["app_id"] == deployed.id  # the same app, a new deployment
+
+        config = eng.up([app(source_digest="sha256:two", module_env=module_env(note="new"))])
+        assert config.ok and config.counts["update"] == 1
+        assert cp.app(APP).deployment_version == 3
+
+        mark = cp.mark()
+        local_only = eng.up([app(source_digest="sha256:two", module_env=module_env(note="new"),
+                                 web_endpoint="Web.serve", timeout_seconds=600)])  # fmt: skip
+        assert local_only.ok and local_only.counts["update"] == 1
+        assert cp.calls_since(mark) == []  # web_endpoint/timeout change nothing on Modal
+        assert local_only.outputs[URN]["web_url"] == WEB_URL
+
+        renamed = eng.up([app(app_name="sample-web-2")])
+        assert renamed.ok, renamed.errors
+        assert renamed.counts["replace"] == 1
+        assert renamed.step(URN).keys == ("app_name",)
+        assert cp.app("sample-web-2").state == "deployed"
+        assert cp.state.by_id[deployed.id].state == "stopped"  # the old name was stopped after
+
+        destroyed = eng.destroy()
+        assert destroyed.ok, destroyed.errors
+        assert cp.app("sample-web-2").state == "stopped"
+        assert "AppStop" in cp.rpcs_called()
+
+
+def test_create_adopts_an_app_deployed_by_hand(modal_control_plane):
+    cp = modal_control_plane
+    deploy_by_hand(cp)
+    existing = cp.app(APP)
+    with serve(cp) as server:
+        up = engine(server).up([app()])
+        assert up.ok, up.errors
+        assert up.outputs[URN]["app_id"] == existing.id  # the same app, not a duplicate
+        assert up.outputs[URN]["deployment_version"] == 2
+
+
+def test_refresh_sees_redeploys_and_stops(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([app()]).ok
+
+        mark = cp.mark()
+        unchanged = eng.refresh()
+        assert unchanged.ok and unchanged.step(URN).detail == ""
+        assert cp.mutating_calls(mark) == []
+
+        deploy_by_hand(cp)
+        redeployed = eng.refresh()
+        assert redeployed.ok, redeployed.errors
+        assert redeployed.outputs[URN]["deployment_version"] == 2
+
+        modal.App.lookup(APP, environment_name=ENV).stop()
+        stopped = eng.refresh()
+        assert stopped.ok and stopped.step(URN).detail == "deleted"
+        assert eng.state.get(URN) is None
+
+        back = eng.up([app()])
+        assert back.ok and back.counts["create"] == 1
+        assert cp.app(APP).state == "deployed"
+
+
+def test_import_reads_an_existing_deployment(modal_control_plane):
+    cp = modal_control_plane
+    deploy_by_hand(cp)
+    mark = cp.mark()
+    with serve(cp) as server:
+        provider = app().inputs["__provider"]
+        read = server.read(f"{ENV}/{APP}", URN, {"__provider": provider})
+        assert read.id == f"{ENV}/{APP}"
+        assert read.inputs == {"app_name": APP, "environment": ENV, "__provider": provider}
+        assert read.properties["app_id"] == cp.app(APP).id
+        assert read.properties["web_url"] == WEB_URL
+
+        missing = server.read(f"{ENV}/nothing-here", URN, {"__provider": provider})
+        assert missing.id == ""
+    assert cp.mutating_calls(mark) == []
+
+
+def test_deploy_survives_two_transient_failures(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        cp.fail_next("AppPublish", 2, Status.UNAVAILABLE)  # the modal client retries these itself
+        cp.fail_next("FunctionCreate", 2, Status.UNAVAILABLE)
+        assert eng.up([app()]).ok
+
+        cp.fail_next("AppPublish", 2, Status.RESOURCE_EXHAUSTED, "rate limited")  # ours: deploy again
+        redeploy = eng.up([app(source_digest="sha256:two")])
+        assert redeploy.ok, redeploy.errors
+        assert cp.pending_failures("AppPublish") == 0
+        assert len([line for line in redeploy.stdout_lines if "transient failure" in line]) == 2
+        assert cp.app(APP).deployment_version == 2
+
+        cp.fail_next("AppGetByDeploymentName", 2, Status.RESOURCE_EXHAUSTED, "rate limited")
+        assert eng.refresh().ok
+
+        cp.fail_next("AppStop", 2, Status.RESOURCE_EXHAUSTED, "rate limited")
+        destroyed = eng.destroy()
+        assert destroyed.ok, destroyed.errors
+        assert cp.app(APP).state == "stopped"
+
+
+def test_permanent_failure_leaves_nothing_a_rerun_does_not_converge(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        cp.fail_next("AppPublish", 1, Status.PERMISSION_DENIED, "token may not deploy here")
+        failed = eng.up([app()])
+        assert not failed.ok
+        message = last_error_line(failed.errors)
+        assert f"deploy of app '{APP}' in environment '{ENV}' failed (deploy)" in message
+        assert "PermissionDeniedError: token may not deploy here" in message
+        assert eng.state.get(URN) is None
+
+        retried = eng.up([app()])
+        assert retried.ok, retried.errors
+        assert cp.app(APP).state == "deployed"
+
+
+def test_unknown_web_endpoint_is_reported(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        failed = engine(server).up([app(web_endpoint="Web.missing")])
+        assert not failed.ok
+        assert "no web endpoint 'Web.missing' (web endpoints: Web.serve)" in last_error_line(failed.errors)
+
+
+def test_check_rejects_bad_inputs_per_property(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        good = app().inputs
+
+        def failures(**changes: object) -> set[str]:
+            return {failure.property for failure in server.check(URN, {**good, **changes}).failures}
+
+        assert failures() == set()
+        assert failures(module="serving/app.py") == {"module"}
+        assert failures(app_name="no spaces allowed") == {"app_name"}
+        assert failures(environment="") == {"environment"}
+        assert failures(module_env={"MODAL_SERVER_URL": "http://elsewhere"}) == {"module_env"}
+        assert failures(source_digest=3.0) == {"source_digest"}
+        assert failures(timeout_seconds=-1.0) == {"timeout_seconds"}
+        assert failures(surprise="x") == {"surprise"}
+    assert cp.calls == []
+
+
+def test_diff_is_precise_and_never_calls_modal(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([app()]).ok
+        state = eng.state.resources[URN]
+        mark = cp.mark()
+
+        def diff(**changes: object):
+            news = server.check(URN, {**app().inputs, **changes}).inputs
+            return server.diff(state.id, URN, state.outputs, news, state.inputs)
+
+        assert diff().changes == "none"
+        assert diff(app_name="other").replaces == ["app_name"]
+        assert diff(environment="staging").replaces == ["environment"]
+        for in_place, value in [
+            ("module", "other_module"),
+            ("module_env", module_env(extra="x")),
+            ("source_digest", "sha256:two"),
+            ("web_endpoint", "Web.serve"),
+            ("timeout_seconds", 60.0),
+        ]:
+            result = diff(**{in_place: value})
+            assert (result.changes, result.replaces) == ("some", []), in_place
+        assert cp.calls_since(mark) == []
+
+
+@pytest.mark.parametrize("verb", ["deploy"])
+def test_runner_result_line_is_machine_readable(modal_control_plane, verb):
+    """The child's protocol, seen from outside: human lines, then one prefixed JSON line."""
+    cp = modal_control_plane
+    env = {**cp.subprocess_env(), **module_env()}
+    argv = [sys.executable, "-m", "providers.runner", verb, "--module", "sample_modal_app",
+            "--app-name", APP, "--environment", ENV]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0
+    assert lines[-1].startswith(RESULT_PREFIX)
+    result = json.loads(lines[-1][len(RESULT_PREFIX):])
+    assert result["ok"] is True and result["app_id"] == cp.app(APP).id
+    assert result["web_urls"] == {"Web.serve": WEB_URL} and result["deployment_version"] == 1
+    assert not any(line.startswith(RESULT_PREFIX) for line in lines[:-1])

@@ -1,0 +1,170 @@
+"""Both stacks evaluate, and their graphs, dependencies, protect flags, inputs and outputs are right."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra.resources import API_KEY_VERSION_ENV, WEB_ENDPOINT, serving_source_digest
+from serving.config import CONFIG_ENV_VAR, WEIGHT_SENTINEL, DeploymentConfig
+from tests.pulumi_engine import properties as props
+
+from .conftest import rig
+from .harness import JOB_FUNCTIONS, JOBS, RESOURCES, STACKS, TEST_API_KEY, TEST_HF_TOKEN, StackConfig, urn
+
+FOUNDATION = {"environment", "hf-token-secret", "api-key-secret", "weights-volume", "kernels-volume"}
+
+# What each resource must wait for (explicit depends_on and inputs taken from other resources).
+EXPECTED_DEPENDENCIES = {
+    "environment": set(),
+    "hf-token-secret": {"environment"},
+    "api-key-secret": {"environment"},
+    "weights-volume": {"environment"},
+    "kernels-volume": {"environment"},
+    "download-weights": FOUNDATION,
+    "compile-kernels": FOUNDATION | {"download-weights"},
+    "verify-setup": FOUNDATION | {"download-weights", "compile-kernels"},
+    "app": FOUNDATION | {"verify-setup"},
+    "smoke-test": {"app"},
+}
+
+
+def expected_resources(stack: str) -> set[str]:
+    smoke = StackConfig.of(stack).values["glm-modal:smokeTest"]
+    return set(RESOURCES) - (set() if smoke else {"smoke-test"})
+
+
+def plaintext_strings(value: Any) -> list[str]:
+    """Every string outside a secret marker (what a reader of the state or the CLI would see)."""
+    if props.is_secret(value):
+        return []
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *plaintext_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in plaintext_strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def assert_no_plaintext_secrets(value: Any) -> None:
+    leaked = [s for s in plaintext_strings(value) if TEST_API_KEY in s or TEST_HF_TOKEN in s]
+    assert leaked == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_new_stack_previews_its_whole_graph_in_order_without_calling_modal(stack: str) -> None:
+    config = StackConfig.of(stack)
+    cfg = DeploymentConfig.model_validate(config.deployment)
+    with rig(config) as running:
+        run = running.harness(stack).preview()
+
+    assert run.ok, run.result.errors
+    assert run.ops() == dict.fromkeys(expected_resources(stack), "create")
+    assert run.modal_calls == []
+    assert {call.method for call in run.result.calls} == {"Check"}
+
+    # Registered in dependency order, each with exactly the dependencies it needs.
+    order = [r.urn for r in run.program.registrations]
+    for name in expected_resources(stack):
+        registration = run.registration(name)
+        assert set(registration.dependencies) == {urn(stack, dep) for dep in EXPECTED_DEPENDENCIES[name]}, name
+        assert all(order.index(dep) < order.index(registration.urn) for dep in registration.dependencies)
+
+    # Only the volumes are protected, and only where the stack says so (prod: always).
+    protect = config.values["glm-modal:protectVolumes"]
+    assert (stack != "prod") or protect
+    assert {r.name: r.protect for r in run.program.registrations} == {
+        name: (protect and name.endswith("-volume")) for name in expected_resources(stack)
+    }
+
+    environment = config.values["glm-modal:modalEnvironment"]
+    assert run.registration("environment").inputs["name"] == environment
+    for name, secret_name, key, value in (
+        ("hf-token-secret", cfg.secrets.hf_token, cfg.secrets.hf_token_key, TEST_HF_TOKEN),
+        ("api-key-secret", cfg.secrets.api_key, cfg.secrets.api_key_key, TEST_API_KEY),
+    ):
+        inputs = run.registration(name).inputs
+        assert inputs["name"] == secret_name
+        assert props.is_secret(inputs["values"]) and props.reveal(inputs["values"]) == {key: value}
+    assert run.registration("weights-volume").inputs["name"] == cfg.storage.weights_volume
+    assert run.registration("kernels-volume").inputs["name"] == cfg.storage.kernels_volume
+
+    jobs = {name: run.registration(name).inputs for name in JOBS}
+    for name, inputs in jobs.items():
+        assert (inputs["module"], inputs["function"]) == ("serving.app", JOB_FUNCTIONS[name])
+        job_cfg = DeploymentConfig.model_validate_json(inputs["module_env"][CONFIG_ENV_VAR])
+        assert job_cfg.weights_inputs() == cfg.weights_inputs()
+        assert job_cfg.kernel_fingerprint() == cfg.kernel_fingerprint()
+        assert job_cfg.scaling.min_containers == 0  # a job never starts warm servers
+    # The compile runs with exactly the serving arguments.
+    assert DeploymentConfig.model_validate_json(jobs["compile-kernels"]["module_env"][CONFIG_ENV_VAR]).launch == cfg.launch
+    assert jobs["download-weights"]["triggers"] == {"weights": cfg.weights_inputs()}
+    assert jobs["download-weights"]["artifact"] == {
+        "volume": cfg.storage.weights_volume,
+        "path": f"{cfg.model.directory}/{WEIGHT_SENTINEL}",
+    }
+    assert jobs["compile-kernels"]["triggers"] == {"kernels": json.loads(json.dumps(cfg.kernel_inputs()))}
+    assert jobs["compile-kernels"]["artifact"] == {"volume": cfg.storage.kernels_volume,
+                                                    "path": cfg.compile_marker_name}  # fmt: skip
+    # The verify runs after each run of the others; their runs are not known before they happen.
+    assert jobs["verify-setup"]["triggers"] == {"download_run": props.UNKNOWN, "compile_run": props.UNKNOWN}
+    assert jobs["verify-setup"]["require_ok"] is True
+
+    app = run.registration("app").inputs
+    assert (app["module"], app["app_name"], app["web_endpoint"]) == ("serving.app", cfg.app_name, WEB_ENDPOINT)
+    assert DeploymentConfig.model_validate_json(app["module_env"][CONFIG_ENV_VAR]) == cfg
+    # A digest of the API key secret's values, known once the secret exists (then encrypted).
+    assert app["module_env"][API_KEY_VERSION_ENV] == props.UNKNOWN
+    assert app["source_digest"] == serving_source_digest()
+
+    if "smoke-test" in expected_resources(stack):
+        check = run.registration("smoke-test").inputs
+        assert props.is_secret(check["bearer_token"]) and props.reveal(check["bearer_token"]) == TEST_API_KEY
+        assert check["trigger"] == props.UNKNOWN  # the deployment version, known after the deploy
+        assert check["request_body"]["model"] == cfg.model.served_name
+
+    for registration in run.program.registrations:
+        assert_no_plaintext_secrets(registration.inputs)
+    assert_no_plaintext_secrets(run.outputs)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_an_applied_stack_exports_its_api_and_how_to_call_it(stack: str) -> None:
+    config = StackConfig.of(stack)
+    cfg = DeploymentConfig.model_validate(config.deployment)
+    environment = config.values["glm-modal:modalEnvironment"]
+    with rig(config) as running:
+        harness = running.harness(stack)
+        run = harness.up()
+        state = harness.engine.state
+        web_url = running.web.url_for(environment, f"{cfg.app_name}-{WEB_ENDPOINT}".lower().replace(".", "-"))
+        deployed = running.cp.app(cfg.app_name, environment)
+
+    assert run.ok, run.result.errors
+    outputs = props.reveal(run.outputs)
+    assert outputs["openai_base_url"] == web_url + "/v1"
+    assert outputs["app_id"] == deployed.id and deployed.state == "deployed"
+    assert outputs["deployment_version"] == deployed.deployment_version == 1
+    assert outputs["app_name"] == cfg.app_name
+    assert outputs["served_model_name"] == cfg.model.served_name
+    assert outputs["modal_environment"] == environment
+    assert (outputs["weights_volume"], outputs["kernels_volume"]) == (cfg.storage.weights_volume,
+                                                                      cfg.storage.kernels_volume)  # fmt: skip
+    assert (outputs["hf_token_secret"], outputs["api_key_secret"]) == (cfg.secrets.hf_token, cfg.secrets.api_key)
+    assert outputs["smoke_test"] == ("on" if config.values["glm-modal:smokeTest"] else "off")
+    assert outputs["smoke_test_setup"] == f"export GLM_API_KEY=$(pulumi config get glm-modal:apiKey --stack {stack})"
+    for snippet in (outputs["smoke_test_curl"], outputs["smoke_test_openai_python"]):
+        assert web_url + "/v1" in snippet and cfg.model.served_name in snippet
+        assert "GLM_API_KEY" in snippet
+    # The Python snippet is valid Python (it is meant to be pasted).
+    compile(outputs["smoke_test_openai_python"], "<snippet>", "exec")
+
+    app_inputs = state.resources[urn(stack, "app")].inputs
+    assert props.is_secret(app_inputs["module_env"][API_KEY_VERSION_ENV])
+
+    # Secrets never reach outputs or state in plaintext.
+    assert_no_plaintext_secrets(run.outputs)
+    for resource in state.resources.values():
+        assert_no_plaintext_secrets(resource.outputs)
+        assert_no_plaintext_secrets(resource.inputs)
