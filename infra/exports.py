@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shlex
-
 from typing import TYPE_CHECKING
 
 import pulumi

@@ -1,49 +1,61 @@
 """What each one-off setup job needs of the deployment config, and nothing else.
 
-A job imports the serving module with a config (in `module_env`), so the config it gets is stored
-with the job. If every job got the whole config, a scaling knob or a warmup timeout would show up in
-`pulumi preview` as a change of all three jobs (recorded, not re-run, but alarming to read). So each
-job gets the deployment config with the settings it never reads reset to their defaults:
+A job imports the serving module with a config (in `module_env`), and that config is stored with the
+job. If every job got the whole config, a scaling knob or a warmup timeout would show up in
+`pulumi preview` as a change of all three jobs (recorded for their next run, not run, but alarming to
+read). So each job gets the deployment config with what it never reads reset to the defaults:
 
-- all jobs: scaling, keep-alive and the serving timeouts (server, startup, warmup, shutdown). This
-  also keeps the ephemeral app a job runs in from starting warm `min_containers` of the 8-GPU
-  server, or a keep-alive schedule, while the job runs.
-- download and verify also lose the launch flags and served name that do not shape kernels: they
-  never start SGLang. The compile keeps them all, because it must compile with exactly the serving
-  arguments (serving/commands.py).
+- every job: scaling, keep-alive, and every timeout but its own. This also keeps the ephemeral app a
+  job runs in from starting warm `min_containers` of the 8-GPU server, or a keep-alive schedule.
+- all but the download: the download settings (workers, attempts, CPU, memory).
+- the download: the GPUs, the parallelism and every launch flag; the weights do not depend on them.
+  (The SGLang release stays: the job's ephemeral app also defines the compile and server functions,
+  whose image Modal builds with the app, so another release would be pulled for nothing.)
+- the verify: the launch flags that do not shape kernels (it checks the marker of the kernels).
+- the compile keeps every launch flag: it must compile with exactly the serving arguments
+  (serving/commands.py).
 
-Whether a job RUNS is decided by its triggers alone (`DeploymentConfig.weights_inputs()` /
-`kernel_inputs()`), never by this view.
+Whether a job RUNS is decided by its triggers (`weights_inputs()` / `kernel_inputs()`), never by
+this view; the view is checked to leave those unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from serving.config import CONFIG_ENV_VAR, DeploymentConfig, KeepAlive, Launch, Memory, Scaling, Timeouts
+from serving.config import CONFIG_ENV_VAR, DeploymentConfig, Download, Launch, Memory, Timeouts
 
 JobName = Literal["download", "compile", "verify"]
+
+DEFAULTS = DeploymentConfig()
 
 
 def job_config(cfg: DeploymentConfig, job: JobName) -> DeploymentConfig:
     """`cfg` as the job's container sees it (validated again, so it is a config that can run)."""
     data = cfg.model_dump()
-    data["scaling"] = Scaling().model_dump()
-    data["keepalive"] = KeepAlive().model_dump()
-    data["timeouts"] = Timeouts(
-        download=cfg.timeouts.download, compile=cfg.timeouts.compile, verify=cfg.timeouts.verify
-    ).model_dump()
-    if job != "compile":
+    data["scaling"] = DEFAULTS.scaling.model_dump()
+    data["keepalive"] = DEFAULTS.keepalive.model_dump()
+    data["timeouts"] = Timeouts(**{job: getattr(cfg.timeouts, job)}).model_dump()
+    if job != "download":
+        data["download"] = Download().model_dump()
+    if job == "download":
+        for section in ("hardware", "parallelism", "launch"):
+            data[section] = getattr(DEFAULTS, section).model_dump()
+        data["model"]["served_name"] = DEFAULTS.model.served_name
+    elif job == "verify":
         launch = cfg.launch
         data["launch"] = Launch(
             backends=launch.backends,
             speculative=launch.speculative,
             memory=Memory(kv_cache_dtype=launch.memory.kv_cache_dtype),
         ).model_dump()
-        data["model"]["served_name"] = DeploymentConfig().model.served_name
+        data["model"]["served_name"] = DEFAULTS.model.served_name
     view = DeploymentConfig.model_validate(data)
     # The view must never change what the job produces or checks.
-    assert view.weights_inputs() == cfg.weights_inputs() and view.kernel_fingerprint() == cfg.kernel_fingerprint()
+    if view.weights_inputs() != cfg.weights_inputs() or (
+        job != "download" and view.kernel_fingerprint() != cfg.kernel_fingerprint()
+    ):
+        raise AssertionError(f"the {job} job's view of the config changed what it produces")
     return view
 
 

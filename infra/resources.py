@@ -60,10 +60,10 @@ class StackResources:
     smoke_test: HttpCheck | None
 
 
-def serving_source_digest(directory: Path = SERVING_DIR) -> str:
+def serving_source_digest(directory: Path | None = None) -> str:
     """sha256 over serving/*.py (names and contents): a code change redeploys the app."""
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.py")):
+    for path in sorted((directory or SERVING_DIR).glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "sha256:" + digest.hexdigest()
 
@@ -133,9 +133,11 @@ def declare(settings: StackSettings) -> StackResources:
         function="verify_setup",
         environment=env_name,
         module_env=job_module_env(cfg, "verify"),
-        # A run of either job (a changed trigger, or a refresh that found its artifact gone) is a new
-        # function call, so the verify runs after each and at no other time.
-        triggers={"download_run": download.function_call_id, "compile_run": compile_job.function_call_id},
+        # A job's id is the function call of its last run, so a new run of either job (a changed
+        # trigger, or a refresh that found its artifact gone) re-runs the verify, and nothing else
+        # does. The id, not an output: a job that only records a new config for its next run keeps
+        # its id, which a preview knows, where its outputs would be unknown until the update ran.
+        triggers={"download_run": download.id, "compile_run": compile_job.id},
         # verify_setup returns {"ok": false, "failures": [...]} instead of raising.
         require_ok=True,
         timeout_seconds=cfg.timeouts.verify + JOB_TIMEOUT_MARGIN_SECONDS,

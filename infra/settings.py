@@ -190,7 +190,8 @@ def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
 
 def _secret(raw: dict[str, Any], key: str, stack: str, problems: list[str]) -> str | None:
     value = raw.get(key)
-    how = f"pulumi config set --secret {_key(key)} <value> --stack {stack}"
+    # Without a value on the command line the CLI prompts for it, so it stays out of shell history and `ps`.
+    how = f"pulumi config set --secret {_key(key)} --stack {stack}"
     if value is None or value == "":
         problems.append(f"{_key(key)}: missing secret; set it with `{how}`")
         return None

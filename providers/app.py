@@ -230,7 +230,7 @@ class ModalAppDeployment(Resource, module="modal", name="AppDeployment"):
             "module": module,
             "app_name": app_name,
             "environment": environment,
-            "module_env": module_env or {},
+            "module_env": module_env if module_env is not None else {},
             "source_digest": source_digest,
             "web_endpoint": web_endpoint,
             "timeout_seconds": timeout_seconds,

@@ -13,8 +13,13 @@ The child (`main`):
     python -m providers.runner deploy --module M --app-name N --environment E
 
 - The module's own settings (`module_env`, e.g. {"GLM_DEPLOYMENT_CONFIG": "<json>"}) arrive in the
-  child's ENVIRONMENT, not in argv: they can be large, and argv is visible to every user of the
-  machine in `ps`. Nothing secret belongs in them (credentials come from the usual Modal sources).
+  child's ENVIRONMENT, not in argv: they can be large, argv is visible to every user of the machine
+  in `ps`, and a program may put a secret value there (module_env is then a secret as a whole). The
+  runner never prints them. Modal credentials are not among them: the child inherits the provider
+  process's (MODAL_TOKEN_ID/SECRET, ~/.modal.toml, or the stack config that `configure` exported).
+- M must be importable by the child: installed in the venv the engine runs the provider with (as
+  `serving` is, editable), or found through a PYTHONPATH in module_env. The child's working
+  directory is the provider's, i.e. the program directory.
 - It imports M, finds its `modal.App` (the attribute `app`, or the only App in the module), then
   - `run`: starts the app ephemerally (`with app.run(environment_name=E)`), spawns F with no
     arguments, and waits for its result. Nothing needs to be deployed first.
@@ -24,7 +29,8 @@ The child (`main`):
   {"ok": true, ...details} or {"ok": false, "error": "...", "phase": "...", "transient": bool,
   "started": bool}. Exit status 0 on success, 1 on failure.
 - On SIGTERM (our timeout), a running function call is cancelled before the child exits, so a
-  timed-out job does not keep burning GPUs on Modal.
+  timed-out job does not keep burning GPUs on Modal. The same happens when the provider process
+  that started it dies (the engine was killed mid-`up`): nobody would record the run.
 
 The parent (`invoke`), used by the job and app providers: starts the child with the provider
 process's environment plus `module_env`, forwards its lines as progress (each line on the
@@ -67,6 +73,9 @@ DEFAULT_PROGRESS_SECONDS = 30.0
 # After SIGTERM at the timeout, how long the child gets to cancel its function call and say goodbye
 # to Modal before it is killed.
 TERMINATE_GRACE_SECONDS = 15.0
+
+# How often the child checks that the provider process that started it is still alive.
+ORPHAN_POLL_SECONDS = 1.0
 
 # How many lines of the child's stderr an error message quotes (modal warnings, an import traceback).
 STDERR_TAIL_LINES = 15
@@ -153,17 +162,21 @@ def json_safe(value: Any) -> Any:
 
 
 def registered_functions(app: Any) -> dict[str, Any]:
-    """The app's functions by tag. `App.registered_functions` is modal 1.6.4's way to list them; it
-    warns that it goes away in 1.7 (we pin 1.6.4), and the warning would only clutter `pulumi up`."""
+    """The app's plain functions by name (not the "Cls.*" service functions of its classes).
+
+    `App.registered_functions` is modal 1.6.4's way to list them; it warns that it goes away in 1.7
+    (we pin 1.6.4), and the warning would only clutter `pulumi up`."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return dict(app.registered_functions)
+        functions = dict(app.registered_functions)
+    return {tag: function for tag, function in functions.items() if "." not in tag}
 
 
-class _Interrupted(Exception):
-    """SIGTERM from the parent (the job's timeout)."""
+class _Interrupted(BaseException):
+    """SIGTERM from the parent (the timeout). A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way (ours or modal's) mistakes it for an ordinary failure."""
 
 
 def _raise_interrupted(_signum: int, _frame: Any) -> None:
@@ -274,6 +287,8 @@ def deploy_app(module_name: str, app_name: str, environment: str) -> dict[str, A
     try:
         app.deploy(name=app_name, environment_name=environment)
         info = deployment_info(app_name, environment)
+    except _Interrupted:
+        raise RunnerFailure("stopped by the provider (timeout)", phase=PHASE_DEPLOY) from None
     except Exception as error:
         raise RunnerFailure(
             f"{type(error).__name__}: {error}", phase=PHASE_DEPLOY, transient=is_transient(error)
@@ -298,9 +313,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def stop_when_orphaned(poll_seconds: float = ORPHAN_POLL_SECONDS) -> None:
+    """If the provider process dies (the engine exits or is killed mid-`up`), nobody will record this
+    run: stop it as the timeout would, cancelling its function call, instead of running on unseen."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    stop_when_orphaned()
     # The module may read its settings from anywhere, but it must find modal's environment here too.
     os.environ["MODAL_ENVIRONMENT"] = args.environment
     try:
@@ -512,23 +541,22 @@ def _check_module_path(value: str) -> str:
     return value
 
 
-def _check_module_env(value: dict[str, str]) -> dict[str, str]:
-    bad = sorted(key for key in value if not _ENV_VAR_NAME.match(key))
-    if bad:
-        raise ValueError(f"keys must be environment variable names (letters, digits, '_'): {', '.join(bad)}")
-    reserved = sorted(key for key in value if key.upper().startswith(_RESERVED_ENV_PREFIX))
-    if reserved:
+def _check_env_var_name(name: str) -> str:
+    if not _ENV_VAR_NAME.match(name):
+        raise ValueError("must be an environment variable name (letters, digits, '_')")
+    if name.upper().startswith(_RESERVED_ENV_PREFIX):
         raise ValueError(
-            f"must not set {', '.join(reserved)}: Modal credentials and settings come from the usual Modal "
-            "sources (env vars, ~/.modal.toml, stack config modal:tokenId/modal:tokenSecret), never from state"
+            "Modal credentials and settings come from the usual Modal sources (env vars, ~/.modal.toml, stack "
+            "config modal:tokenId/modal:tokenSecret), never from state: remove it from module_env"
         )
-    return value
+    return name
 
 
 ModulePath = Annotated[str, pydantic.AfterValidator(_check_module_path)]
-# Environment variables the module reads at import (e.g. its serialized config). Stored in state in
-# plaintext: nothing secret belongs here.
-ModuleEnv = Annotated[dict[str, str], pydantic.AfterValidator(_check_module_env)]
+# Environment variables the module reads at import (e.g. its serialized config). Checked key by key,
+# so a failure names "module_env.<KEY>": the engine prints the program's value of a failing top-level
+# property, and module_env may be secret as a whole when one of its values is a secret Output.
+ModuleEnv = dict[Annotated[str, pydantic.AfterValidator(_check_env_var_name)], str]
 
 # What to tell the user about a failure, by the phase it happened in.
 _ADVICE = {
@@ -567,8 +595,8 @@ def run_with_retries(
         if outcome.timed_out:
             started = "" if attempt == 1 else f" (over {attempt} attempts)"
             raise ProviderError(
-                f"{what} timed out after {format_elapsed(timeout_seconds)}{started} and was stopped "
-                "(its function call cancelled). Raise timeout_seconds if it needs longer, then run `pulumi up` again."
+                f"{what} timed out after {format_elapsed(timeout_seconds)}{started} and was stopped (a running "
+                "function call is cancelled). Raise timeout_seconds if it needs longer, then run `pulumi up` again."
             )
         details = outcome.details
         retriable = bool(details.get("transient")) and (retry_started or not details.get("started"))

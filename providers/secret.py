@@ -11,7 +11,9 @@ digest of a short value could be guessed offline). A diff compares the digest of
 with it: a value change is an in-place update, which overwrites the secret whole (keys no longer
 declared disappear). Modal never hands values back, so `read` notices drift only through the keys
 or a different secret id (someone re-created it); either empties the digest, and the next `up`
-writes the declared values again. Changing name or environment replaces the secret.
+writes the declared values again (a hand edit that keeps keys and id goes unnoticed: Modal exposes
+no update time). An import trusts the declared values when their keys match Modal's, as a refresh
+trusts an unchanged secret. Changing name or environment replaces the secret.
 """
 
 from __future__ import annotations

@@ -285,13 +285,11 @@ class FunctionRunner:
                 value = outcome.result
             else:
                 value = await asyncio.to_thread(outcome, inp.args, inp.kwargs, volumes)
-            inp.result = api_pb2.GenericResult(status=SUCCESS, data=serialize(value))
+            _finish(inp, api_pb2.GenericResult(status=SUCCESS, data=serialize(value)))
         except asyncio.CancelledError:
-            inp.result = api_pb2.GenericResult(status=TERMINATED, exception="Function call was cancelled")
+            _finish(inp, CANCELLED_RESULT)
         except Exception as exc:
-            inp.result = _failure(exc)
-        finally:
-            inp.done.set()
+            _finish(inp, _failure(exc))
 
     async def wait_outputs(
         self, call: FunctionCall, wanted: range | None, timeout: float
@@ -314,6 +312,10 @@ class FunctionRunner:
         ]
 
     def cancel(self, call: FunctionCall) -> None:
+        # Settle the inputs here rather than in the tasks: a task cancelled before it first ran
+        # never executes its body.
+        for inp in call.inputs:
+            _finish(inp, CANCELLED_RESULT)
         for task in call.tasks:
             task.cancel()
 
@@ -326,6 +328,16 @@ class FunctionRunner:
     def snapshot(self) -> list[FunctionCall]:
         with self._lock:
             return list(self.calls.values())
+
+
+CANCELLED_RESULT = api_pb2.GenericResult(status=TERMINATED, exception="Function call was cancelled")
+
+
+def _finish(inp: CallInput, result: api_pb2.GenericResult) -> None:
+    """Record an input's outcome once: the first of completion and cancellation wins."""
+    if inp.result is None:
+        inp.result = result
+        inp.done.set()
 
 
 def _failure(exc: BaseException) -> api_pb2.GenericResult:

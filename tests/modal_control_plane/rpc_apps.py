@@ -1,6 +1,7 @@
 """RPCs for apps: deploys and ephemeral runs, images, mounts, functions, classes.
 
-A deploy (`modal deploy`, `App.deploy()`, `modal.runner.deploy_app`) in modal 1.6.4 runs:
+A deploy (`modal deploy`, `App.deploy()`, `modal.runner.deploy_app`) in modal 1.6.4 runs (the
+middle part concurrently, so its calls interleave differently from run to run):
 AppGetByDeploymentName -> AppCreate (or AppGetLayout when the name is already deployed) ->
 EnvironmentGetOrCreate -> FunctionPrecreate per function -> the objects functions depend on
 (SecretGetOrCreate, VolumeGetOrCreate, MountGetOrCreate + MountBatchedCheckExistence + MountPutFile,
@@ -16,18 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from google.protobuf.empty_pb2 import Empty
 from grpclib import GRPCError, Status
 from modal_proto import api_pb2
 
-from .state import WORKSPACE, App, FunctionRecord, ImageLayer, Mount
+from .rpc_objects import ObjectRpcs
+from .state import IMAGE_BUILDER_VERSION, WORKSPACE, App, FunctionRecord, ImageLayer, Mount
 
 if TYPE_CHECKING:
     from .functions import FunctionRunner
-    from .state import ControlPlaneState
 
 # What the fake image builder reports about every image: the Python of the test process (the
 # client compares it with its own when it serializes functions) and our builder version.
@@ -51,14 +53,8 @@ APP_STATE_PROTO = {
 }
 
 
-class AppRpcs:
-    state: ControlPlaneState
+class AppRpcs(ObjectRpcs):
     runner: FunctionRunner
-    now: Callable[[], float]
-
-    def _environment(self, name: str): ...  # provided by ObjectRpcs
-
-    def _object(self, object_id: str, kind: type, label: str): ...  # provided by ObjectRpcs
 
     def _deployed_app(self, environment: str, name: str) -> App | None:
         env = self._environment(environment)
@@ -224,12 +220,10 @@ class AppRpcs:
     # ---- images --------------------------------------------------------------------------------
 
     def _image_metadata(self) -> api_pb2.ImageMetadata:
-        import sys
-
-        version = PYTHON_VERSION_INFO_FORMAT.format(
+        python = PYTHON_VERSION_INFO_FORMAT.format(
             major=sys.version_info.major, minor=sys.version_info.minor, micro=sys.version_info.micro
         )
-        return api_pb2.ImageMetadata(python_version_info=version, image_builder_version="2026.10")
+        return api_pb2.ImageMetadata(python_version_info=python, image_builder_version=IMAGE_BUILDER_VERSION)
 
     async def ImageGetOrCreate(self, request: api_pb2.ImageGetOrCreateRequest) -> api_pb2.ImageGetOrCreateResponse:
         # Identical image definitions get the same id, like Modal's image cache: a redeploy of an
@@ -301,8 +295,8 @@ class AppRpcs:
 
     async def MountPutFile(self, request: api_pb2.MountPutFileRequest) -> api_pb2.MountPutFileResponse:
         if request.WhichOneof("data_oneof") == "data_blob_id":
-            with self.blobs.lock:  # type: ignore[attr-defined]
-                data = self.blobs.blobs.get(request.data_blob_id)  # type: ignore[attr-defined]
+            with self.blobs.lock:
+                data = self.blobs.blobs.get(request.data_blob_id)
             if data is None:
                 raise GRPCError(Status.NOT_FOUND, f"Blob '{request.data_blob_id}' not found")
         elif request.WhichOneof("data_oneof") == "data":

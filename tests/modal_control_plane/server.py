@@ -36,13 +36,13 @@ from . import blob_server
 from .calls import LOGGED_HEADERS, CallLog, CallRecord, FaultPlan, is_mutating, summarize
 from .functions import FunctionCall, FunctionRunner, Handler, ScriptedOutcome
 from .rpc_apps import AppRpcs
-from .rpc_objects import ObjectRpcs, normalize_path, remove_path, write_file
+from .rpc_objects import normalize_path, remove_path, write_file
 from .state import DEFAULT_ENVIRONMENT, App, ControlPlaneState, Secret, Volume
 
 # Dummy credentials: the control plane checks that every call carries exactly these, like Modal
 # checks real ones, so a client that is not pointed at us (or lost its token) fails loudly.
 TOKEN_ID = "ak-control-plane-test"
-TOKEN_SECRET = "as-control-plane-test"  # noqa: S105 - a fixed fake, not a credential
+TOKEN_SECRET = "as-control-plane-test"  # a fixed fake, not a credential
 
 # How long start() waits for the server thread to bind its sockets before giving up.
 STARTUP_TIMEOUT_SECONDS = 10.0
@@ -50,7 +50,7 @@ STARTUP_TIMEOUT_SECONDS = 10.0
 SERVICE_PREFIX = "/modal.client.ModalClient/"
 
 
-class Rpcs(ObjectRpcs, AppRpcs):
+class Rpcs(AppRpcs):
     """All implemented RPCs, sharing the control plane's state, blob store, runner and clock."""
 
     def __init__(self, plane: ControlPlane):

@@ -18,9 +18,9 @@ from .server import ControlPlane
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_APP_FILE = Path(sample_app.__file__)
 
-# The order in which a first deploy reaches the control plane (as a subsequence of all calls):
-# what issue 4 observed, and what the provider's call-count assertions can rely on.
-FIRST_DEPLOY_ORDER = [
+# The RPCs of a first deploy (besides AppHeartbeat, sent while it runs). The client loads objects
+# concurrently, so only some of their order is fixed; see `_assert_first_deploy_sequence`.
+FIRST_DEPLOY_RPCS = {
     "AppGetByDeploymentName",
     "AppCreate",
     "EnvironmentGetOrCreate",
@@ -29,17 +29,23 @@ FIRST_DEPLOY_ORDER = [
     "VolumeGetOrCreate",
     "ImageGetOrCreate",
     "ImageJoinStreaming",
+    "MountGetOrCreate",
     "MountBatchedCheckExistence",
     "MountPutFile",
     "FunctionCreate",
     "ClassCreate",
     "AppPublish",
-]
+}
 
 
-def _is_subsequence(expected: list[str], actual: list[str]) -> bool:
-    remaining = iter(actual)
-    return all(name in remaining for name in expected)
+def _assert_first_deploy_sequence(called: list[str]) -> None:
+    called = [rpc for rpc in called if rpc != "AppHeartbeat"]
+    assert set(called) == FIRST_DEPLOY_RPCS
+    assert called[0] == "AppGetByDeploymentName"
+    assert set(called[1:3]) == {"AppCreate", "EnvironmentGetOrCreate"}  # sent concurrently
+    last_precreate = max(i for i, rpc in enumerate(called) if rpc == "FunctionPrecreate")
+    assert last_precreate < called.index("FunctionCreate")
+    assert called[-1] == "AppPublish"
 
 
 def _deploy_subprocess(cp: ControlPlane, *target: str, name: str, env: str | None = None):
@@ -69,7 +75,12 @@ def test_app_deploy_end_to_end(cp):
         "Server.*": "https://control-plane-test--sample-server-serve.modal.run",
         "Gateway": "https://control-plane-test--sample-gateway.modal.run",
     }
-    assert _is_subsequence(FIRST_DEPLOY_ORDER, cp.rpcs_called())
+    _assert_first_deploy_sequence(cp.rpcs_called())
+
+    # The client sees the same URLs.
+    server = modal.Cls.from_name("sample", "Server")()
+    assert server.serve.get_web_url() == app.web_urls["Server.*"]
+    assert modal.Server.from_name("sample", "Gateway").get_url() == app.web_urls["Gateway"]
 
     # What each function was created with.
     marker, server = app.functions["write_marker"], app.functions["Server.*"]

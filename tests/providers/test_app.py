@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import modal
-import pytest
 from grpclib import Status
 
 from providers.app import AppProvider, ModalAppDeployment
-from providers.runner import PROGRESS_SECONDS_ENV, RESULT_PREFIX
+from providers.runner import PROGRESS_SECONDS_ENV
 from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
+from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.provider_server import ProviderServer
 
 ENV = "main"
@@ -217,6 +217,30 @@ def test_permanent_failure_leaves_nothing_a_rerun_does_not_converge(modal_contro
         assert cp.app(APP).state == "deployed"
 
 
+def test_a_secret_in_module_env_stays_secret(modal_control_plane):
+    """A program may put a secret Output into module_env (e.g. a digest of the API key, so a new key
+    redeploys): the whole module_env is then secret, and must stay so in outputs, logs and errors."""
+    cp = modal_control_plane
+    canary = "canary-module-env-1b9e"
+    secret_env = {**module_env(), "API_KEY_VERSION": canary}
+    with serve(cp) as server:
+        eng = engine(server)
+        up = eng.up([desired(ModalAppDeployment, AppProvider(), "web", {**app().inputs, "module_env": secret_env},
+                             secret_inputs=("module_env",))])  # fmt: skip
+        assert up.ok, up.errors
+        outputs = up.outputs[URN]
+        assert wire.is_secret(outputs["module_env"])
+        assert not any(canary in json.dumps(value) for key, value in outputs.items() if key != "module_env")
+        assert not any(canary in line for line in up.stdout_lines + up.stderr_lines)
+
+        bad = desired(ModalAppDeployment, AppProvider(), "web",
+                      {**app().inputs, "module_env": {**secret_env, "MODAL_TOKEN_ID": "x"}},
+                      secret_inputs=("module_env",))  # fmt: skip
+        refused = eng.preview([bad])
+        assert [failure.property for _, failure in refused.check_failures] == ["module_env.MODAL_TOKEN_ID"]
+        assert not any(canary in error for error in refused.errors)  # the engine prints no value for it
+
+
 def test_unknown_web_endpoint_is_reported(modal_control_plane):
     cp = modal_control_plane
     with serve(cp) as server:
@@ -237,7 +261,7 @@ def test_check_rejects_bad_inputs_per_property(modal_control_plane):
         assert failures(module="serving/app.py") == {"module"}
         assert failures(app_name="no spaces allowed") == {"app_name"}
         assert failures(environment="") == {"environment"}
-        assert failures(module_env={"MODAL_SERVER_URL": "http://elsewhere"}) == {"module_env"}
+        assert failures(module_env={"MODAL_SERVER_URL": "http://elsewhere"}) == {"module_env.MODAL_SERVER_URL"}
         assert failures(source_digest=3.0) == {"source_digest"}
         assert failures(timeout_seconds=-1.0) == {"timeout_seconds"}
         assert failures(surprise="x") == {"surprise"}
@@ -271,18 +295,42 @@ def test_diff_is_precise_and_never_calls_modal(modal_control_plane):
         assert cp.calls_since(mark) == []
 
 
-@pytest.mark.parametrize("verb", ["deploy"])
-def test_runner_result_line_is_machine_readable(modal_control_plane, verb):
-    """The child's protocol, seen from outside: human lines, then one prefixed JSON line."""
+def test_job_and_app_resource_classes_in_a_program(modal_control_plane):
+    """ModalJob and ModalAppDeployment as a Pulumi program declares them (real SDK, mocked monitor
+    feeding our engine): small pickled providers, outputs wired, a no-op second `up`."""
+    import pulumi
+
+    from providers.job import ModalJob
+    from tests.pulumi_engine.mocks_bridge import run_program
+
     cp = modal_control_plane
-    env = {**cp.subprocess_env(), **module_env()}
-    argv = [sys.executable, "-m", "providers.runner", verb, "--module", "sample_modal_app",
-            "--app-name", APP, "--environment", ENV]  # fmt: skip
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
-    lines = done.stdout.strip().splitlines()
-    assert done.returncode == 0
-    assert lines[-1].startswith(RESULT_PREFIX)
-    result = json.loads(lines[-1][len(RESULT_PREFIX):])
-    assert result["ok"] is True and result["app_id"] == cp.app(APP).id
-    assert result["web_urls"] == {"Web.serve": WEB_URL} and result["deployment_version"] == 1
-    assert not any(line.startswith(RESULT_PREFIX) for line in lines[:-1])
+    cp.script_function("write_artifact", result={"ok": True}, writes={("web-data", "ready"): b"1"})
+
+    def program() -> None:
+        job = ModalJob("prepare", module="sample_modal_app", function="write_artifact", environment=ENV,
+                       module_env=module_env(), triggers={"revision": "r1"},
+                       artifact={"volume": "web-data", "path": "ready"}, timeout_seconds=120)  # fmt: skip
+        deployment = ModalAppDeployment(
+            "web", module="sample_modal_app", app_name=APP, environment=ENV, module_env=module_env(),
+            source_digest="sha256:one", opts=pulumi.ResourceOptions(depends_on=[job]),
+        )  # fmt: skip
+        pulumi.export("web_url", deployment.web_url)
+        pulumi.export("artifact_present", job.artifact_present)
+
+    with serve(cp) as server:
+        eng = engine(server)
+        preview = run_program(eng, "preview", program)
+        assert preview.error is None and preview.result.ok, preview.result.errors
+        assert cp.calls == []
+        for registration in preview.registrations:
+            assert not wire.is_secret(registration.inputs["__provider"])
+            assert len(registration.inputs["__provider"]) < 16 * 1024
+
+        up = run_program(eng, "up", program)
+        assert up.error is None and up.result.ok, up.result.errors
+        assert up.stack_outputs == {"web_url": WEB_URL, "artifact_present": True}
+
+        mark = cp.mark()
+        again = run_program(eng, "up", program)
+        assert again.result.counts["same"] == 2 and again.result.mutating_calls == []
+        assert cp.calls_since(mark) == []

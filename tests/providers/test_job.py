@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -287,8 +288,9 @@ def test_check_rejects_bad_inputs_per_property(modal_control_plane):
         assert set(failures(function="write-artifact")) == {"function"}
         assert set(failures(environment="en-123")) == {"environment"}
         reserved = failures(module_env={"MODAL_TOKEN_SECRET": "x"})
-        assert set(reserved) == {"module_env"} and "never from state" in reserved["module_env"]
-        assert set(failures(module_env={"NOT A NAME": "x"})) == {"module_env"}
+        assert set(reserved) == {"module_env.MODAL_TOKEN_SECRET"}
+        assert "never from state" in reserved["module_env.MODAL_TOKEN_SECRET"]
+        assert set(failures(module_env={"NOT A NAME": "x"})) == {"module_env.NOT A NAME"}
         assert set(failures(module_env={"A": 1.0})) == {"module_env.A"}
         assert set(failures(artifact={"volume": VOLUME, "path": "../escape"})) == {"artifact.path"}
         assert set(failures(artifact={"volume": "bad name!", "path": MARKER})) == {"artifact.volume"}
@@ -339,3 +341,55 @@ def test_a_job_cannot_be_imported(modal_control_plane):
             server.read("fc-1", URN, {"__provider": job().inputs["__provider"]})
         assert "cannot be imported" in error.value.details
     assert cp.calls == []
+
+
+def test_runs_the_serving_apps_verify_setup(modal_control_plane):
+    """The real serving module through the job provider: `verify_setup` of serving/app.py, whose
+    body the control plane runs with serving.jobs.verify against the volumes' files, proven by the
+    compile marker and required to report ok. The provider itself knows nothing about GLM."""
+    from serving import jobs
+    from serving.config import CONFIG_ENV_VAR, WEIGHT_SENTINEL, DeploymentConfig
+
+    cp = modal_control_plane
+    cfg = DeploymentConfig.model_validate({"app_name": "glm-job-test", "model": {"weights": "dummy"}})
+    storage = cfg.storage
+    for secret in (cfg.secrets.hf_token, cfg.secrets.api_key):
+        cp.create_secret(secret, {"PLACEHOLDER": "x"})  # the app's functions reference both
+
+    def verify_in_volumes(_args, _kwargs, volumes):
+        # What the container would do, with the volumes where the config says they are mounted.
+        with volumes.local_dir(storage.weights_volume) as weights, volumes.local_dir(storage.kernels_volume) as kernels:
+            mounted = storage.model_copy(update={"weights_mount": str(weights), "kernels_mount": str(kernels)})
+            return jobs.verify(cfg.model_copy(update={"storage": mounted}))
+
+    cp.on_function("verify_setup", verify_in_volumes)
+    directory = cfg.model.directory
+    cp.put_file(storage.weights_volume, f"{directory}/{WEIGHT_SENTINEL}", b"{}")
+    cp.put_file(storage.weights_volume, f"{directory}/{jobs.DOWNLOAD_RECORD}",
+                json.dumps({"weights": cfg.weights_inputs()}).encode())  # fmt: skip
+
+    verify = desired(ModalJob, JobProvider(), "verify", {
+        "module": "serving.app",
+        "function": "verify_setup",
+        "environment": ENV,
+        "module_env": {CONFIG_ENV_VAR: cfg.to_json()},
+        "triggers": {"kernels": cfg.kernel_fingerprint()},
+        "artifact": {"volume": storage.kernels_volume, "path": cfg.compile_marker_name},
+        "require_ok": True,
+        "timeout_seconds": 300,
+    })  # fmt: skip
+    urn = urn_of(ModalJob, "verify")
+    with serve(cp) as server:
+        eng = engine(server)
+        incomplete = eng.up([verify])
+        assert not incomplete.ok
+        assert "kernels: no DeepGEMM compile marker" in last_error_line(incomplete.errors)
+        assert eng.state.get(urn) is None
+
+        marker = jobs.compile_marker(cfg, ["python3", "-m", "sglang.compile_deep_gemm"], datetime.now(UTC))
+        cp.put_file(storage.kernels_volume, cfg.compile_marker_name, json.dumps(marker).encode())
+        ready = eng.up([verify])
+        assert ready.ok, ready.errors
+        assert ready.outputs[urn]["artifact_present"] is True
+        assert [call.status for call in cp.function_calls] == ["succeeded", "succeeded"]
+        assert cp.state.environments[ENV].apps == {}  # ran ephemerally: nothing deployed

@@ -16,7 +16,15 @@ import pytest
 from tests.modal_control_plane import ControlPlane
 from tests.pulumi_engine.provider_server import ProviderServer
 
-from .harness import StackConfig, StackHarness, WebStandIn, install_serving_functions, provider_server, route_web_urls
+from .harness import (
+    StackConfig,
+    StackHarness,
+    WebStandIn,
+    api_keys_in,
+    install_serving_functions,
+    provider_server,
+    route_web_urls,
+)
 
 
 @dataclass
@@ -34,7 +42,7 @@ class Rig:
 @contextmanager
 def rig(config: StackConfig) -> Iterator[Rig]:
     cp = ControlPlane().start()
-    web = WebStandIn().start()
+    web = WebStandIn(api_keys_in(cp)).start()
     route_web_urls(cp, web)
     install_serving_functions(cp)
     server = provider_server(cp, config)

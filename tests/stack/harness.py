@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import runpy
 import sys
 import threading
@@ -346,19 +345,23 @@ def fake_snapshot_download(*, local_dir: str, allow_patterns: list[str] | None =
 FAKE_COMPILE_ARGV = [sys.executable, "-c", "print('deep_gemm: compiled 0 kernels (stand-in)')"]
 
 
+def _quiet(_line: str) -> None:
+    """The jobs' log lines would go to Modal's log; here they would only clutter test output."""
+
+
 def install_serving_functions(cp: ControlPlane) -> None:
     """Scripts the three setup functions of serving/app.py with the real serving.jobs logic."""
 
     def download(_args: tuple, _kwargs: dict, volumes: VolumeAccess) -> dict:
         cfg = running_config(cp, "download_model")
         with mounted(cfg, volumes, cfg.storage.weights_mount) as local:
-            return jobs.download(local, downloader=fake_snapshot_download, sleep=lambda _s: None)
+            return jobs.download(local, downloader=fake_snapshot_download, sleep=lambda _s: None, log=_quiet)
 
     def compile_kernels(_args: tuple, kwargs: dict, volumes: VolumeAccess) -> dict:
         cfg = running_config(cp, "compile_deepgemm")
         with mounted(cfg, volumes, cfg.storage.weights_mount, cfg.storage.kernels_mount) as local:
             return jobs.compile_kernels(local, argv=FAKE_COMPILE_ARGV, force=kwargs.get("force", False),
-                                        on_line=lambda _line: None)  # fmt: skip
+                                        on_line=_quiet, log=_quiet)  # fmt: skip
 
     def verify(_args: tuple, _kwargs: dict, volumes: VolumeAccess) -> dict:
         cfg = running_config(cp, "verify_setup")
@@ -376,10 +379,13 @@ def install_serving_functions(cp: ControlPlane) -> None:
 class WebStandIn:
     """What answers at the deployed app's web URL: /health and /v1/chat/completions like SGLang,
     with the Bearer key required on the chat endpoint. `health_status`/`chat_status` choose the
-    answers; `requests` records (method, path, authorized) per request."""
+    answers; `requests` records (method, path, authorized) per request.
 
-    def __init__(self, api_key: str = TEST_API_KEY):
-        self.api_key = api_key
+    The accepted keys come from `api_keys(environment)`, called per request: like the real server,
+    which reads its key from the Modal secret when its container starts."""
+
+    def __init__(self, api_keys: Callable[[str], set[str]] = lambda _environment: {TEST_API_KEY}):
+        self.api_keys = api_keys
         self.health_status = 200
         self.chat_status = 200
         self.requests: list[tuple[str, str, bool]] = []
@@ -422,7 +428,9 @@ class WebStandIn:
                 self.wfile.write(body)
 
             def _authorized(self) -> bool:
-                return self.headers.get("Authorization") == f"Bearer {standin.api_key}"
+                environment = self.path.strip("/").split("/", 1)[0]
+                given = self.headers.get("Authorization", "")
+                return any(given == f"Bearer {key}" for key in standin.api_keys(environment))
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 with standin._lock:
@@ -443,13 +451,27 @@ class WebStandIn:
                 elif not authorized:
                     self._reply(401, {"error": "unauthorized"})
                 elif standin.chat_status != 200:
-                    self._reply(standin.chat_status, {"object": "error", "message": "the model is on fire"})
+                    # Like SGLang errors that quote the request: the key comes back in the body.
+                    self._reply(standin.chat_status, {"object": "error", "message": "the model is on fire",
+                                                      "request_headers": dict(self.headers)})
                 else:
                     message = {"role": "assistant", "content": "ready", "reasoning_content": None}
                     self._reply(200, {"object": "chat.completion", "model": request.get("model"),
                                       "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
 
         return Handler
+
+
+def api_keys_in(cp: ControlPlane, key_name: str = "API_KEY") -> Callable[[str], set[str]]:
+    """The API keys the control plane's secrets of an environment hold right now."""
+
+    def keys(environment: str) -> set[str]:
+        with cp.state.lock:
+            env = cp.state.environment(environment)
+            secrets = list(env.secrets.values()) if env is not None else []
+            return {secret.values[key_name] for secret in secrets if key_name in secret.values}
+
+    return keys
 
 
 def route_web_urls(cp: ControlPlane, web: WebStandIn) -> None:
@@ -461,18 +483,3 @@ def route_web_urls(cp: ControlPlane, web: WebStandIn) -> None:
         return web.url_for(app.environment, f"{app.name}-{label}".lower().replace(".", "-"))
 
     cp.rpcs._web_url = web_url
-
-
-def set_env(values: dict[str, str]) -> Callable[[], None]:
-    """Sets environment variables; returns a function that restores them."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-
-    def restore() -> None:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-    return restore

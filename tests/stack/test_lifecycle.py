@@ -37,15 +37,11 @@ def test_preview_never_calls_modal_and_a_second_up_does_nothing(stack: str) -> N
     assert second.mutating_modal_calls == []
     assert (second.function_runs, second.deploys) == (0, 0)
     assert second.result.mutating_calls == []
-    assert props_equal(first.outputs, second.outputs)
+    assert second.outputs == first.outputs
 
     # The smoke test (staging) ran once, after the deployment, with the API key.
     smoke = config.values["glm-modal:smokeTest"]
     assert [authorized for _, _, authorized in chat_requests] == ([True] if smoke else [])
-
-
-def props_equal(a: dict, b: dict) -> bool:
-    return {k: v for k, v in a.items()} == {k: v for k, v in b.items()}
 
 
 def test_an_emptied_volume_shows_as_drift_and_the_next_up_runs_only_what_it_lost() -> None:

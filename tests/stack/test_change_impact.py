@@ -1,0 +1,159 @@
+"""Which change costs what: for each edit of the README's table, exactly the expected jobs run again
+and exactly the expected resources update or are replaced, in the preview and in the `up`.
+
+One staging stack is applied once; the cases then edit it one after the other (each case's edit is
+applied on top of the previous ones, as a sequence of pull requests would), because applying a stack
+from scratch is the expensive part. "replace" of a job means it runs again; "update" of a job means
+it records a new config for its next run and runs nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import infra.resources
+from serving.config import DeploymentConfig
+
+from .conftest import Rig, rig
+from .harness import JOB_FUNCTIONS, JOBS, PROJECT, StackConfig, StackHarness, set_path
+
+Edit = Callable[[StackConfig], None]
+
+# The smoke test (on in staging) follows the app: a new deployment version re-runs it.
+FOLLOWS_APP = {"smoke-test": "update"}
+APP = {"app": "update", **FOLLOWS_APP}
+RERUN_COMPILE = {"compile-kernels": "replace", "verify-setup": "replace", **APP}
+RERUN_ALL = {"download-weights": "replace", **RERUN_COMPILE}
+
+
+@dataclass(frozen=True)
+class Change:
+    id: str
+    edit: Edit
+    expected: dict[str, str]  # resource -> "update" | "replace"; every other resource: "same"
+
+
+def deployment(**values: object) -> Edit:
+    def edit(config: StackConfig) -> None:
+        for path, value in values.items():
+            set_path(config.deployment, path.replace("__", "."), value)
+
+    return edit
+
+
+def secret(key: str, value: str) -> Edit:
+    return lambda config: config.secrets.__setitem__(f"{PROJECT}:{key}", value)
+
+
+def source_change(config: StackConfig) -> None:
+    """Marker: the case edits serving/ (see `edit_serving_source`), not the config."""
+
+
+CHANGES = [
+    # Nothing but the app: scaling knobs, serving timeouts, warmup, the API key, the code.
+    Change("scaling-max-containers", deployment(scaling__max_containers=2), APP),
+    Change("scaling-scaledown-window", deployment(scaling__scaledown_window=600), APP),
+    Change("scaling-concurrent-inputs", deployment(scaling__max_concurrent_inputs=10), APP),
+    Change("startup-timeout", deployment(timeouts__startup=1200), APP),
+    Change("warmup-request-timeout", deployment(timeouts__warmup_request=240), APP),
+    Change("api-key", secret("apiKey", "canary-rotated-api-key-0b8e33c1f7a2"), {"api-key-secret": "update", **APP}),
+    Change("serving-source", source_change, APP),
+    # The HF token is only the download's: its secret changes, nothing runs, nothing redeploys.
+    Change("hf-token", secret("hfToken", "hf_canaryRotatedToken61d0"), {"hf-token-secret": "update"}),
+    # Launch flags that do not shape kernels: the compile records them for its next run.
+    Change("max-running-requests", deployment(launch__memory__max_running_requests=32),
+           {"compile-kernels": "update", **APP}),
+    Change("parsers", deployment(launch__parsers__tool_call_parser="glm45"), {"compile-kernels": "update", **APP}),
+    Change("served-name", deployment(model__served_name="glm-5.1-rehearsal"), {"compile-kernels": "update", **APP}),
+    # A job's own settings: recorded for its next run.
+    Change("download-timeout", deployment(timeouts__download=5400), {"download-weights": "update", **APP}),
+    Change("download-workers", deployment(download__max_workers=16), {"download-weights": "update", **APP}),
+    Change("compile-timeout", deployment(timeouts__compile=5400), {"compile-kernels": "update", **APP}),
+    Change("verify-timeout", deployment(timeouts__verify=600), {"verify-setup": "update", **APP}),
+    Change("keepalive", deployment(keepalive__enabled=True, keepalive__url="https://glm.example.com"), APP),
+    # Kernel-shaping settings: compile (and verify) again.
+    Change("expert-parallelism", deployment(parallelism__ep=2), RERUN_COMPILE),
+    Change("gpu-count-and-tp", deployment(hardware__gpu_count=4, parallelism__tp=4, parallelism__ep=1), RERUN_COMPILE),
+    Change("moe-backend", deployment(launch__backends__moe_runner_backend="triton"), RERUN_COMPILE),
+    Change("speculative-steps", deployment(launch__speculative__num_steps=2, launch__speculative__num_draft_tokens=3),
+           RERUN_COMPILE),
+    Change("kv-cache-dtype", deployment(launch__speculative__algorithm=None, launch__memory__kv_cache_dtype="fp8_e4m3"),
+           RERUN_COMPILE),
+    # Another build of the pinned release (the version itself is pinned to the one the offline checks
+    # parse commands with). The download's app also builds this image, so the download records it.
+    Change("sglang-image", deployment(sglang__image="lmsysorg/sglang:v0.5.23-cu129"),
+           {"download-weights": "update", **RERUN_COMPILE}),
+    # The weights: download, compile and verify again.
+    Change("model-revision", deployment(model__revision="4b1d2c0ffee5"), RERUN_ALL),
+    Change("weights-mode", deployment(model__weights="full"), RERUN_ALL),
+    Change("model-repo", deployment(model__repo="zai-org/GLM-5.1-FP8-Rehearsal"), RERUN_ALL),
+]  # fmt: skip
+
+
+@dataclass
+class AppliedStack:
+    rig: Rig
+    harness: StackHarness
+    config: StackConfig
+    # The copy of serving/ the program digests in this module, so a case can edit "the code".
+    serving_source: Path
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedStack]:
+    source = tmp_path_factory.mktemp("source") / "serving"
+    shutil.copytree(infra.resources.SERVING_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
+    config = StackConfig.of("staging")
+    with pytest.MonkeyPatch.context() as patch, rig(config) as running:
+        patch.setattr(infra.resources, "SERVING_DIR", source)
+        harness = running.harness("staging", config)
+        baseline = harness.up()
+        assert baseline.ok, baseline.result.errors
+        yield AppliedStack(running, harness, config, source)
+
+
+def edit_serving_source(applied: AppliedStack) -> None:
+    with (applied.serving_source / "warmup.py").open("a") as file:
+        file.write("\n# a changed warmup prompt\n")
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=[change.id for change in CHANGES])
+def test_a_change_costs_exactly_what_the_readme_says(change: Change, applied: AppliedStack) -> None:
+    if change.edit is source_change:
+        edit_serving_source(applied)
+    config = copy.deepcopy(applied.config)
+    change.edit(config)
+    DeploymentConfig.model_validate(config.deployment)  # the edit itself is a valid config
+    calls_before = len(applied.rig.cp.function_calls)
+    chats_before = len(applied.rig.web.chat_requests())
+
+    preview = applied.harness.preview(config)
+    up = applied.harness.up(config)
+    if up.ok:
+        applied.config = config
+
+    assert preview.ok, preview.result.errors
+    assert preview.modal_calls == []
+    assert preview.changed() == change.expected
+    assert up.ok, up.result.errors
+    assert up.changed() == change.expected
+
+    rerun = {name for name in JOBS if change.expected.get(name) == "replace"}
+    ran = [call.tag for call in applied.rig.cp.function_calls[calls_before:]]
+    assert sorted(ran) == sorted(JOB_FUNCTIONS[name] for name in rerun)
+    assert up.function_runs == len(rerun)
+    assert up.deploys == (1 if "app" in change.expected else 0)
+    # The smoke test ran exactly when the app was redeployed.
+    assert len(applied.rig.web.chat_requests()) - chats_before == (1 if "app" in change.expected else 0)
+
+
+def test_after_all_changes_a_second_up_does_nothing(applied: AppliedStack) -> None:
+    again = applied.harness.up(applied.config)
+    assert again.ok and set(again.ops().values()) == {"same"}
+    assert again.mutating_modal_calls == [] and (again.function_runs, again.deploys) == (0, 0)

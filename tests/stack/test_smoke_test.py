@@ -1,0 +1,92 @@
+"""The post-deploy smoke test: after a deployment that changed (and only then), /health and one chat
+request with the API key; a failure fails the `up` with the server's answer, never with the key."""
+
+from __future__ import annotations
+
+import pulumi
+
+from providers.http_check import HttpCheck
+from tests.pulumi_engine.engine import Engine, State
+from tests.pulumi_engine.mocks_bridge import run_program
+
+from .conftest import rig
+from .harness import TEST_API_KEY, StackConfig, set_path
+
+
+def test_a_failing_chat_request_fails_the_up_with_the_answer_and_a_fixed_server_passes_it() -> None:
+    config = StackConfig.of("staging")
+    with rig(config) as running:
+        harness = running.harness("staging")
+        running.web.chat_status = 500
+        failed = harness.up()
+        running.web.chat_status = 200
+        requests_before_preview = len(running.web.requests)
+        preview = harness.preview()
+        preview_requests = len(running.web.requests) - requests_before_preview
+        fixed = harness.up()
+        chats = running.web.chat_requests()
+
+    assert not failed.ok
+    error = "\n".join(failed.result.errors)
+    assert "smoke test failed" in error and "answered 500" in error and "the model is on fire" in error
+    assert TEST_API_KEY not in error and "[secret]" in error  # the server echoed the key; we did not
+    # Everything before the smoke test was applied; the failed check was not recorded, so it is
+    # still to do, and only it.
+    assert failed.op("app") == "create" and failed.deploys == 1
+    assert preview.changed() == {"smoke-test": "create"}
+    assert preview_requests == 0  # a preview never runs the check
+    assert fixed.ok and fixed.changed() == {"smoke-test": "create"}
+    assert (fixed.function_runs, fixed.deploys) == (0, 0)
+    assert [authorized for _, _, authorized in chats] == [True, True]
+
+
+def test_no_smoke_test_where_the_stack_turns_it_off() -> None:
+    config = StackConfig.of("staging")
+    config.values["glm-modal:smokeTest"] = False
+    with rig(config) as running:
+        run = running.harness("staging", config).up()
+        requests = list(running.web.requests)
+    assert run.ok and "smoke-test" not in run.ops() and requests == []
+    assert run.outputs["smoke_test"] == "off"
+
+
+def test_a_server_that_never_gets_healthy_fails_the_check_after_its_timeout() -> None:
+    """The same resource with a one-second patience, through the real provider process."""
+    config = StackConfig.of("staging")
+    with rig(config) as running:
+        running.web.health_status = 503
+        base_url = running.web.url_for("main", "probe")
+
+        def program() -> None:
+            HttpCheck("probe", base_url=base_url, request_path="/v1/chat/completions", request_body={"model": "m"},
+                      bearer_token=pulumi.Output.secret(TEST_API_KEY), trigger="v1",
+                      ready_timeout_seconds=1.0, poll_interval_seconds=0.2, request_timeout_seconds=5.0)
+
+        engine = Engine(running.server, State())
+        preview = run_program(engine, "preview", program, project="glm-modal", stack="staging")
+        preview_requests = len(running.web.requests)
+        up = run_program(engine, "up", program, project="glm-modal", stack="staging")
+        health_polls = [r for r in running.web.requests if r[1].endswith("/health")]
+        chats = running.web.chat_requests()
+
+    assert preview.result.ok and preview_requests == 0
+    assert not up.result.ok
+    error = "\n".join(up.result.errors)
+    assert "did not answer 200 within 1s" in error and "503" in error
+    assert len(health_polls) >= 2 and chats == []  # polled, then gave up; never sent the chat
+    assert TEST_API_KEY not in error
+
+
+def test_the_check_runs_again_only_when_the_deployment_changes() -> None:
+    config = StackConfig.of("staging")
+    with rig(config) as running:
+        harness = running.harness("staging")
+        assert harness.up().ok
+        same = harness.up()
+        edited = StackConfig.of("staging")
+        set_path(edited.deployment, "scaling.max_containers", 2)
+        changed = harness.up(edited)
+        chats = running.web.chat_requests()
+    assert same.op("smoke-test") == "same"
+    assert changed.op("app") == "update" and changed.op("smoke-test") == "update"
+    assert len(chats) == 2
