@@ -151,6 +151,13 @@ def _deployment(value: Any, problems: list[str]) -> DeploymentConfig | None:
     if value is None:
         problems.append(f"{_key(DEPLOYMENT_KEY)}: missing; the stack file must hold the whole deployment object")
         return None
+    if runtime_config.is_config_secret(_key(DEPLOYMENT_KEY)):
+        # The deployment reaches the containers in plaintext (an image environment variable).
+        problems.append(
+            f"{_key(DEPLOYMENT_KEY)}: holds a secret value; secrets belong in their own keys "
+            f"({', '.join(_key(k) for k in SECRET_KEYS)}), never in the deployment"
+        )
+        return None
     if isinstance(value, str):
         try:
             value = json.loads(value)

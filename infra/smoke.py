@@ -29,6 +29,11 @@ SMOKE_PROMPT = "Reply with the single word: ready"
 EXPECTED_JSON_PATHS = ["choices.0.message"]
 
 
+def _version_text(version: float | int | str) -> str:
+    # Numbers cross the engine as floats: "3", not "3.0".
+    return str(int(version)) if isinstance(version, float) and version.is_integer() else str(version)
+
+
 def smoke_request_body(served_name: str) -> dict:
     """One short chat request with thinking off, so a few tokens give visible content."""
     return {
@@ -55,7 +60,7 @@ def declare_smoke_test(
         request_body=smoke_request_body(cfg.model.served_name),
         bearer_token=api_key,
         expect_json_paths=EXPECTED_JSON_PATHS,
-        trigger=deployment_version.apply(str),
+        trigger=deployment_version.apply(_version_text),
         ready_timeout_seconds=float(cfg.timeouts.startup + SCHEDULING_MARGIN_SECONDS),
         poll_interval_seconds=POLL_INTERVAL_SECONDS,
         request_timeout_seconds=float(cfg.timeouts.warmup_request),

@@ -55,15 +55,3 @@ def rig(config: StackConfig) -> Iterator[Rig]:
         cp.stop()
     if cp.server_errors:
         pytest.fail("modal control plane crashed while handling calls:\n" + "\n".join(cp.server_errors))
-
-
-@pytest.fixture
-def staging_rig() -> Iterator[Rig]:
-    with rig(StackConfig.of("staging")) as running:
-        yield running
-
-
-@pytest.fixture
-def prod_rig() -> Iterator[Rig]:
-    with rig(StackConfig.of("prod")) as running:
-        yield running

@@ -3,6 +3,7 @@ the property, with no stack trace and no secret value in the message."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -70,6 +71,16 @@ def in_plaintext(key: str) -> Edit:
 
     def edit(config: StackConfig) -> None:
         config.values[f"{PROJECT}:{key}"] = config.secrets.pop(f"{PROJECT}:{key}")
+
+    return edit
+
+
+def as_secret(key: str) -> Edit:
+    """A `secure:` value inside the key: the CLI then lists the whole key among the secret ones."""
+
+    def edit(config: StackConfig) -> None:
+        value = config.values.pop(f"{PROJECT}:{key}")
+        config.secrets[f"{PROJECT}:{key}"] = json.dumps(value)
 
     return edit
 
@@ -147,6 +158,7 @@ CASES = [
     Case("section-not-an-object", "prod", deployment("scaling", 3), (f"{D}.scaling",)),
     Case("deployment-not-an-object", "prod", infra("deployment", "glm-5.1"), (D,)),
     Case("deployment-missing", "staging", drop("deployment"), (D,)),
+    Case("deployment-holding-a-secret", "prod", as_secret("deployment"), (D,)),
     # --- infra keys -----------------------------------------------------------------------------
     Case("environment-missing", "prod", drop("modalEnvironment"), (f"{PROJECT}:modalEnvironment",)),
     Case("environment-invalid-name", "staging", infra("modalEnvironment", "glm staging"),

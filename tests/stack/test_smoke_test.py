@@ -90,3 +90,25 @@ def test_the_check_runs_again_only_when_the_deployment_changes() -> None:
     assert same.op("smoke-test") == "same"
     assert changed.op("app") == "update" and changed.op("smoke-test") == "update"
     assert len(chats) == 2
+
+
+def test_the_check_validates_its_inputs_property_by_property() -> None:
+    from providers.http_check import HttpCheckProvider
+
+    result = HttpCheckProvider().check({}, {"base_url": "ftp://x", "request_path": "v1/chat", "request_body": {},
+                                            "ready_timeout_seconds": -1, "surprise": 1})  # fmt: skip
+    assert {failure.property for failure in result.failures} == {
+        "base_url", "request_path", "ready_timeout_seconds", "surprise"
+    }
+
+
+def test_only_what_identifies_the_deployment_re_runs_the_check() -> None:
+    from providers.http_check import HttpCheckProvider
+
+    provider = HttpCheckProvider()
+    olds = {"base_url": "https://a", "health_path": "/health", "request_path": "/v1/chat/completions",
+            "request_body": {"model": "m"}, "expect_json_paths": [], "trigger": "1", "ready_timeout_seconds": 900.0,
+            "health_status": 200}  # fmt: skip
+    assert provider.diff("id", olds, {**olds, "ready_timeout_seconds": 60.0, "bearer_token": "new"}).changes is False
+    diff = provider.diff("id", olds, {**olds, "trigger": "2"})
+    assert diff.changes is True and not diff.replaces  # re-run in place, nothing to replace

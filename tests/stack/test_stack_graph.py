@@ -127,6 +127,8 @@ def test_a_new_stack_previews_its_whole_graph_in_order_without_calling_modal(sta
         assert check["request_body"]["model"] == cfg.model.served_name
 
     for registration in run.program.registrations:
+        # Each carries its pickled provider, which the engine's provider process loads.
+        assert isinstance(props.reveal(registration.inputs["__provider"]), str)
         assert_no_plaintext_secrets(registration.inputs)
     assert_no_plaintext_secrets(run.outputs)
 
@@ -162,8 +164,10 @@ def test_an_applied_stack_exports_its_api_and_how_to_call_it(stack: str) -> None
     # The Python snippet is valid Python (it is meant to be pasted).
     compile(outputs["smoke_test_openai_python"], "<snippet>", "exec")
 
-    app_inputs = state.resources[urn(stack, "app")].inputs
-    assert props.is_secret(app_inputs["module_env"][API_KEY_VERSION_ENV])
+    app_state = state.resources[urn(stack, "app")]
+    assert props.is_secret(app_state.inputs["module_env"][API_KEY_VERSION_ENV])
+    assert props.is_secret(app_state.outputs["module_env"][API_KEY_VERSION_ENV])
+    assert not props.is_secret(app_state.outputs["module_env"][CONFIG_ENV_VAR])  # the config stays readable
 
     # Secrets never reach outputs or state in plaintext.
     assert_no_plaintext_secrets(run.outputs)
