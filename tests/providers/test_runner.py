@@ -186,5 +186,5 @@ def test_format_elapsed():
 def test_child_argv_carries_only_names():
     argv = child_argv("deploy", module="serving.app", app_name="glm", environment="main")
     assert argv[:2] == [sys.executable, "-u"]
-    assert argv[4:7] == ["-m", "providers.runner", "deploy"]
-    assert argv[7:] == ["--module", "serving.app", "--app-name", "glm", "--environment", "main"]
+    assert argv[2:5] == ["-m", "providers.runner", "deploy"]
+    assert argv[5:] == ["--module", "serving.app", "--app-name", "glm", "--environment", "main"]
