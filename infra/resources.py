@@ -108,10 +108,10 @@ def declare(settings: StackSettings) -> StackResources:
         environment=env_name,
         module_env=job_module_env(cfg, "download"),
         triggers={"weights": cfg.weights_inputs()},
-        # The index lands with the snapshot; without it SGLang cannot map tensors to shards.
+        # Written only after the whole snapshot landed (the index alone arrives early).
         artifact={
             "volume": cfg.storage.weights_volume,
-            "path": _in_volume(cfg.sentinel_path, cfg.storage.weights_mount),
+            "path": _in_volume(cfg.download_record_path, cfg.storage.weights_mount),
         },
         timeout_seconds=cfg.timeouts.download + JOB_TIMEOUT_MARGIN_SECONDS,
         opts=pulumi.ResourceOptions(depends_on=foundation),

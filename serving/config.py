@@ -34,6 +34,11 @@ WEIGHT_SENTINEL = "model.safetensors.index.json"
 MODAL_GPU_TYPES = ("T4", "L4", "A10G", "A100-40GB", "A100-80GB", "L40S", "H100", "H200", "B200")
 BLACKWELL_GPU_TYPES = ("B200",)
 
+# Written next to the weights after the snapshot download returns. The sentinel lands early in a
+# parallel download, so on its own it cannot tell a finished download from an interrupted one, nor
+# dummy-mode files from the full shards; this record can, so it is what proves the download job.
+DOWNLOAD_RECORD = ".download-complete.json"
+
 PositiveInt = Annotated[int, Field(gt=0)]
 Seconds = Annotated[int, Field(gt=0, description="seconds")]
 
@@ -390,6 +395,10 @@ class DeploymentConfig(_Section):
     @property
     def sentinel_path(self) -> str:
         return f"{self.model_path}/{WEIGHT_SENTINEL}"
+
+    @property
+    def download_record_path(self) -> str:
+        return f"{self.model_path}/{DOWNLOAD_RECORD}"
 
     def weights_inputs(self) -> dict:
         """Inputs that change the downloaded weights: only these re-run the download job."""

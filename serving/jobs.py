@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from serving import commands
-from serving.config import CONFIG_ENV_VAR, DeploymentConfig
+from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, DeploymentConfig
 
 # What an operator runs to repair each half of the setup. A Pulumi-managed stack triggers the same
 # jobs from `pulumi up`; a plain Modal deployment runs them by hand. A non-default config reaches
@@ -31,10 +31,6 @@ from serving.config import CONFIG_ENV_VAR, DeploymentConfig
 FIX_DOWNLOAD = "run `modal run serving/app.py::download_model` (Pulumi-managed stack: `pulumi up`)"
 FIX_COMPILE = "run `modal run serving/app.py::compile_deepgemm` (Pulumi-managed stack: `pulumi up`)"
 
-# Written next to the weights after snapshot_download returns. The index (the recipe's sentinel)
-# lands early in a parallel download, so on its own it cannot tell a finished download from an
-# interrupted one, nor dummy-mode files from the full shards; this record can.
-DOWNLOAD_RECORD = ".download-complete.json"
 
 # Dummy-weights mode fetches what SGLang needs to build the model with random weights: configs,
 # tokenizer files and the repo's custom modelling code (--trust-remote-code). The index is JSON, so

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.config import WEIGHT_SENTINEL, DeploymentConfig
+from serving.config import DOWNLOAD_RECORD, WEIGHT_SENTINEL, DeploymentConfig
 
 from .conftest import rig
 from .harness import STACKS, StackConfig, urn
@@ -51,7 +51,8 @@ def test_an_emptied_volume_shows_as_drift_and_the_next_up_runs_only_what_it_lost
     with rig(config) as running:
         harness = running.harness("staging")
         assert harness.up().ok
-        running.cp.remove_file(cfg.storage.weights_volume, f"{cfg.model.directory}/{WEIGHT_SENTINEL}", environment)
+        for path in running.cp.volume_files(cfg.storage.weights_volume, environment):
+            running.cp.remove_file(cfg.storage.weights_volume, path, environment)
         refresh = harness.refresh()
         preview = harness.preview()
         up = harness.up()
@@ -66,7 +67,7 @@ def test_an_emptied_volume_shows_as_drift_and_the_next_up_runs_only_what_it_lost
     assert up.ok, up.result.errors
     assert up.changed() == expected
     assert (up.function_runs, up.deploys) == (2, 0)
-    assert f"{cfg.model.directory}/{WEIGHT_SENTINEL}" in files
+    assert {f"{cfg.model.directory}/{WEIGHT_SENTINEL}", f"{cfg.model.directory}/{DOWNLOAD_RECORD}"} <= set(files)
 
 
 def test_destroy_of_prod_stops_the_app_and_keeps_the_protected_volumes() -> None:

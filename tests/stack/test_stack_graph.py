@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from infra.resources import API_KEY_VERSION_ENV, WEB_ENDPOINT, serving_source_digest
-from serving.config import CONFIG_ENV_VAR, WEIGHT_SENTINEL, DeploymentConfig
+from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, DeploymentConfig
 from tests.pulumi_engine import properties as props
 
 from .conftest import rig
@@ -104,7 +104,7 @@ def test_a_new_stack_previews_its_whole_graph_in_order_without_calling_modal(sta
     assert jobs["download-weights"]["triggers"] == {"weights": cfg.weights_inputs()}
     assert jobs["download-weights"]["artifact"] == {
         "volume": cfg.storage.weights_volume,
-        "path": f"{cfg.model.directory}/{WEIGHT_SENTINEL}",
+        "path": f"{cfg.model.directory}/{DOWNLOAD_RECORD}",
     }
     assert jobs["compile-kernels"]["triggers"] == {"kernels": json.loads(json.dumps(cfg.kernel_inputs()))}
     assert jobs["compile-kernels"]["artifact"] == {"volume": cfg.storage.kernels_volume,
