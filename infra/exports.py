@@ -31,10 +31,13 @@ def openai_base_url(web_url: str) -> str:
 
 
 def curl_snippet(base_url: str, served_name: str) -> str:
+    # The Authorization header reaches curl on stdin (`-H @-`, from the shell's builtin printf), not as
+    # an argument: a `-H "... $GLM_API_KEY"` is expanded into curl's argv, which any user sees in `ps`.
     body = json.dumps(smoke_request_body(served_name))
     return (
-        f'curl -sS {shlex.quote(base_url + "/chat/completions")} \\\n'
-        f'  -H "Authorization: Bearer ${API_KEY_ENV_VAR}" -H "Content-Type: application/json" \\\n'
+        f"printf 'Authorization: Bearer %s\\n' \"${API_KEY_ENV_VAR}\" |\n"
+        f'  curl -sS {shlex.quote(base_url + "/chat/completions")} \\\n'
+        f'  -H @- -H "Content-Type: application/json" \\\n'
         f"  -d {shlex.quote(body)}"
     )
 

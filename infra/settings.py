@@ -16,14 +16,14 @@ never appear in these messages.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pulumi.runtime import config as runtime_config
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from providers.base import EnvironmentName
 from serving.config import DeploymentConfig, format_errors
 
 # Config namespace: the project name in Pulumi.yaml, so keys read `glm-modal:<key>`.
@@ -56,8 +56,9 @@ class InfraSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
-    # The Modal environment every object of this stack lives in (created or adopted).
-    modal_environment: str = Field(alias="modalEnvironment")
+    # The Modal environment every object of this stack lives in (created or adopted). Checked by the
+    # environment provider's own rule, so a name it would reject fails here, naming this key.
+    modal_environment: EnvironmentName = Field(alias="modalEnvironment")
     # Pulumi `protect` on both volumes: `pulumi destroy` then refuses to delete them. The weights
     # volume holds ~700 GB that take up to an hour to download again.
     protect_volumes: bool = Field(True, alias="protectVolumes")
@@ -65,13 +66,6 @@ class InfraSettings(BaseModel):
     smoke_test: bool = Field(False, alias="smokeTest")
     # Demand a strong API key (at least MIN_REQUIRED_API_KEY_LENGTH characters).
     require_api_key: bool = Field(True, alias="requireApiKey")
-
-    @field_validator("modal_environment")
-    @classmethod
-    def _modal_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
-            raise ValueError(f"{value!r} is not a valid Modal environment name (letters, digits, . _ -; max 63)")
-        return value
 
 
 # Config keys InfraSettings reads, by their stack-file spelling.
@@ -175,6 +169,12 @@ def _deployment(value: Any, problems: list[str]) -> DeploymentConfig | None:
 
 def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
     values = {key: value for key, value in raw.items() if key not in (DEPLOYMENT_KEY, *SECRET_KEYS)}
+    # Plain settings, never secrets: one set with --secret may hold a value meant for a secret key,
+    # which the checks below would quote back. Reported without looking at the value.
+    set_as_secret = [key for key in INFRA_KEYS if key in values and runtime_config.is_config_secret(_key(key))]
+    for key in set_as_secret:
+        del values[key]
+        problems.append(f"{_key(key)}: set as a secret; it is a plain setting: `pulumi config set {_key(key)} ...`")
     for key in BOOLEAN_KEYS:
         # Config values reach the program as strings; only Pulumi's own spellings are booleans.
         if values.get(key) in ("true", "false"):
@@ -184,6 +184,8 @@ def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
     except ValidationError as error:
         for item in error.errors():
             key = ".".join(str(part) for part in item["loc"])
+            if key in set_as_secret:
+                continue  # already reported
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
                 message = f"unknown setting (known: {', '.join((DEPLOYMENT_KEY, *INFRA_KEYS, *SECRET_KEYS))})"

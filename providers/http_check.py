@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, ResourceProvider, UpdateResult
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from providers.base import InputModel, ProviderError, check_inputs, precise_diff, redact, register_secrets
 
@@ -118,7 +118,9 @@ def _json_path(document: Any, path: str) -> Any:
 
 
 def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
+    # Redact before cutting: a token the body echoes across the cut would otherwise leave a fragment
+    # that the error's own redaction no longer recognises.
+    text = " ".join(redact(text).split())
     return text if len(text) <= BODY_EXCERPT_CHARS else text[:BODY_EXCERPT_CHARS] + "..."
 
 
@@ -203,7 +205,15 @@ class HttpCheckProvider(ResourceProvider):
     def _inputs(props: dict[str, Any]) -> HttpCheckInputs:
         register_secrets([props.get("bearer_token") or ""])
         fields = set(HttpCheckInputs.model_fields)
-        return HttpCheckInputs.model_validate({k: v for k, v in props.items() if k in fields})
+        try:
+            return HttpCheckInputs.model_validate({k: v for k, v in props.items() if k in fields})
+        except ValidationError as error:
+            # str(error) quotes each offending input (`input_value=`), the token included.
+            problems = "; ".join(
+                f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
+                for item in error.errors(include_url=False, include_input=False, include_context=False)
+            )
+            raise ProviderError(f"invalid inputs: {problems}") from None
 
 
 class HttpCheck(pulumi.dynamic.Resource, module="http", name="HttpCheck"):

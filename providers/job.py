@@ -50,6 +50,7 @@ from .base import (
     modal_call,
     precise_diff,
     progress,
+    redact,
     strip_internal,
 )
 from .runner import ModuleEnv, ModulePath, format_elapsed, run_with_retries
@@ -82,7 +83,7 @@ class Artifact(pydantic.BaseModel):
     def _relative_path(cls, path: str) -> str:
         parts = [part for part in path.strip().strip("/").split("/") if part not in ("", ".")]
         if not parts:
-            raise ValueError("must name a file or directory in the volume, e.g. 'models/glm/config.json'")
+            raise ValueError("must name a file or directory in the volume, e.g. 'models/my-model/config.json'")
         if ".." in parts:
             raise ValueError("must not contain '..'")
         return "/".join(parts)
@@ -110,9 +111,20 @@ def artifact_present(environment: str, artifact: Artifact) -> bool:
     """Whether `artifact.path` exists in its volume: one listing of its parent directory (never a read
     of the file itself, which may be large). A missing volume or directory means "not present"."""
     parent = artifact.path.rpartition("/")[0] or "/"
+    where = f"volume '{artifact.volume}' of environment '{environment}'"
+
+    def lookup() -> Any | None:
+        try:
+            return modal.Volume.from_name(artifact.volume, environment_name=environment).hydrate()
+        except NotFoundError:
+            return None
+
+    # The lookup is a unary call, which the modal client retries itself: our layer adds nothing to it.
+    volume = modal_call(lookup, what=f"look up {where}")
+    if volume is None:
+        return False
 
     def look() -> bool:
-        volume = modal.Volume.from_name(artifact.volume, environment_name=environment)
         try:
             entries = volume.listdir(parent)
         except NotFoundError:
@@ -120,11 +132,7 @@ def artifact_present(environment: str, artifact: Artifact) -> bool:
         return any(entry.path.strip("/") == artifact.path for entry in entries)
 
     # listdir is a streaming RPC, which the modal client does not retry: our layer retries it.
-    return modal_call(
-        look,
-        what=f"look for '{artifact.path}' in volume '{artifact.volume}' of environment '{environment}'",
-        client_retries=False,
-    )
+    return modal_call(look, what=f"look for '{artifact.path}' in {where}", client_retries=False)
 
 
 def _describe(inputs: JobInputs) -> str:
@@ -134,7 +142,8 @@ def _describe(inputs: JobInputs) -> str:
 def _require_ok(inputs: JobInputs, result: Any) -> None:
     if isinstance(result, dict) and result.get("ok") is True:
         return
-    preview = json.dumps(result, sort_keys=True, default=str)[:RESULT_PREVIEW_CHARS]
+    # Redacted before it is cut: a cut through a secret value would leave a fragment redaction misses.
+    preview = redact(json.dumps(result, sort_keys=True, default=str, ensure_ascii=False))[:RESULT_PREVIEW_CHARS]
     raise ProviderError(
         f"{_describe(inputs)} finished but did not report success (require_ok: its result needs \"ok\": true): "
         f"{preview}. Fix what it reports, then run `pulumi up` again; nothing was recorded as done."

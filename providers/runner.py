@@ -12,7 +12,7 @@ The child (`main`):
     python -m providers.runner run    --module M --function F --environment E
     python -m providers.runner deploy --module M --app-name N --environment E
 
-- The module's own settings (`module_env`, e.g. {"GLM_DEPLOYMENT_CONFIG": "<json>"}) arrive in the
+- The module's own settings (`module_env`, e.g. {"APP_CONFIG": "<json>"}) arrive in the
   child's ENVIRONMENT, not in argv: they can be large, argv is visible to every user of the machine
   in `ps`, and a program may put a secret value there (module_env is then a secret as a whole). The
   runner never prints them. Modal credentials are not among them: the child inherits the provider

@@ -104,8 +104,9 @@ BOTH_VOLUMES = {cfg.storage.weights_mount: weights_volume, cfg.storage.kernels_m
 
 # ## Secrets
 
-# Created once by the operator (`modal secret create <name> HF_TOKEN=...` / `API_KEY=...`) or by the
-# Pulumi stack; values never appear in this code, the config or the images.
+# Created once by the operator (`modal secret create <name> HF_TOKEN=-` / `API_KEY=-`; `=-` asks for the
+# value in $EDITOR, keeping it out of argv and shell history) or by the Pulumi stack; values never
+# appear in this code, the config or the images.
 hf_token_secret = modal.Secret.from_name(cfg.secrets.hf_token)
 api_key_secret = modal.Secret.from_name(cfg.secrets.api_key)
 
@@ -196,7 +197,7 @@ def prepare_sglang(
     if not api_key:
         raise RuntimeError(
             f"secret '{cfg.secrets.api_key}' has no {cfg.secrets.api_key_key}: "
-            f"`modal secret create {cfg.secrets.api_key} {cfg.secrets.api_key_key}=...` (or `pulumi up`)"
+            f"`modal secret create {cfg.secrets.api_key} {cfg.secrets.api_key_key}=-` (or `pulumi up`)"
         )
     return lifecycle.SGLangServer(
         commands.launch_command(cfg),

@@ -6,10 +6,11 @@ same model the Pulumi program and the container use, and prints one JSON object:
     {"launch": [argv of the SGLang server], "compile": [argv of the DeepGEMM compile], "env": {...}}
 
 `env` is what the SGLang process gets on top of the image's base environment: the variables
-serving/commands.py sets, plus the secret the server class injects, masked. Secret values are never
-read: the API key reaches SGLang as a private `--config` YAML file written at container start, so
-the launch argv shows that argument with a placeholder path. (The config itself also reaches the
-container, as JSON in `GLM_DEPLOYMENT_CONFIG`; it is the input of this command, so not repeated.)
+serving/commands.py and the lifecycle set. Secret values are never read: the API key reaches SGLang
+only as a private `--config` YAML file written at container start (the server class removes it from
+SGLang's environment), so the launch argv shows that argument with a placeholder path. (The config
+itself also reaches the container, as JSON in `GLM_DEPLOYMENT_CONFIG`; it is the input of this
+command, so not repeated.)
 
 An invalid stack file prints one `field.path: message` line per problem to stderr and exits 2.
 """
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 
 from serving import commands
 from serving.config import DeploymentConfig, format_errors
-from serving.lifecycle import secret_config_args
+from serving.lifecycle import UNBUFFERED_ENV, secret_config_args
 from serving.stack_file import DEPLOYMENT_CONFIG_KEY, StackFileError, load_stack_file, stack_file_path
 
 # Stands in for the path of the private YAML file (`api-key: <value>`) the server class writes at
@@ -37,13 +38,11 @@ EXIT_INVALID = 2
 
 def rendered(cfg: DeploymentConfig) -> dict:
     """The commands and environment of one deployment, secrets masked."""
-    masked_api_key = f"<secret: key {cfg.secrets.api_key_key} of Modal secret {cfg.secrets.api_key!r}>"
     return {
         "launch": [*commands.launch_command(cfg), *secret_config_args(API_KEY_CONFIG_PLACEHOLDER)],
         "compile": commands.compile_command(cfg),
-        # The server class's Modal secret puts the key in the container environment, which the
-        # SGLang process inherits (SGLang itself reads it from the --config file).
-        "env": {**commands.serve_env(cfg), cfg.secrets.api_key_key: masked_api_key},
+        # The key is not here: prepare_sglang (serving/app.py) drops it from SGLang's environment.
+        "env": {**UNBUFFERED_ENV, **commands.serve_env(cfg)},
     }
 
 

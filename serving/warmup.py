@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from serving.log_redaction import Redactor
+
 # Seconds one warmup request may take. The first long-context prefill on a cold server is the slow
 # one; the recipe allows 300 s per request.
 DEFAULT_REQUEST_TIMEOUT = 300.0
@@ -201,7 +203,9 @@ def run_warmup_path(
         # The exception's text can include the request; name only its type.
         raise WarmupError(path.name, f"no answer ({type(exc).__name__})", transport=True) from None
     if response.status_code != 200:
-        excerpt = response.text[:BODY_EXCERPT_CHARS]
+        # Redact before cutting: a key the body echoes across the cut would otherwise leave a fragment
+        # that no later redaction recognises.
+        excerpt = Redactor([api_key])(response.text)[:BODY_EXCERPT_CHARS]
         raise WarmupError(path.name, f"HTTP {response.status_code}: {excerpt}")
     try:
         message = _message(response.json())

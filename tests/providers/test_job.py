@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from grpclib import Status
 
-from providers.job import JobProvider, ModalJob
+from providers.base import ProviderError, register_secrets
+from providers.job import RESULT_PREVIEW_CHARS, JobInputs, JobProvider, ModalJob, _require_ok
 from providers.runner import PROGRESS_SECONDS_ENV
 from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
 from tests.pulumi_engine.provider_server import ProviderCallError, ProviderServer
@@ -250,6 +251,22 @@ def test_artifact_check_survives_two_transient_failures(modal_control_plane):
         assert cp.rpcs_called().count("VolumeListFiles2") == 3
 
 
+def test_the_artifact_volume_lookup_is_not_retried_on_top_of_the_client(modal_control_plane):
+    """The volume lookup is a unary call the modal client already retries (4 attempts): only the
+    listing, a stream, gets our retries. Retrying the lookup too would make 16 attempts of an outage."""
+    cp = modal_control_plane
+    script_success(cp)
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([job()]).ok
+        cp.fail_next("VolumeGetOrCreate", 5, Status.UNAVAILABLE, "load balancer says no")
+        mark = cp.mark()
+        refreshed = eng.refresh()
+        assert not refreshed.ok
+        assert cp.rpcs_called(mark) == ["VolumeGetOrCreate"] * 4
+        assert "ServiceError: load balancer says no" in refreshed.errors[0]
+
+
 def test_throttling_after_the_function_started_is_not_rerun(modal_control_plane):
     """Once a call exists, a fresh run could start a second copy of a 1-hour job: report instead."""
     cp = modal_control_plane
@@ -393,3 +410,26 @@ def test_runs_the_serving_apps_verify_setup(modal_control_plane):
         assert ready.outputs[urn]["artifact_present"] is True
         assert [call.status for call in cp.function_calls] == ["succeeded", "succeeded"]
         assert cp.state.environments[ENV].apps == {}  # ran ephemerally: nothing deployed
+
+
+
+@pytest.mark.parametrize(
+    ("secret", "result_of"),
+    [
+        # Straddling the point where the quoted result is cut: a fragment would survive redaction.
+        ("canary-secret-77e1a0", lambda secret: {"log": "e" * (RESULT_PREVIEW_CHARS - len('{"log": "') - 8) + secret}),
+        # Not plain ASCII: json.dumps would escape it into a spelling redaction does not know.
+        ("sécret-canary-0b4d2e", lambda secret: {"log": secret}),
+    ],
+    ids=["cut-through", "non-ascii"],
+)
+def test_a_failed_result_quoted_in_the_error_carries_no_secret(secret, result_of):
+    register_secrets([secret])
+    inputs = JobInputs(module="m", function="f", environment=ENV)
+
+    with pytest.raises(ProviderError) as raised:
+        _require_ok(inputs, result_of(secret))
+
+    message = str(raised.value)
+    assert "did not report success" in message
+    assert secret[:8] not in message and secret[-8:] not in message

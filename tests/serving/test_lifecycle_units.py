@@ -9,14 +9,24 @@ import os
 import stat
 import threading
 import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 import yaml
 from sglang.srt.server_args import prepare_server_args
 
 from serving.lifecycle import SGLangServer, secret_config_args, write_secret_config
 from serving.log_redaction import REDACTED, LogForwarder, Redactor
-from serving.warmup import NO_THINKING, WARMUP_PATHS, WEATHER_TOOL, long_context_prompt
+from serving.warmup import (
+    BODY_EXCERPT_CHARS,
+    NO_THINKING,
+    WARMUP_PATHS,
+    WEATHER_TOOL,
+    WarmupError,
+    long_context_prompt,
+    run_warmup_path,
+)
 from tests.serving.standin_sglang import LONG_PROMPT_CHARS, good_message, request_kind
 
 KEY = "sk-live-9Qz'x\"y\\z"
@@ -202,3 +212,32 @@ def test_chat_accepts_reasoning_only_but_thinking_off_needs_content():
 def test_tool_call_check_names_the_problem(tool_calls, problem):
     message = {"role": "assistant", "content": "I'll check.", "tool_calls": tool_calls}
     assert problem in PATHS["tool-call"].check(message)
+
+
+def test_an_error_body_cut_through_the_echoed_key_leaves_no_fragment_of_it():
+    # The key starts 8 characters before the excerpt ends: cutting first and redacting afterwards
+    # (as the lifecycle does with the whole message) would leave "sk-live-", which matches nothing.
+    body = ("e" * (BODY_EXCERPT_CHARS - 8) + PLAIN_KEY).encode()
+
+    class EchoingTheKey(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingTheKey)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with requests.Session() as session, pytest.raises(WarmupError) as raised:
+            run_warmup_path(PATHS["chat"], session, f"http://127.0.0.1:{server.server_port}", PLAIN_KEY, "m")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert "HTTP 500" in str(raised.value)
+    assert "sk-live" not in str(raised.value)

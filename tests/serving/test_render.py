@@ -135,10 +135,9 @@ def test_render_prints_what_the_containers_run(stack):
     assert set(output) == {"launch", "compile", "env"}
     assert output["launch"] == [*commands.launch_command(cfg), "--config", API_KEY_CONFIG_PLACEHOLDER]
     assert output["compile"] == commands.compile_command(cfg)
-    assert output["env"] == {
-        **commands.serve_env(cfg),
-        "API_KEY": f"<secret: key API_KEY of Modal secret {cfg.secrets.api_key!r}>",
-    }
+    # What the SGLang process gets (serving/app.py's prepare_sglang and the lifecycle): never the key.
+    assert output["env"] == {**commands.serve_env(cfg), "PYTHONUNBUFFERED": "1"}
+    assert cfg.secrets.api_key_key not in output["env"]
 
 
 def test_render_shows_staging_on_dummy_weights_and_prod_on_the_real_ones():

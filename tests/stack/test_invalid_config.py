@@ -66,6 +66,16 @@ def secret(key: str, value: str) -> Edit:
     return lambda config: config.secrets.__setitem__(f"{PROJECT}:{key}", value)
 
 
+def infra_as_secret(key: str, value: str) -> Edit:
+    """`pulumi config set --secret` of a plain infra setting (e.g. a secret pasted under the wrong key)."""
+
+    def edit(config: StackConfig) -> None:
+        config.values.pop(f"{PROJECT}:{key}", None)
+        config.secrets[f"{PROJECT}:{key}"] = value
+
+    return edit
+
+
 def in_plaintext(key: str) -> Edit:
     """`pulumi config set` without --secret: the value is in the stack file, not a secret key."""
 
@@ -163,10 +173,19 @@ CASES = [
     Case("environment-missing", "prod", drop("modalEnvironment"), (f"{PROJECT}:modalEnvironment",)),
     Case("environment-invalid-name", "staging", infra("modalEnvironment", "glm staging"),
          (f"{PROJECT}:modalEnvironment",)),
+    # Names the config model would take but Modal (and the environment provider's check) would not.
+    Case("environment-name-with-a-dot", "staging", infra("modalEnvironment", "glm.staging"),
+         (f"{PROJECT}:modalEnvironment",)),
+    Case("environment-name-like-an-id", "prod", infra("modalEnvironment", "en-prod"),
+         (f"{PROJECT}:modalEnvironment",)),
     Case("protect-not-a-boolean", "staging", infra("protectVolumes", "yes"), (f"{PROJECT}:protectVolumes",)),
     Case("smoke-test-not-a-boolean", "staging", infra("smokeTest", 1), (f"{PROJECT}:smokeTest",)),
     Case("require-api-key-not-a-boolean", "prod", infra("requireApiKey", "maybe"), (f"{PROJECT}:requireApiKey",)),
     Case("unknown-infra-key", "staging", infra("smokeTests", True), (f"{PROJECT}:smokeTests",)),
+    Case("infra-key-set-as-a-secret", "staging", infra_as_secret("modalEnvironment", "canary infra secret"),
+         (f"{PROJECT}:modalEnvironment",)),
+    Case("boolean-set-as-a-secret", "prod", infra_as_secret("smokeTest", "canary-bool-secret"),
+         (f"{PROJECT}:smokeTest",)),
     Case("prod-unprotected", "prod", infra("protectVolumes", False), (f"{PROJECT}:protectVolumes",)),
     Case("prod-without-required-key", "prod", infra("requireApiKey", False), (f"{PROJECT}:requireApiKey",)),
     # --- secrets --------------------------------------------------------------------------------
@@ -189,7 +208,7 @@ CASES = [
 
 # Secret values an error message must never contain.
 CANARIES = (TEST_API_KEY, TEST_HF_TOKEN, "canary-not-a-hub-token-81c2", "canary-short", "--canary-flag-like-key",
-            "canary key")  # fmt: skip
+            "canary key", "canary infra secret", "canary-bool-secret")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
