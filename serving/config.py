@@ -17,7 +17,7 @@ import os
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving.versions import SGLANG_VERSION
 
@@ -39,8 +39,16 @@ BLACKWELL_GPU_TYPES = ("B200",)
 # dummy-mode files from the full shards; this record can, so it is what proves the download job.
 DOWNLOAD_RECORD = ".download-complete.json"
 
+def _check_modal_name(value: str) -> str:
+    # Modal object names: alphanumerics, dashes, periods and underscores, under 64 characters.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise ValueError(f"{value!r} is not a valid Modal object name (letters, digits, . _ -; max 63)")
+    return value
+
+
 PositiveInt = Annotated[int, Field(gt=0)]
 Seconds = Annotated[int, Field(gt=0, description="seconds")]
+ModalName = Annotated[str, AfterValidator(_check_modal_name)]
 
 
 class _Section(BaseModel):
@@ -274,17 +282,12 @@ class Download(_Section):
 
 
 class Storage(_Section):
-    weights_volume: str = "glm51-model-weights"
-    kernels_volume: str = "glm51-deepgemm-cache"
+    weights_volume: ModalName = "glm51-model-weights"
+    kernels_volume: ModalName = "glm51-deepgemm-cache"
     # Fixed mount points, identical at compile and serve time, so paths baked into the DeepGEMM
     # cache and SGLang's --model-path agree.
     weights_mount: str = "/model-cache"
     kernels_mount: str = "/dg-cache"
-
-    @field_validator("weights_volume", "kernels_volume")
-    @classmethod
-    def _modal_object_name(cls, value: str) -> str:
-        return _check_modal_name(value)
 
     @field_validator("weights_mount", "kernels_mount")
     @classmethod
@@ -306,15 +309,10 @@ class Storage(_Section):
 class SecretNames(_Section):
     """Names of Modal secrets and the keys inside them; values never live in this model."""
 
-    hf_token: str = "huggingface-secret"
+    hf_token: ModalName = "huggingface-secret"
     hf_token_key: str = "HF_TOKEN"
-    api_key: str = "glm51-api-key"
+    api_key: ModalName = "glm51-api-key"
     api_key_key: str = "API_KEY"
-
-    @field_validator("hf_token", "api_key")
-    @classmethod
-    def _modal_object_name(cls, value: str) -> str:
-        return _check_modal_name(value)
 
     @field_validator("hf_token_key", "api_key_key")
     @classmethod
@@ -345,7 +343,7 @@ class KeepAlive(_Section):
 
 
 class DeploymentConfig(_Section):
-    app_name: str = "glm-5.1-production"
+    app_name: ModalName = "glm-5.1-production"
     model: ModelSource = ModelSource()
     hardware: Hardware = Hardware()
     parallelism: Parallelism = Parallelism()
@@ -357,11 +355,6 @@ class DeploymentConfig(_Section):
     storage: Storage = Storage()
     secrets: SecretNames = SecretNames()
     keepalive: KeepAlive = KeepAlive()
-
-    @field_validator("app_name")
-    @classmethod
-    def _modal_app_name(cls, value: str) -> str:
-        return _check_modal_name(value)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> DeploymentConfig:
@@ -435,13 +428,6 @@ class DeploymentConfig(_Section):
 
     def to_json(self) -> str:
         return self.model_dump_json()
-
-
-def _check_modal_name(value: str) -> str:
-    # Modal object names: alphanumerics, dashes, periods and underscores, under 64 characters.
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
-        raise ValueError(f"{value!r} is not a valid Modal object name (letters, digits, . _ -; max 63)")
-    return value
 
 
 # Cron fields in order, with their allowed ranges and names (as modal.Cron reads them).
