@@ -40,10 +40,11 @@ WEB_ENDPOINT = "Server.serve"
 # multi-GB SGLang image and waits for 8 B200s before the function's clock even starts.
 JOB_TIMEOUT_MARGIN_SECONDS = 1800
 
-# Extra module_env entry of the app: the (secret) digest of the API key secret's values. The app
-# module ignores it; it is there so that a new API key redeploys the app, which replaces the running
-# containers (a container reads its secrets once, at start).
-API_KEY_VERSION_ENV = "GLM_API_KEY_SECRET_DIGEST"
+# The app's redeploy trigger for the API key: the (secret) digest of the API key secret's values, so
+# that a new key redeploys the app, which replaces the running containers (a container reads its
+# secrets once, at start). A trigger, not a module_env entry: the module does not need it, and a
+# secret inside module_env makes the program see the whole of it as secret, config included.
+API_KEY_TRIGGER = "api_key_secret_digest"
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,9 @@ def declare(settings: StackSettings) -> StackResources:
         module=SERVING_MODULE,
         app_name=cfg.app_name,
         environment=env_name,
-        module_env={CONFIG_ENV_VAR: cfg.to_json(), API_KEY_VERSION_ENV: api_key_secret.values_digest},
+        module_env={CONFIG_ENV_VAR: cfg.to_json()},
         source_digest=serving_source_digest(),
+        redeploy_triggers={API_KEY_TRIGGER: api_key_secret.values_digest},
         web_endpoint=WEB_ENDPOINT,
         opts=pulumi.ResourceOptions(depends_on=[*foundation, verify]),
     )

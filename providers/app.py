@@ -2,7 +2,8 @@
 
 Inputs:  module (e.g. "serving.app"), app_name, environment, module_env (environment variables the
          module reads at import, e.g. its serialized config), source_digest (a digest of the module's
-         source, so a code change redeploys), web_endpoint (which web endpoint's URL is `web_url`;
+         source, so a code change redeploys), redeploy_triggers (any JSON object; a change redeploys,
+         and the module never sees it), web_endpoint (which web endpoint's URL is `web_url`;
          optional when the app has exactly one), timeout_seconds.
 Outputs: the inputs, plus app_id, deployment_version, web_url, web_urls ({endpoint: url}, endpoints
          named "function" or "Class.method").
@@ -13,9 +14,15 @@ the module with module_env, so the provider process never holds one stack's app 
 of a name that is already deployed is a new version of that app, which is how `create` adopts an
 app deployed by hand or by an earlier `up` that failed half-way.
 
-What changes do: module, module_env or source_digest redeploy the same app in place (a new
-deployment version, same app id); app_name or environment replace it (the new one is deployed,
-then the old one stopped). web_endpoint and timeout_seconds change nothing on Modal.
+What changes do: module, module_env, source_digest or redeploy_triggers redeploy the same app in
+place (a new deployment version, same app id); app_name or environment replace it (the new one is
+deployed, then the old one stopped). web_endpoint and timeout_seconds change nothing on Modal.
+
+redeploy_triggers is for what the module does not read but its containers depend on, e.g. a digest
+of a Modal secret's values (a running container reads its secrets once, at start). Its values may be
+Pulumi secrets: the engine marks each output key secret whose input was, so a secret trigger keeps
+module_env free of secrets, and the module's config readable in state and in `pulumi preview --diff`.
+
 `read` looks the deployment up by name: a stopped app shows as gone, and the next `up` deploys it.
 `delete` stops the app (its containers end; its volumes and secrets are untouched).
 """
@@ -46,11 +53,20 @@ from .base import (
 from .runner import ModuleEnv, ModulePath, deployment_info, format_elapsed, run_with_retries
 
 # Every input, in the order a diff reports them.
-FIELDS = ("module", "app_name", "environment", "module_env", "source_digest", "web_endpoint", "timeout_seconds")
+FIELDS = (
+    "module",
+    "app_name",
+    "environment",
+    "module_env",
+    "source_digest",
+    "redeploy_triggers",
+    "web_endpoint",
+    "timeout_seconds",
+)
 # Inputs whose change means another app.
 REPLACE_ON = ("app_name", "environment")
 # Inputs whose change means a new deployment of the same app.
-REDEPLOY_ON = ("module", "module_env", "source_digest")
+REDEPLOY_ON = ("module", "module_env", "source_digest", "redeploy_triggers")
 # Outputs of a deployment.
 DEPLOYMENT_OUTPUTS = ("app_id", "deployment_version", "web_url", "web_urls")
 # Image builds of a large serving image can take a while the first time.
@@ -59,11 +75,15 @@ MAX_TIMEOUT_SECONDS = 6 * 3600
 
 
 class AppInputs(InputModel):
+    # May hold secrets among plain values: a failure about the whole field must not name it bare.
+    secret_capable_fields = frozenset({"redeploy_triggers"})
+
     module: ModulePath
     app_name: ObjectName
     environment: EnvironmentName
     module_env: ModuleEnv = {}
     source_digest: str = ""
+    redeploy_triggers: dict[str, Any] = {}
     web_endpoint: str | None = None
     timeout_seconds: int = pydantic.Field(DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
 
@@ -143,7 +163,7 @@ class AppProvider(ModalProvider):
             return ReadResult("", {})  # not deployed (stopped or never): the engine drops it, `up` deploys
         if importing:
             # Modal cannot tell which module and config produced the deployment: the next `up` with the
-            # program's module, module_env and source_digest redeploys once, and from then on tracks them.
+            # program's module, module_env, source_digest and triggers redeploys once, then tracks them.
             recovered = {"app_name": app_name, "environment": environment}
             web_urls = deployment["web_urls"]
             outputs = {**recovered, **{k: deployment[k] for k in ("app_id", "deployment_version", "web_urls")}}
@@ -199,13 +219,14 @@ class AppProvider(ModalProvider):
 
 
 class ModalAppDeployment(Resource, module="modal", name="AppDeployment"):
-    """The Modal app defined in `module`, deployed as `app_name`; a config or source change redeploys it."""
+    """The Modal app defined in `module`, deployed as `app_name`; a config, source or trigger change redeploys it."""
 
     module: pulumi.Output[str]
     app_name: pulumi.Output[str]
     environment: pulumi.Output[str]
     module_env: pulumi.Output[dict]
     source_digest: pulumi.Output[str]
+    redeploy_triggers: pulumi.Output[dict]
     web_endpoint: pulumi.Output[str]
     timeout_seconds: pulumi.Output[int]
     app_id: pulumi.Output[str]
@@ -222,6 +243,7 @@ class ModalAppDeployment(Resource, module="modal", name="AppDeployment"):
         environment: pulumi.Input[str],
         module_env: pulumi.Input[dict] | None = None,
         source_digest: pulumi.Input[str] = "",
+        redeploy_triggers: pulumi.Input[dict] | None = None,
         web_endpoint: pulumi.Input[str] | None = None,
         timeout_seconds: pulumi.Input[int] = DEFAULT_TIMEOUT_SECONDS,
         opts: pulumi.ResourceOptions | None = None,
@@ -232,6 +254,7 @@ class ModalAppDeployment(Resource, module="modal", name="AppDeployment"):
             "environment": environment,
             "module_env": module_env if module_env is not None else {},
             "source_digest": source_digest,
+            "redeploy_triggers": redeploy_triggers if redeploy_triggers is not None else {},
             "web_endpoint": web_endpoint,
             "timeout_seconds": timeout_seconds,
             **dict.fromkeys(DEPLOYMENT_OUTPUTS),

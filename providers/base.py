@@ -156,6 +156,11 @@ class InputModel(pydantic.BaseModel):
     # Fields holding secret values (any string inside them): registered for redaction on check,
     # never echoed into outputs.
     secret_fields: ClassVar[frozenset[str]] = frozenset()
+    # Fields that MAY hold Pulumi secrets among plain values (e.g. a secret digest in a dict of
+    # triggers). The provider cannot tell which (it gets plaintext), and redacting every string in
+    # them would garble messages with common short values; but a failure about the whole field is
+    # named like one about a secret field (see `_failure_property`).
+    secret_capable_fields: ClassVar[frozenset[str]] = frozenset()
 
 
 InputModelT = TypeVar("InputModelT", bound=InputModel)
@@ -240,7 +245,7 @@ def _failure_property(model_cls: type[InputModel], loc: Sequence[Any]) -> str:
     property when that is a top-level key, secrets in plaintext (pkg/resource/deploy/step_generator.go
     `issueCheckFailures`), so a failure about a whole secret field names it in a form that is not a key."""
     path = _property_path(loc)
-    return f"{path} (secret)" if path in model_cls.secret_fields else path
+    return f"{path} (secret)" if path in model_cls.secret_fields | model_cls.secret_capable_fields else path
 
 
 def check_inputs(model_cls: type[InputModel], news: Mapping[str, Any]) -> CheckResult:

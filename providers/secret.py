@@ -14,6 +14,11 @@ or a different secret id (someone re-created it); either empties the digest, and
 writes the declared values again (a hand edit that keeps keys and id goes unnoticed: Modal exposes
 no update time). An import trusts the declared values when their keys match Modal's, as a refresh
 trusts an unchanged secret. Changing name or environment replaces the secret.
+
+What `read` returns is secret by itself (`_as_secret`): the declared values it echoes as inputs
+when importing, and the digest. The engine re-marks returned inputs only from the secrets in the
+request's own inputs (`annotateSecrets`), which a read need not carry (the declared values may come
+as its state alone), and a `pulumi import` has no program to name additional_secret_outputs.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import pulumi
 import pydantic
 from modal.exception import AlreadyExistsError, NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+from pulumi.runtime import rpc
 
 from .base import (
     EnvironmentName,
@@ -88,6 +94,16 @@ def _values_unchanged(olds: dict[str, Any], new_values: Any) -> bool:
     if not isinstance(new_values, dict):
         return False
     return olds.get("key_names") == sorted(new_values) and olds.get("values_digest") == values_digest(new_values)
+
+
+def _as_secret(value: Any) -> Any:
+    """`value` as a secret in the wire form of the Pulumi protocol.
+
+    The dynamic provider server serializes what a provider returns with `rpc.serialize_properties`,
+    which passes this marker through unchanged, and the engine reads it back as a secret. A
+    `pulumi.Output.secret` would not do: that process has no resource monitor, so the serializer
+    sends an Output's value in plaintext (pulumi 3.272.0, `serialize_property`)."""
+    return rpc.wrap_rpc_secret(value)
 
 
 def _lookup(environment: str, name: str) -> Any | None:
@@ -181,12 +197,14 @@ class SecretProvider(ModalProvider):
             "name": name,
             "environment": environment,
             "key_names": keys,
-            "values_digest": digest,
+            "values_digest": _as_secret(digest),
             "secret_id": secret.object_id,
         }
         inputs = None
         if importing:
-            inputs = {"name": name, "environment": environment, **({"values": declared} if declared else {})}
+            inputs = {"name": name, "environment": environment}
+            if declared:
+                inputs["values"] = _as_secret(declared)
         return ReadResult(id_, outputs, inputs)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:

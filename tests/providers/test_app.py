@@ -217,9 +217,53 @@ def test_permanent_failure_leaves_nothing_a_rerun_does_not_converge(modal_contro
         assert cp.app(APP).state == "deployed"
 
 
+def test_a_secret_redeploy_trigger_redeploys_and_stays_secret_alone(modal_control_plane):
+    """A secret trigger (e.g. a digest of an API key secret's values, as the program wires it) redeploys
+    the app in place when it changes, is marked secret in state on its own, is never printed, and
+    leaves module_env and every other output plain."""
+    cp = modal_control_plane
+    canary, rotated = "canary-trigger-5d1f0a", "canary-trigger-rotated-77c2e9"
+
+    def with_trigger(value: str):
+        # As the SDK sends a dict holding one secret Output: only that value carries the secret marker.
+        return app(redeploy_triggers={"api_key": wire.secret(value), "plain": "kept"})
+
+    with serve(cp) as server:
+        eng = engine(server)
+        up = eng.up([with_trigger(canary)])
+        assert up.ok, up.errors
+        for properties in (eng.state.resources[URN].inputs, up.outputs[URN]):
+            assert wire.is_secret(properties["redeploy_triggers"]["api_key"])
+            assert properties["redeploy_triggers"]["plain"] == "kept"
+            assert not wire.contains_secrets(properties["module_env"])
+            assert not any(canary in json.dumps(value) for key, value in properties.items()
+                           if key != "redeploy_triggers")  # fmt: skip
+
+        mark = cp.mark()
+        same = eng.up([with_trigger(canary)])
+        assert same.ok and same.counts["same"] == 1 and cp.calls_since(mark) == []
+
+        rotate = eng.up([with_trigger(rotated)])
+        assert rotate.ok and rotate.counts["update"] == 1
+        assert rotate.outputs[URN]["deployment_version"] == 2
+        assert rotate.outputs[URN]["app_id"] == up.outputs[URN]["app_id"]  # the same app, redeployed
+        assert wire.reveal(rotate.outputs[URN]["redeploy_triggers"]) == {"api_key": rotated, "plain": "kept"}
+
+        seen = up.stdout_lines + up.stderr_lines + rotate.stdout_lines + rotate.stderr_lines
+        assert not any(value in line for line in seen for value in (canary, rotated))
+
+        # A malformed trigger set is named without being a bare top-level key, which would make the
+        # engine print the program's (secret) value next to the failure.
+        refused = eng.preview([desired(ModalAppDeployment, AppProvider(), "web",
+                                       {**app().inputs, "redeploy_triggers": canary},
+                                       secret_inputs=("redeploy_triggers",))])  # fmt: skip
+        assert [failure.property for _, failure in refused.check_failures] == ["redeploy_triggers (secret)"]
+        assert not any(canary in error for error in refused.errors)
+
+
 def test_a_secret_in_module_env_stays_secret(modal_control_plane):
-    """A program may put a secret Output into module_env (e.g. a digest of the API key, so a new key
-    redeploys): the whole module_env is then secret, and must stay so in outputs, logs and errors."""
+    """A program may still put a secret Output into module_env (a trigger belongs in redeploy_triggers):
+    the whole module_env is then secret, and must stay so in outputs, logs and errors."""
     cp = modal_control_plane
     canary = "canary-module-env-1b9e"
     secret_env = {**module_env(), "API_KEY_VERSION": canary}
@@ -263,6 +307,7 @@ def test_check_rejects_bad_inputs_per_property(modal_control_plane):
         assert failures(environment="") == {"environment"}
         assert failures(module_env={"MODAL_SERVER_URL": "http://elsewhere"}) == {"module_env.MODAL_SERVER_URL"}
         assert failures(source_digest=3.0) == {"source_digest"}
+        assert failures(redeploy_triggers=["not", "a", "dict"]) == {"redeploy_triggers (secret)"}
         assert failures(timeout_seconds=-1.0) == {"timeout_seconds"}
         assert failures(surprise="x") == {"surprise"}
     assert cp.calls == []
@@ -277,8 +322,9 @@ def test_diff_is_precise_and_never_calls_modal(modal_control_plane):
         mark = cp.mark()
 
         def diff(**changes: object):
-            news = server.check(URN, {**app().inputs, **changes}).inputs
-            return server.diff(state.id, URN, state.outputs, news, state.inputs)
+            checked = server.check(URN, {**app().inputs, **changes})
+            assert checked.failures == [], changes
+            return server.diff(state.id, URN, state.outputs, checked.inputs, state.inputs)
 
         assert diff().changes == "none"
         assert diff(app_name="other").replaces == ["app_name"]
@@ -287,6 +333,7 @@ def test_diff_is_precise_and_never_calls_modal(modal_control_plane):
             ("module", "other_module"),
             ("module_env", module_env(extra="x")),
             ("source_digest", "sha256:two"),
+            ("redeploy_triggers", {"api_key": "sha256:new"}),
             ("web_endpoint", "Web.serve"),
             ("timeout_seconds", 60.0),
         ]:

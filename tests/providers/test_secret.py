@@ -14,7 +14,7 @@ from grpclib import Status
 from providers.secret import ADDITIONAL_SECRET_OUTPUTS, ModalSecret, SecretProvider, values_digest
 from tests.providers.grpc_harness import PROVIDER_MUTATIONS, desired, engine, mutating_rpcs, serve, urn_of
 from tests.pulumi_engine import properties as wire
-from tests.pulumi_engine.engine import check_failure_message
+from tests.pulumi_engine.engine import ResourceState, check_failure_message
 
 ENV = "main"
 URN = urn_of(ModalSecret, "hf")
@@ -143,12 +143,42 @@ def test_import_reads_an_existing_secret_by_id(modal_control_plane):
         assert read.id == f"{ENV}/hf"
         assert read.properties["secret_id"] == existing
         assert read.properties["key_names"] == ["HF_TOKEN"]
-        assert read.properties["values_digest"] == values_digest({"HF_TOKEN": "x"})
-        assert wire.is_secret(read.inputs["values"])  # re-marked by the engine from the declared inputs
+        assert wire.is_secret(read.properties["values_digest"])
+        assert wire.reveal(read.properties["values_digest"]) == values_digest({"HF_TOKEN": "x"})
+        assert wire.is_secret(read.inputs["values"])
 
         other_keys = server.read(f"{ENV}/hf", URN, {}, secret({"OTHER": "y"}).inputs)
-        assert other_keys.properties["values_digest"] == ""  # cannot vouch for them: next up rewrites
+        assert wire.reveal(other_keys.properties["values_digest"]) == ""  # cannot vouch for them: next up rewrites
         assert server.read(f"{ENV}/missing", URN, {}, declared.inputs).id == ""
+    assert mutating_rpcs(cp, 0) == []
+
+
+def test_an_import_returns_the_declared_values_only_as_a_secret(modal_control_plane):
+    """The engine re-marks what `read` returns only where the request's inputs held a secret
+    (`annotateSecrets`), and `pulumi import` applies no additional_secret_outputs. Here the declared
+    values come as the read's state and no inputs are sent, so the engine has nothing to copy
+    secretness from: whatever stays secret was marked by the provider itself."""
+    cp = modal_control_plane
+    canary = f"canary-{uuid.uuid4().hex}"
+    cp.create_secret("hf", {"HF_TOKEN": canary}, environment=ENV)
+    declared = secret({"HF_TOKEN": canary})
+    with serve(cp) as server:
+        read = server.read(f"{ENV}/hf", URN, declared.inputs)
+        assert read.id == f"{ENV}/hf" and read.inputs is not None
+        assert wire.reveal(read.inputs["values"]) == {"HF_TOKEN": canary}  # still there, for the input check
+        assert canary not in outside_secrets(read.inputs) + outside_secrets(read.properties)
+        assert wire.is_secret(read.properties["values_digest"])
+
+        # The imported state works as any other: the program's next `up` finds nothing to do.
+        eng = engine(server)
+        eng.state.resources[URN] = ResourceState(
+            urn=URN, type=declared.type, id=read.id, inputs=read.inputs, outputs=read.properties,
+            additional_secret_outputs=list(ADDITIONAL_SECRET_OUTPUTS),
+        )  # fmt: skip
+        up = eng.up([declared])
+        assert up.ok and up.counts["same"] == 1, up.errors
+        assert canary not in outside_secrets(eng.state.resources[URN].inputs)
+        assert canary not in " ".join(up.stdout_lines + up.stderr_lines + up.errors)
     assert mutating_rpcs(cp, 0) == []
 
 

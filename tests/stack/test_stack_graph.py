@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infra.resources import API_KEY_VERSION_ENV, WEB_ENDPOINT, serving_source_digest
+from infra.resources import API_KEY_TRIGGER, WEB_ENDPOINT, serving_source_digest
 from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, DeploymentConfig
 from tests.pulumi_engine import properties as props
 
@@ -116,8 +116,10 @@ def test_a_new_stack_previews_its_whole_graph_in_order_without_calling_modal(sta
     app = run.registration("app").inputs
     assert (app["module"], app["app_name"], app["web_endpoint"]) == ("serving.app", cfg.app_name, WEB_ENDPOINT)
     assert DeploymentConfig.model_validate_json(app["module_env"][CONFIG_ENV_VAR]) == cfg
-    # A digest of the API key secret's values, known once the secret exists (then encrypted).
-    assert app["module_env"][API_KEY_VERSION_ENV] == props.UNKNOWN
+    # Only the config: no secret in module_env, so previews and state show it as it is.
+    assert set(app["module_env"]) == {CONFIG_ENV_VAR}
+    # A new API key redeploys through a digest of the secret's values, known once the secret exists.
+    assert app["redeploy_triggers"] == {API_KEY_TRIGGER: props.UNKNOWN}
     assert app["source_digest"] == serving_source_digest()
 
     if "smoke-test" in expected_resources(stack):
@@ -164,10 +166,13 @@ def test_an_applied_stack_exports_its_api_and_how_to_call_it(stack: str) -> None
     # The Python snippet is valid Python (it is meant to be pasted).
     compile(outputs["smoke_test_openai_python"], "<snippet>", "exec")
 
+    # The API key's digest is a secret trigger; module_env (the config) holds no secret at all, so
+    # `pulumi preview --diff` shows which config field changed instead of `[secret]`.
     app_state = state.resources[urn(stack, "app")]
-    assert props.is_secret(app_state.inputs["module_env"][API_KEY_VERSION_ENV])
-    assert props.is_secret(app_state.outputs["module_env"][API_KEY_VERSION_ENV])
-    assert not props.is_secret(app_state.outputs["module_env"][CONFIG_ENV_VAR])  # the config stays readable
+    for properties in (app_state.inputs, app_state.outputs):
+        assert not props.contains_secrets(properties["module_env"])
+        assert props.is_secret(properties["redeploy_triggers"][API_KEY_TRIGGER])
+        assert props.reveal(properties["redeploy_triggers"][API_KEY_TRIGGER]).startswith("sha256:")
 
     # Secrets never reach outputs or state in plaintext.
     assert_no_plaintext_secrets(run.outputs)
