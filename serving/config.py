@@ -161,7 +161,8 @@ MoeRunnerBackend = Literal[
 class Backends(_Section):
     """Blackwell kernels. TRT-LLM for both sparse-attention phases avoids the flashmla_kv decode
     accuracy regression on B200 (sglang#21291). `dsa` is 0.5.23's name for the recipe's `nsa`
-    (`--nsa-decode-backend`/`--nsa-prefill-backend` are gone, `nsa` is a deprecated alias)."""
+    (the recipe's nsa-named decode/prefill backend flags are gone; `nsa` survives only as a
+    deprecated alias of the attention backend)."""
 
     # GLM-5.1 is a DeepSeek-sparse-attention model: no other attention backend serves it.
     attention_backend: Literal["dsa"] = "dsa"
