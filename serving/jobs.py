@@ -109,7 +109,7 @@ def hub_snapshot_download(**kwargs: Any) -> Any:
 
 
 def read_download_record(cfg: DeploymentConfig) -> dict | None:
-    return _read_json(os.path.join(cfg.model_path, DOWNLOAD_RECORD))
+    return _read_json(cfg.download_record_path)
 
 
 def weights_present(cfg: DeploymentConfig) -> bool:
@@ -191,7 +191,7 @@ def download(
         )
     attempts = retrying.statistics.get("attempt_number", 1)
     _write_json(
-        os.path.join(cfg.model_path, DOWNLOAD_RECORD),
+        cfg.download_record_path,
         {"weights": cfg.weights_inputs(), "finished_at": now().isoformat(), "attempts": attempts},
     )
     log(f"[download] done after {attempts} attempt(s)")
@@ -219,13 +219,14 @@ def compile_marker(cfg: DeploymentConfig, argv: Sequence[str], finished_at: date
     }
 
 
-def read_compile_marker(cfg: DeploymentConfig) -> dict | None:
-    return _read_json(cfg.compile_marker_path)
+def current_compile_marker(cfg: DeploymentConfig) -> dict | None:
+    """The marker of a finished compile for this config's kernel fingerprint, else None."""
+    marker = _read_json(cfg.compile_marker_path)
+    return marker if marker is not None and marker.get("kernel_fingerprint") == cfg.kernel_fingerprint() else None
 
 
 def kernels_present(cfg: DeploymentConfig) -> bool:
-    marker = read_compile_marker(cfg)
-    return marker is not None and marker.get("kernel_fingerprint") == cfg.kernel_fingerprint()
+    return current_compile_marker(cfg) is not None
 
 
 def _stdout_sink(line: str) -> None:
@@ -353,8 +354,8 @@ def _verify_weights(cfg: DeploymentConfig, failures: list[str]) -> dict:
 
 def _verify_kernels(cfg: DeploymentConfig, failures: list[str]) -> dict:
     report: dict[str, Any] = {"marker": cfg.compile_marker_path, "kernel_fingerprint": cfg.kernel_fingerprint()}
-    marker = read_compile_marker(cfg)
-    if marker is not None and marker.get("kernel_fingerprint") == cfg.kernel_fingerprint():
+    marker = current_compile_marker(cfg)
+    if marker is not None:
         report.update(compiled_at=marker.get("finished_at"), sglang_version=marker.get("sglang_version"))
         return report
 

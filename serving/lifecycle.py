@@ -132,6 +132,11 @@ def _looks_like_negative_number(text: str) -> bool:
     return re.fullmatch(r"-\d+|-\d*\.\d+", text) is not None
 
 
+def subprocess_env(env: Mapping[str, str]) -> dict[str, str]:
+    """SGLang's environment: `env` with unbuffered output by default and the offline Hub forced."""
+    return {**UNBUFFERED_ENV, **env, **OFFLINE_ENV}
+
+
 def secret_config_args(config_path: str | os.PathLike[str]) -> list[str]:
     """The argv fragment that hands SGLang the secret config file."""
     return ["--config", str(config_path)]
@@ -298,7 +303,7 @@ class SGLangServer:
     def _launch(self) -> None:
         self._config_path = write_secret_config(self._api_key, self._config_dir)
         argv = [*self._argv, *secret_config_args(self._config_path)]
-        env = {**UNBUFFERED_ENV, **self._env, **OFFLINE_ENV}
+        env = subprocess_env(self._env)
         self._say(f"launching SGLang: {self._redact(' '.join(argv))}")
         self._process = subprocess.Popen(
             argv,

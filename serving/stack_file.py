@@ -54,7 +54,7 @@ def deployment_object(text: str, source: str = "stack file") -> dict[str, Any]:
         value = {}  # an empty key means "all defaults"
     if not isinstance(value, dict):
         raise StackFileError(f"{source}: `{DEPLOYMENT_CONFIG_KEY}` must be a YAML object, got {type(value).__name__}")
-    secure = list(_secure_paths(value))
+    secure = _secure_paths(value)
     if secure:
         # Encrypted values belong in their own keys (`pulumi config set --secret`); the deployment
         # reaches the container in plaintext, so it must not carry any.
