@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import pulumi
 
-from infra.smoke import SMOKE_PROMPT, smoke_request_body
+from infra.settings import API_KEY_KEY, config_key
+from infra.smoke import SMOKE_PROMPT, deployment_version_number, smoke_request_body
 
 if TYPE_CHECKING:
     from infra.resources import StackResources
@@ -57,10 +58,6 @@ def openai_snippet(base_url: str, served_name: str) -> str:
     )
 
 
-def _as_int(value: float | int | None) -> int | None:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def export_all(settings: StackSettings, resources: StackResources) -> None:
     cfg = settings.deployment
     served_name = cfg.model.served_name
@@ -69,8 +66,7 @@ def export_all(settings: StackSettings, resources: StackResources) -> None:
     pulumi.export("openai_base_url", base_url)
     pulumi.export("app_name", cfg.app_name)
     pulumi.export("app_id", resources.app.app_id)
-    # Numbers cross the engine as floats; a version reads better as 3 than 3.0.
-    pulumi.export("deployment_version", resources.app.deployment_version.apply(_as_int))
+    pulumi.export("deployment_version", resources.app.deployment_version.apply(deployment_version_number))
     pulumi.export("served_model_name", served_name)
     pulumi.export("modal_environment", resources.environment.name)
     pulumi.export("weights_volume", resources.weights_volume.name)
@@ -80,7 +76,7 @@ def export_all(settings: StackSettings, resources: StackResources) -> None:
     pulumi.export("smoke_test", "on" if resources.smoke_test is not None else "off")
     pulumi.export(
         "smoke_test_setup",
-        f"export {API_KEY_ENV_VAR}=$(pulumi config get glm-modal:apiKey --stack {settings.stack})",
+        f"export {API_KEY_ENV_VAR}=$(pulumi config get {config_key(API_KEY_KEY)} --stack {settings.stack})",
     )
     pulumi.export("smoke_test_curl", base_url.apply(lambda url: curl_snippet(url, served_name)))
     pulumi.export("smoke_test_openai_python", base_url.apply(lambda url: openai_snippet(url, served_name)))

@@ -28,10 +28,11 @@ from providers.job import ModalJob
 from providers.secret import ModalSecret
 from providers.volume import ModalVolume
 from serving.config import CONFIG_ENV_VAR
+from serving.stack_file import REPO_ROOT
 
 # The Modal app module the jobs run and the app deploys (serving/app.py).
 SERVING_MODULE = "serving.app"
-SERVING_DIR = Path(__file__).resolve().parent.parent / "serving"
+SERVING_DIR = REPO_ROOT / "serving"
 
 # The web endpoint whose URL is the API: the SGLang server class's web server.
 WEB_ENDPOINT = "Server.serve"

@@ -26,11 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from providers.base import EnvironmentName
 from serving.config import DeploymentConfig, format_errors
 
-# Config namespace: the project name in Pulumi.yaml, so keys read `glm-modal:<key>`.
-NAMESPACE = "glm-modal"
-
-# The structured key holding the whole deployment (serving/config.py's DeploymentConfig).
-DEPLOYMENT_KEY = "deployment"
+# The config namespace (the project name in Pulumi.yaml, so keys read `glm-modal:<key>`) and the
+# structured key holding the whole deployment, as the stack-file reader spells them.
+from serving.stack_file import DEPLOYMENT_KEY, PROJECT
 
 # Secret keys: set with `pulumi config set --secret`, stored encrypted in the stack file.
 HF_TOKEN_KEY = "hfToken"
@@ -112,14 +110,16 @@ def load(stack: str | None = None) -> StackSettings:
     api_key = _secret(raw, API_KEY_KEY, stack, problems)
 
     if hf_token is not None and not hf_token.startswith(HF_TOKEN_PREFIX):
-        problems.append(f"{_key(HF_TOKEN_KEY)}: does not look like a Hugging Face token (they start with 'hf_')")
+        problems.append(f"{config_key(HF_TOKEN_KEY)}: does not look like a Hugging Face token (they start with 'hf_')")
     if api_key is not None:
         problems += _api_key_problems(api_key, infra)
     if infra is not None and stack in PRODUCTION_STACKS:
         if not infra.protect_volumes:
-            problems.append(f"{_key('protectVolumes')}: must be true on the {stack} stack (its volumes hold data)")
+            problems.append(
+                f"{config_key('protectVolumes')}: must be true on the {stack} stack (its volumes hold data)"
+            )
         if not infra.require_api_key:
-            problems.append(f"{_key('requireApiKey')}: must be true on the {stack} stack")
+            problems.append(f"{config_key('requireApiKey')}: must be true on the {stack} stack")
 
     if problems:
         raise InvalidStackConfig(stack, problems)
@@ -137,19 +137,19 @@ def _namespace_config() -> dict[str, Any]:
     """Every `glm-modal:*` key of the stack, by its short name (the SDK has no listing API for this:
     the language host puts the whole map in the runtime config, and PULUMI_CONFIG is its fallback)."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    prefix = f"{NAMESPACE}:"
+    prefix = f"{PROJECT}:"
     return {key[len(prefix) :]: value for key, value in merged.items() if key.startswith(prefix)}
 
 
 def _deployment(value: Any, problems: list[str]) -> DeploymentConfig | None:
     if value is None:
-        problems.append(f"{_key(DEPLOYMENT_KEY)}: missing; the stack file must hold the whole deployment object")
+        problems.append(f"{config_key(DEPLOYMENT_KEY)}: missing; the stack file must hold the whole deployment object")
         return None
-    if runtime_config.is_config_secret(_key(DEPLOYMENT_KEY)):
+    if runtime_config.is_config_secret(config_key(DEPLOYMENT_KEY)):
         # The deployment reaches the containers in plaintext (an image environment variable).
         problems.append(
-            f"{_key(DEPLOYMENT_KEY)}: holds a secret value; secrets belong in their own keys "
-            f"({', '.join(_key(k) for k in SECRET_KEYS)}), never in the deployment"
+            f"{config_key(DEPLOYMENT_KEY)}: holds a secret value; secrets belong in their own keys "
+            f"({', '.join(config_key(k) for k in SECRET_KEYS)}), never in the deployment"
         )
         return None
     if isinstance(value, str):
@@ -158,12 +158,14 @@ def _deployment(value: Any, problems: list[str]) -> DeploymentConfig | None:
         except json.JSONDecodeError:
             value = None
     if not isinstance(value, dict):
-        problems.append(f"{_key(DEPLOYMENT_KEY)}: must be an object (structured YAML under the key), not a string")
+        problems.append(
+            f"{config_key(DEPLOYMENT_KEY)}: must be an object (structured YAML under the key), not a string"
+        )
         return None
     try:
         return DeploymentConfig.model_validate(value)
     except ValidationError as error:
-        problems += [f"{_key(DEPLOYMENT_KEY)}.{line}" for line in format_errors(error)]
+        problems += [f"{config_key(DEPLOYMENT_KEY)}.{line}" for line in format_errors(error)]
         return None
 
 
@@ -171,10 +173,12 @@ def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
     values = {key: value for key, value in raw.items() if key not in (DEPLOYMENT_KEY, *SECRET_KEYS)}
     # Plain settings, never secrets: one set with --secret may hold a value meant for a secret key,
     # which the checks below would quote back. Reported without looking at the value.
-    set_as_secret = [key for key in INFRA_KEYS if key in values and runtime_config.is_config_secret(_key(key))]
+    set_as_secret = [key for key in INFRA_KEYS if key in values and runtime_config.is_config_secret(config_key(key))]
     for key in set_as_secret:
         del values[key]
-        problems.append(f"{_key(key)}: set as a secret; it is a plain setting: `pulumi config set {_key(key)} ...`")
+        problems.append(
+            f"{config_key(key)}: set as a secret; it is a plain setting: `pulumi config set {config_key(key)} ...`"
+        )
     for key in BOOLEAN_KEYS:
         # Config values reach the program as strings; only Pulumi's own spellings are booleans.
         if values.get(key) in ("true", "false"):
@@ -193,23 +197,23 @@ def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
                 message = "missing; set it in the stack file"
             elif item["type"] == "bool_type":
                 message = f"expected true or false, got {item['input']!r}"
-            problems.append(f"{_key(key)}: {message}")
+            problems.append(f"{config_key(key)}: {message}")
         return None
 
 
 def _secret(raw: dict[str, Any], key: str, stack: str, problems: list[str]) -> str | None:
     value = raw.get(key)
     # Without a value on the command line the CLI prompts for it, so it stays out of shell history and `ps`.
-    how = f"pulumi config set --secret {_key(key)} --stack {stack}"
+    how = f"pulumi config set --secret {config_key(key)} --stack {stack}"
     if value is None or value == "":
-        problems.append(f"{_key(key)}: missing secret; set it with `{how}`")
+        problems.append(f"{config_key(key)}: missing secret; set it with `{how}`")
         return None
-    if not runtime_config.is_config_secret(_key(key)):
+    if not runtime_config.is_config_secret(config_key(key)):
         # Never echo the value: it may already be a real token committed in plaintext.
-        problems.append(f"{_key(key)}: stored in plaintext in the stack file; remove it and set it with `{how}`")
+        problems.append(f"{config_key(key)}: stored in plaintext in the stack file; remove it and set it with `{how}`")
         return None
     if not isinstance(value, str) or any(ch.isspace() for ch in value):
-        problems.append(f"{_key(key)}: must be a single string without whitespace")
+        problems.append(f"{config_key(key)}: must be a single string without whitespace")
         return None
     return value
 
@@ -218,14 +222,15 @@ def _api_key_problems(api_key: str, infra: InfraSettings | None) -> list[str]:
     problems = []
     if api_key.startswith("-"):
         # SGLang's argument parser would take it for a flag (serving/lifecycle.py refuses it too).
-        problems.append(f"{_key(API_KEY_KEY)}: must not start with '-'")
+        problems.append(f"{config_key(API_KEY_KEY)}: must not start with '-'")
     if infra is not None and infra.require_api_key and len(api_key) < MIN_REQUIRED_API_KEY_LENGTH:
         problems.append(
-            f"{_key(API_KEY_KEY)}: too short for a stack with requireApiKey: at least "
+            f"{config_key(API_KEY_KEY)}: too short for a stack with requireApiKey: at least "
             f"{MIN_REQUIRED_API_KEY_LENGTH} characters (e.g. `openssl rand -hex 16`)"
         )
     return problems
 
 
-def _key(name: str) -> str:
-    return f"{NAMESPACE}:{name}"
+def config_key(name: str) -> str:
+    """A short key as the stack file and `pulumi config` spell it: `glm-modal:<name>`."""
+    return f"{PROJECT}:{name}"

@@ -29,9 +29,9 @@ SMOKE_PROMPT = "Reply with the single word: ready"
 EXPECTED_JSON_PATHS = ["choices.0.message"]
 
 
-def _version_text(version: float | int | str) -> str:
-    # Numbers cross the engine as floats: "3", not "3.0".
-    return str(int(version)) if isinstance(version, float) and version.is_integer() else str(version)
+def deployment_version_number(version: float | int | None) -> int | float | None:
+    """Numbers cross the engine as floats; a version reads better as 3 than 3.0."""
+    return int(version) if isinstance(version, float) and version.is_integer() else version
 
 
 def smoke_request_body(served_name: str) -> dict:
@@ -60,7 +60,7 @@ def declare_smoke_test(
         request_body=smoke_request_body(cfg.model.served_name),
         bearer_token=api_key,
         expect_json_paths=EXPECTED_JSON_PATHS,
-        trigger=deployment_version.apply(_version_text),
+        trigger=deployment_version.apply(lambda version: str(deployment_version_number(version))),
         ready_timeout_seconds=float(cfg.timeouts.startup + SCHEDULING_MARGIN_SECONDS),
         poll_interval_seconds=POLL_INTERVAL_SECONDS,
         request_timeout_seconds=float(cfg.timeouts.warmup_request),

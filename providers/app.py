@@ -99,15 +99,29 @@ def _web_url(web_urls: dict[str, str], web_endpoint: str | None) -> str:
     return next(iter(web_urls.values())) if len(web_urls) == 1 else ""
 
 
-def _outputs(inputs: AppInputs, deployment: dict[str, Any]) -> dict[str, Any]:
+def _deployment_outputs(deployment: dict[str, Any], web_endpoint: str | None) -> dict[str, Any]:
+    """DEPLOYMENT_OUTPUTS of a deployment (as `deployment_info` returns it, or as old outputs hold it)."""
     web_urls = dict(deployment.get("web_urls") or {})
     return {
-        **inputs.model_dump(mode="json"),
         "app_id": deployment.get("app_id"),
         "deployment_version": deployment.get("deployment_version"),
         "web_urls": web_urls,
-        "web_url": _web_url(web_urls, inputs.web_endpoint),
+        "web_url": _web_url(web_urls, web_endpoint),
     }
+
+
+def _outputs(inputs: AppInputs, deployment: dict[str, Any]) -> dict[str, Any]:
+    return {**inputs.model_dump(mode="json"), **_deployment_outputs(deployment, inputs.web_endpoint)}
+
+
+def _check_web_endpoint(inputs: AppInputs, web_urls: dict[str, str], *, just_deployed: bool) -> None:
+    if inputs.web_endpoint and inputs.web_endpoint not in web_urls:
+        known = ", ".join(sorted(web_urls)) or "none"
+        has = "deployed, but it has" if just_deployed else "has"
+        raise ProviderError(
+            f"{_where(inputs.app_name, inputs.environment)} {has} no web endpoint {inputs.web_endpoint!r} "
+            f"(web endpoints: {known}). Fix web_endpoint and run `pulumi up` again."
+        )
 
 
 def _lookup(app_name: str, environment: str) -> dict[str, Any] | None:
@@ -128,13 +142,7 @@ def _deploy(inputs: AppInputs) -> dict[str, Any]:
         timeout_seconds=inputs.timeout_seconds,
         retry_started=True,  # deploying the same app again is idempotent
     )
-    web_urls = deployment.get("web_urls") or {}
-    if inputs.web_endpoint and inputs.web_endpoint not in web_urls:
-        known = ", ".join(sorted(web_urls)) or "none"
-        raise ProviderError(
-            f"{where} deployed, but it has no web endpoint {inputs.web_endpoint!r} (web endpoints: {known}). "
-            "Fix web_endpoint and run `pulumi up` again."
-        )
+    _check_web_endpoint(inputs, deployment.get("web_urls") or {}, just_deployed=True)
     progress(f"{where} deployed: version {deployment.get('deployment_version')} ({deployment.get('app_id')})")
     return deployment
 
@@ -165,21 +173,8 @@ class AppProvider(ModalProvider):
             # Modal cannot tell which module and config produced the deployment: the next `up` with the
             # program's module, module_env, source_digest and triggers redeploys once, then tracks them.
             recovered = {"app_name": app_name, "environment": environment}
-            web_urls = deployment["web_urls"]
-            outputs = {**recovered, **{k: deployment[k] for k in ("app_id", "deployment_version", "web_urls")}}
-            outputs["web_url"] = _web_url(web_urls, None)
-            return ReadResult(id_, outputs, recovered)
-        web_urls = deployment["web_urls"]
-        return ReadResult(
-            id_,
-            {
-                **current,
-                "app_id": deployment["app_id"],
-                "deployment_version": deployment["deployment_version"],
-                "web_urls": web_urls,
-                "web_url": _web_url(web_urls, current.get("web_endpoint")),
-            },
-        )
+            return ReadResult(id_, {**recovered, **_deployment_outputs(deployment, None)}, recovered)
+        return ReadResult(id_, {**current, **_deployment_outputs(deployment, current.get("web_endpoint"))})
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         inputs = self.validated(news)
@@ -188,13 +183,7 @@ class AppProvider(ModalProvider):
         if any(olds.get(name) != new_values.get(name) for name in REDEPLOY_ON):
             return UpdateResult(_outputs(inputs, _deploy(inputs)))
         # web_endpoint or timeout_seconds only: nothing to do on Modal.
-        web_urls = olds.get("web_urls") or {}
-        if inputs.web_endpoint and inputs.web_endpoint not in web_urls:
-            known = ", ".join(sorted(web_urls)) or "none"
-            raise ProviderError(
-                f"{_where(inputs.app_name, inputs.environment)} has no web endpoint {inputs.web_endpoint!r} "
-                f"(web endpoints: {known}). Fix web_endpoint and run `pulumi up` again."
-            )
+        _check_web_endpoint(inputs, olds.get("web_urls") or {}, just_deployed=False)
         return UpdateResult(_outputs(inputs, olds))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
 __all__ = [
+    "ENV_VAR_NAME",
     "UNKNOWN",
     "InputModel",
     "EnvironmentName",
@@ -60,6 +61,7 @@ __all__ = [
     "retry_settings",
     "split_id",
     "strip_internal",
+    "validate_inputs",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -135,11 +137,11 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     return text
 
 
-def progress(message: str) -> None:
+def progress(message: str, *, prefix: str = PROGRESS_PREFIX) -> None:
     """One info line in `pulumi up` (the engine shows each stdout line of the provider process)."""
     lines = redact(message).splitlines() or [""]
     # One write per message, so lines from concurrent calls (the server runs 4 at once) do not mix.
-    sys.stdout.write("".join(f"{PROGRESS_PREFIX}{line}\n" for line in lines))
+    sys.stdout.write("".join(f"{prefix}{line}\n" for line in lines))
     sys.stdout.flush()
 
 
@@ -170,6 +172,8 @@ InputModelT = TypeVar("InputModelT", bound=InputModel)
 _OBJECT_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
 _APP_ID = re.compile(r"^ap-[a-zA-Z0-9]{22}$")
 _ENVIRONMENT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
+# An environment variable name: what a secret's keys and a module's `module_env` keys become.
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _check_object_name(name: str) -> str:
@@ -272,6 +276,22 @@ def check_inputs(model_cls: type[InputModel], news: Mapping[str, Any]) -> CheckR
     inputs = model.model_dump(mode="json")
     inputs.update({name: props[name] for name in pending})
     return CheckResult(inputs, [])
+
+
+def validate_inputs(model_cls: type[InputModelT], props: Mapping[str, Any]) -> InputModelT:
+    """`props` (create/update get checked inputs) re-typed as `model_cls`; outputs beside them are
+    ignored. A failure is a ProviderError naming each property, never quoting its value."""
+    register_secrets(secret_values_of(model_cls, props))
+    fields = set(model_cls.model_fields)
+    try:
+        return model_cls.model_validate({k: v for k, v in strip_internal(props).items() if k in fields})
+    except pydantic.ValidationError as error:
+        # str(error) would quote each offending input (`input_value=`), secrets included.
+        problems = "; ".join(
+            f"{_property_path(item['loc'])}: {item['msg']}"
+            for item in error.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise ProviderError(f"invalid inputs: {problems}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,14 +525,4 @@ class ModalProvider(ResourceProvider):
 
     def validated(self, props: Mapping[str, Any]) -> InputModel:
         """The inputs model of `props` (create/update get checked inputs; this re-types them)."""
-        model_cls = self.inputs_model
-        register_secrets(secret_values_of(model_cls, props))
-        fields = set(model_cls.model_fields)
-        try:
-            return model_cls.model_validate({k: v for k, v in strip_internal(props).items() if k in fields})
-        except pydantic.ValidationError as error:
-            problems = "; ".join(
-                f"{_property_path(item['loc'])}: {item['msg']}"
-                for item in error.errors(include_url=False, include_input=False, include_context=False)
-            )
-            raise ProviderError(f"invalid inputs: {problems}") from None
+        return validate_inputs(self.inputs_model, props)

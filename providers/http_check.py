@@ -12,14 +12,13 @@ create/update then) and never when nothing changed (the diff is empty). Changing
 the token does not re-run it; a new token comes with a new deployment anyway. `read` and `delete`
 touch nothing: a check is a record of the last successful run, not an object somewhere.
 
-Generic on purpose: it knows HTTP and JSON, nothing about models or Modal. Standard library only, so
-it runs in the dynamic-provider process without extra dependencies.
+Generic on purpose: it knows HTTP and JSON, nothing about models or Modal. HTTP goes through the
+standard library, so it needs nothing beyond what the dynamic-provider process already loads.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,9 +26,9 @@ from typing import Annotated, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, ResourceProvider, UpdateResult
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from providers.base import InputModel, ProviderError, check_inputs, precise_diff, redact, register_secrets
+from providers.base import InputModel, ProviderError, check_inputs, precise_diff, progress, redact, validate_inputs
 
 # Prefix of every progress line, so a reader of `pulumi up` sees which resource is talking.
 PROGRESS_PREFIX = "[http-check] "
@@ -81,8 +80,7 @@ class HttpCheckFailed(ProviderError):
 
 
 def _progress(message: str) -> None:
-    sys.stdout.write(f"{PROGRESS_PREFIX}{redact(message)}\n")
-    sys.stdout.flush()
+    progress(message, prefix=PROGRESS_PREFIX)
 
 
 def _request(url: str, *, token: str | None, body: dict | None, timeout: float) -> tuple[int, str]:
@@ -203,17 +201,7 @@ class HttpCheckProvider(ResourceProvider):
 
     @staticmethod
     def _inputs(props: dict[str, Any]) -> HttpCheckInputs:
-        register_secrets([props.get("bearer_token") or ""])
-        fields = set(HttpCheckInputs.model_fields)
-        try:
-            return HttpCheckInputs.model_validate({k: v for k, v in props.items() if k in fields})
-        except ValidationError as error:
-            # str(error) quotes each offending input (`input_value=`), the token included.
-            problems = "; ".join(
-                f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
-                for item in error.errors(include_url=False, include_input=False, include_context=False)
-            )
-            raise ProviderError(f"invalid inputs: {problems}") from None
+        return validate_inputs(HttpCheckInputs, props)
 
 
 class HttpCheck(pulumi.dynamic.Resource, module="http", name="HttpCheck"):

@@ -34,7 +34,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-import modal
 import pulumi
 import pydantic
 from modal.exception import NotFoundError
@@ -54,6 +53,7 @@ from .base import (
     strip_internal,
 )
 from .runner import ModuleEnv, ModulePath, format_elapsed, run_with_retries
+from .volume import lookup_volume
 
 # Every input, in the order a diff reports them.
 FIELDS = ("module", "function", "environment", "module_env", "triggers", "artifact", "timeout_seconds", "require_ok")
@@ -112,15 +112,8 @@ def artifact_present(environment: str, artifact: Artifact) -> bool:
     of the file itself, which may be large). A missing volume or directory means "not present"."""
     parent = artifact.path.rpartition("/")[0] or "/"
     where = f"volume '{artifact.volume}' of environment '{environment}'"
-
-    def lookup() -> Any | None:
-        try:
-            return modal.Volume.from_name(artifact.volume, environment_name=environment).hydrate()
-        except NotFoundError:
-            return None
-
     # The lookup is a unary call, which the modal client retries itself: our layer adds nothing to it.
-    volume = modal_call(lookup, what=f"look up {where}")
+    volume = lookup_volume(environment, artifact.volume)
     if volume is None:
         return False
 

@@ -59,7 +59,7 @@ from typing import Annotated, Any
 
 import pydantic
 
-from providers.base import ProviderError, is_transient, progress, retry_settings
+from providers.base import ENV_VAR_NAME, ProviderError, is_transient, progress, retry_settings
 
 # The marker of the child's machine-readable last line; everything else it prints is for humans.
 RESULT_PREFIX = "@@providers.runner.result "
@@ -445,11 +445,20 @@ def invoke(
     for reader in readers:
         reader.start()
 
+    result: dict[str, Any] | None = None
+
+    def take(line: str) -> None:
+        nonlocal result
+        if line.startswith(RESULT_PREFIX):
+            with contextlib.suppress(ValueError):
+                result = json.loads(line[len(RESULT_PREFIX):])
+        elif line.strip():
+            report(f"{label}: {line}")
+
     interval = progress_interval()
     started = clock()
     deadline = started + timeout_seconds
     next_progress = started + interval
-    result: dict[str, Any] | None = None
     timed_out = False
     stdout_open = True
     while stdout_open:
@@ -468,11 +477,8 @@ def invoke(
             continue
         if line is None:
             stdout_open = False
-        elif line.startswith(RESULT_PREFIX):
-            with contextlib.suppress(ValueError):
-                result = json.loads(line[len(RESULT_PREFIX):])
-        elif line.strip():
-            report(f"{label}: {line}")
+        else:
+            take(line)
     # Drain what the child printed while it was being stopped (its cancel message, its result).
     while stdout_open:
         try:
@@ -481,11 +487,7 @@ def invoke(
             break
         if line is None:
             break
-        if line.startswith(RESULT_PREFIX):
-            with contextlib.suppress(ValueError):
-                result = json.loads(line[len(RESULT_PREFIX):])
-        elif line.strip():
-            report(f"{label}: {line}")
+        take(line)
     exit_code = _wait(process)
     for reader in readers:
         reader.join(timeout=5)
@@ -528,8 +530,6 @@ def _wait(process: subprocess.Popen) -> int | None:
 
 # A dotted Python module path, e.g. "serving.app".
 _MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-# Environment variable names the runner accepts in module_env.
-_ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # module_env must not steer the modal client itself: credentials and the server come from the usual
 # Modal sources (and must never be stored in state), the environment from the resource's input.
 _RESERVED_ENV_PREFIX = "MODAL_"
@@ -542,7 +542,7 @@ def _check_module_path(value: str) -> str:
 
 
 def _check_env_var_name(name: str) -> str:
-    if not _ENV_VAR_NAME.match(name):
+    if not ENV_VAR_NAME.match(name):
         raise ValueError("must be an environment variable name (letters, digits, '_')")
     if name.upper().startswith(_RESERVED_ENV_PREFIX):
         raise ValueError(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Annotated, Any
 
 import modal
@@ -36,6 +35,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Updat
 from pulumi.runtime import rpc
 
 from .base import (
+    ENV_VAR_NAME,
     EnvironmentName,
     InputModel,
     ModalProvider,
@@ -51,8 +51,6 @@ from .base import (
 REPLACE_ON = ("name", "environment")
 # Every input, in the order a diff reports them.
 FIELDS = ("name", "environment", "values")
-# Secret keys become environment variables in containers, so they must be valid variable names.
-ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Outputs derived from the secret values, which the engine must encrypt in state.
 ADDITIONAL_SECRET_OUTPUTS = ("values_digest",)
 # Prefix of values_digest, naming the algorithm so it can change without a false "no change".
@@ -60,6 +58,7 @@ DIGEST_PREFIX = "sha256:"
 
 
 def _check_key(key: str) -> str:
+    # Secret keys become environment variables in containers, so they must be valid variable names.
     if not ENV_VAR_NAME.match(key):
         raise ValueError("a key must be an environment variable name (letters, digits, '_'; not starting with a digit)")
     return key

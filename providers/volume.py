@@ -46,7 +46,7 @@ class VolumeInputs(InputModel):
     delete_data: bool = False
 
 
-def _lookup(environment: str, name: str) -> Any | None:
+def lookup_volume(environment: str, name: str) -> Any | None:
     """The hydrated volume, or None when there is none (a read-only call)."""
 
     def get() -> Any | None:
@@ -97,14 +97,14 @@ class VolumeProvider(ModalProvider):
             progress(f"{where} created")
         else:
             progress(f"{where} already exists: adopting it with its contents")
-        volume = _lookup(inputs.environment, inputs.name)
+        volume = lookup_volume(inputs.environment, inputs.name)
         if volume is None:
             raise ProviderError(f"{where} vanished right after it was created or found: run `pulumi up` again")
         return CreateResult(join_id(inputs.environment, inputs.name), _outputs(inputs, volume.object_id))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         environment, name = split_id(id_, "Volume")
-        volume = _lookup(environment, name)
+        volume = lookup_volume(environment, name)
         if volume is None:
             return ReadResult("", {})  # gone: the engine drops it from state, the next `up` creates it
         importing = "volume_id" not in props  # no outputs yet: `pulumi import` (props are the declared inputs)
@@ -120,7 +120,7 @@ class VolumeProvider(ModalProvider):
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         environment, name = split_id(id_, "Volume")
         where = f"volume '{name}' in environment '{environment}'"
-        volume = _lookup(environment, name)
+        volume = lookup_volume(environment, name)
         if volume is None:
             progress(f"{where} is already gone")
             return
