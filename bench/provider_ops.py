@@ -40,14 +40,13 @@ from pulumi.dynamic.dynamic import serialize_provider  # noqa: E402
 from pulumi.runtime._serialization import _serialize  # noqa: E402
 
 from providers.app import AppProvider, ModalAppDeployment  # noqa: E402
-from providers.base import RETRY_BASE_SECONDS_ENV  # noqa: E402
 from providers.environment import EnvironmentProvider, ModalEnvironment  # noqa: E402
 from providers.job import JobProvider, ModalJob  # noqa: E402
 from providers.secret import ModalSecret, SecretProvider  # noqa: E402
 from providers.volume import ModalVolume, VolumeProvider  # noqa: E402
 from tests.modal_control_plane import ControlPlane  # noqa: E402
-from tests.pulumi_engine import properties as wire  # noqa: E402
-from tests.pulumi_engine.provider_server import ProviderServer, make_urn  # noqa: E402
+from tests.providers.grpc_harness import desired, serve, urn_of  # noqa: E402
+from tests.pulumi_engine.provider_server import ProviderServer  # noqa: E402
 
 # Each kind goes through its whole lifecycle this many times; the table shows medians. Three keeps
 # the run well under a minute (a job or deploy costs ~1-2 s of child process each time).
@@ -129,12 +128,12 @@ def timed(kind: Kind, op: str, call: Callable[[], Any]) -> Any:
 
 
 def lifecycle(server: ProviderServer, kind: Kind, round_: int) -> None:
-    urn = make_urn(f"bench-{round_}", f"pulumi-python:{kind.resource_cls._resource_type_name}")
-    provider = serialize_provider(kind.provider)
+    name = f"bench-{round_}"
+    urn = urn_of(kind.resource_cls, name)
 
     def wire_inputs(values: dict[str, Any]) -> dict[str, Any]:
-        marked = {k: (wire.secret(v) if k in kind.secret_inputs else v) for k, v in values.items()}
-        return {**marked, "__provider": provider}
+        """The inputs as the program registers them: secrets marked, `__provider` added."""
+        return desired(kind.resource_cls, kind.provider, name, values, secret_inputs=kind.secret_inputs).inputs
 
     olds = wire_inputs(kind.inputs(round_))
     checked = timed(kind, "check", lambda: server.check(urn, olds))
@@ -153,7 +152,7 @@ def main() -> None:
     sizes = {kind.name: serialized_size(kind.provider) for kind in KINDS}
     with ControlPlane() as cp:
         cp.script_function("write_artifact", result={"ok": True}, writes={(SAMPLE_VOLUME, SAMPLE_MARKER): b"{}"})
-        with ProviderServer(extra_env={**cp.client_env, RETRY_BASE_SECONDS_ENV: "0.001"}) as server:
+        with serve(cp) as server:
             for kind in KINDS:
                 for round_ in range(ROUNDS):
                     lifecycle(server, kind, round_)

@@ -70,8 +70,6 @@ class VolumeAccess:
         self.mounts: dict[str, str] = dict(mounts or {})
 
     def _volume(self, name: str, *, create: bool = False) -> Volume:
-        from .state import Volume
-
         env = self._state.environment(self.environment)
         if env is None:
             raise KeyError(f"environment {self.environment!r} does not exist")
@@ -79,9 +77,7 @@ class VolumeAccess:
         if volume is None:
             if not create:
                 raise KeyError(f"volume {name!r} does not exist in environment {self.environment!r}")
-            volume = Volume(self._state.new_id("vo"), name, env.name, self._now())
-            env.volumes[name] = volume
-            self._state.by_id[volume.id] = volume
+            volume = self._state.add_volume(env, name, self._now())
         return volume
 
     def read(self, volume: str, path: str) -> bytes:

@@ -163,9 +163,7 @@ class ObjectRpcs:
                 if secret is None:
                     if creation not in (CREATE_IF_MISSING, CREATE_FAIL_IF_EXISTS, CREATE_OVERWRITE_IF_EXISTS):
                         raise GRPCError(Status.NOT_FOUND, f"Secret '{name}' not found in environment '{env.name}'")
-                    secret = Secret(self.state.new_id("st"), name, env.name, values, self.now())
-                    env.secrets[name] = secret
-                    self.state.by_id[secret.id] = secret
+                    secret = self.state.add_secret(env, name, values, self.now())
                 elif creation == CREATE_FAIL_IF_EXISTS:
                     raise GRPCError(
                         Status.ALREADY_EXISTS, f"Secret '{name}' already exists in environment '{env.name}'"
@@ -238,9 +236,7 @@ class ObjectRpcs:
                 if volume is None:
                     if creation not in (CREATE_IF_MISSING, CREATE_FAIL_IF_EXISTS):
                         raise GRPCError(Status.NOT_FOUND, f"Volume '{name}' not found in environment '{env.name}'")
-                    volume = Volume(self.state.new_id("vo"), name, env.name, self.now())
-                    env.volumes[name] = volume
-                    self.state.by_id[volume.id] = volume
+                    volume = self.state.add_volume(env, name, self.now())
                 elif creation == CREATE_FAIL_IF_EXISTS:
                     raise GRPCError(
                         Status.ALREADY_EXISTS, f"Volume '{name}' already exists in environment '{env.name}'"

@@ -294,11 +294,7 @@ class ControlPlane:
 
     def create_secret(self, name: str, values: dict[str, str], environment: str = DEFAULT_ENVIRONMENT) -> Secret:
         with self.state.lock:
-            env = self._env(environment)
-            secret = Secret(self.state.new_id("st"), name, env.name, dict(values), self.now())
-            env.secrets[name] = secret
-            self.state.by_id[secret.id] = secret
-            return secret
+            return self.state.add_secret(self._env(environment), name, dict(values), self.now())
 
     def secret_values(self, name: str, environment: str = DEFAULT_ENVIRONMENT) -> dict[str, str] | None:
         with self.state.lock:
@@ -308,11 +304,7 @@ class ControlPlane:
     def create_volume(self, name: str, environment: str = DEFAULT_ENVIRONMENT) -> Volume:
         with self.state.lock:
             env = self._env(environment)
-            if name not in env.volumes:
-                volume = Volume(self.state.new_id("vo"), name, env.name, self.now())
-                env.volumes[name] = volume
-                self.state.by_id[volume.id] = volume
-            return env.volumes[name]
+            return env.volumes.get(name) or self.state.add_volume(env, name, self.now())
 
     def put_file(self, volume: str, path: str, data: bytes, environment: str = DEFAULT_ENVIRONMENT) -> None:
         """Place a file in a volume (created if missing), as if some container had written it."""

@@ -175,6 +175,20 @@ class ControlPlaneState:
         self.by_id[env.id] = env
         return env
 
+    def add_secret(self, env: Environment, name: str, values: dict[str, str], now: float) -> Secret:
+        """A new named secret of `env` (replacing any of that name), registered by id."""
+        secret = Secret(self.new_id("st"), name, env.name, values, now)
+        env.secrets[name] = secret
+        self.by_id[secret.id] = secret
+        return secret
+
+    def add_volume(self, env: Environment, name: str, now: float) -> Volume:
+        """A new, empty named volume of `env`, registered by id."""
+        volume = Volume(self.new_id("vo"), name, env.name, now)
+        env.volumes[name] = volume
+        self.by_id[volume.id] = volume
+        return volume
+
     def remove_environment(self, name: str) -> None:
         env = self.environments.pop(name)
         self.by_id.pop(env.id, None)

@@ -19,13 +19,13 @@ from pulumi.dynamic.dynamic import serialize_provider
 from providers.base import RETRY_BASE_SECONDS_ENV
 from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.engine import DesiredResource, Engine
-from tests.pulumi_engine.provider_server import ProviderServer, make_urn
+from tests.pulumi_engine.provider_server import MUTATING_METHODS, ProviderServer, make_urn
 
 # Our backoff base in tests: 1 ms instead of 2 s, so 3 retries cost nothing noticeable.
 FAST_RETRY_ENV = {RETRY_BASE_SECONDS_ENV: "0.001"}
 
-# The mutating gRPC methods of the provider protocol.
-PROVIDER_MUTATIONS = ("Create", "Update", "Delete")
+# The mutating gRPC methods of the provider protocol (DeploymentResult.mutating_calls filters by them).
+PROVIDER_MUTATIONS = MUTATING_METHODS
 
 
 @contextmanager

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from . import properties as props
-from .provider_server import Call, CheckFailure, ProviderCallError, ProviderServer
+from .provider_server import MUTATING_METHODS, Call, CheckFailure, ProviderCallError, ProviderServer, urn_name_type
 
 # Step operation names, as the engine's display and event stream spell them.
 SAME, CREATE, UPDATE, DELETE = "same", "create", "update", "delete"
@@ -85,11 +85,11 @@ class DesiredResource:
 
     @property
     def type(self) -> str:
-        return self.urn.split("::")[2].split("$")[-1]
+        return urn_name_type(self.urn)[1]
 
     @property
     def name(self) -> str:
-        return "::".join(self.urn.split("::")[3:])
+        return urn_name_type(self.urn)[0]
 
 
 @dataclass
@@ -202,7 +202,7 @@ class DeploymentResult:
 
     @property
     def mutating_calls(self) -> list[Call]:
-        return self.calls_of("Create", "Update", "Delete")
+        return self.calls_of(*MUTATING_METHODS)
 
     def raise_on_error(self) -> "DeploymentResult":
         if self.errors:

@@ -31,6 +31,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from . import properties as props
 from .engine import DeploymentError, DeploymentResult, DesiredResource, Engine, parse_timeout
+from .provider_server import urn_name_type
 
 # Every Python dynamic resource's type token starts with this (pulumi/dynamic/dynamic.py).
 DYNAMIC_TYPE_PREFIX = "pulumi-python:dynamic"
@@ -117,7 +118,7 @@ class EngineMonitor(pulumi_mocks.MockMonitor):
         with self._lock:
             # Dependencies on resources the engine does not manage (components, mocked ones) are
             # the program's business, not the engine's ordering.
-            desired.dependencies = [d for d in desired.dependencies if is_dynamic(d.split("::")[2].split("$")[-1])]
+            desired.dependencies = [d for d in desired.dependencies if is_dynamic(urn_name_type(d)[1])]
             self.registrations.append(desired)
             result = self.deployment.register(desired)
         self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, result.id, result.outputs)

@@ -297,7 +297,7 @@ class ProviderServer:
         grpc.channel_ready_future(self._channel).result(timeout=START_TIMEOUT_S)
         self._stub = provider_pb2_grpc.ResourceProviderStub(self._channel)
         self._handshake()
-        self.plugin_version = self._call("GetPluginInfo", "", empty_pb2.Empty(), {}).version
+        self.plugin_version = self.get_plugin_info().version
         self.configure(self.config)
 
     def stop(self) -> None:
@@ -371,11 +371,10 @@ class ProviderServer:
 
     def configure(self, config: Mapping[str, Any]) -> bool:
         """Sends the stack config as the engine does; returns the server's acceptSecrets."""
-        args = {k: v for k, v in config.items()}
+        args = dict(config)
+        plain = props.reveal(args)
         variables = {
-            f"pulumi-python:config:{k}": json.dumps(props.reveal(v)) if not isinstance(props.reveal(v), str)
-            else props.reveal(v)
-            for k, v in args.items()
+            f"pulumi-python:config:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in plain.items()
         }
         request = provider_pb2.ConfigureRequest(
             variables=variables, args=props.to_struct(args), acceptSecrets=True, acceptResources=True,
@@ -383,7 +382,7 @@ class ProviderServer:
             urn=f"urn:pulumi:stack::{self.project}::{DYNAMIC_PROVIDER_TYPE}::default",
             name="default", type=DYNAMIC_PROVIDER_TYPE,
         )
-        response = self._call("Configure", "", request, {"args": props.reveal(args)})
+        response = self._call("Configure", "", request, {"args": plain})
         self.accept_secrets = response.acceptSecrets
         self.supports_preview = response.supportsPreview
         return self.accept_secrets
@@ -399,7 +398,7 @@ class ProviderServer:
     def check(self, urn: str, news: dict, olds: dict | None = None, *, allow_unknowns: bool = False) -> CheckResult:
         olds_wire = self._outgoing(olds, keep_unknowns=allow_unknowns)
         news_wire = self._outgoing(news, keep_unknowns=allow_unknowns)
-        name, typ = _urn_name_type(urn)
+        name, typ = urn_name_type(urn)
         response = self._call("Check", urn, provider_pb2.CheckRequest(
             urn=urn, name=name, type=typ, olds=props.to_struct(olds_wire), news=props.to_struct(news_wire),
         ), {"olds": olds_wire, "news": news_wire})
@@ -416,7 +415,7 @@ class ProviderServer:
             "news": self._outgoing(news, keep_unknowns=allow_unknowns),
             "old_inputs": self._outgoing(old_inputs, keep_unknowns=allow_unknowns),
         }
-        name, typ = _urn_name_type(urn)
+        name, typ = urn_name_type(urn)
         response = self._call("Diff", urn, provider_pb2.DiffRequest(
             id=id, urn=urn, name=name, type=typ, olds=props.to_struct(wire["olds"]),
             news=props.to_struct(wire["news"]), old_inputs=props.to_struct(wire["old_inputs"]),
@@ -441,7 +440,7 @@ class ProviderServer:
             # The plugin client answers for the provider: outputs = inputs, no ID, no RPC.
             return CreateResult(id="", properties=dict(properties))
         wire = self._outgoing(properties, keep_unknowns=preview)
-        name, typ = _urn_name_type(urn)
+        name, typ = urn_name_type(urn)
         response = self._call("Create", urn, provider_pb2.CreateRequest(
             urn=urn, name=name, type=typ, properties=props.to_struct(wire), timeout=timeout, preview=preview,
         ), {"properties": wire, "timeout": timeout})
@@ -457,7 +456,7 @@ class ProviderServer:
         wire = {"properties": self._outgoing(properties)}
         if inputs is not None:
             wire["inputs"] = self._outgoing(inputs)
-        name, typ = _urn_name_type(urn)
+        name, typ = urn_name_type(urn)
         request = provider_pb2.ReadRequest(id=id, urn=urn, name=name, type=typ,
                                            properties=props.to_struct(wire["properties"]))
         if inputs is not None:
@@ -479,7 +478,7 @@ class ProviderServer:
             "news": self._outgoing(news, keep_unknowns=preview),
             "old_inputs": self._outgoing(old_inputs),
         }
-        name, typ = _urn_name_type(urn)
+        name, typ = urn_name_type(urn)
         response = self._call("Update", urn, provider_pb2.UpdateRequest(
             id=id, urn=urn, name=name, type=typ, olds=props.to_struct(wire["olds"]),
             news=props.to_struct(wire["news"]), old_inputs=props.to_struct(wire["old_inputs"]),
@@ -492,7 +491,7 @@ class ProviderServer:
 
     def delete(self, id: str, urn: str, outputs: dict, old_inputs: dict, *, timeout: float = 0) -> None:
         wire = {"properties": self._outgoing(outputs), "old_inputs": self._outgoing(old_inputs)}
-        name, typ = _urn_name_type(urn)
+        name, typ = urn_name_type(urn)
         self._call("Delete", urn, provider_pb2.DeleteRequest(
             id=id, urn=urn, name=name, type=typ, properties=props.to_struct(wire["properties"]),
             old_inputs=props.to_struct(wire["old_inputs"]), timeout=timeout,
@@ -515,7 +514,7 @@ class ProviderServer:
         raise TimeoutError("no matching stdout line; got:\n" + "\n".join(self.stdout_lines))
 
 
-def _urn_name_type(urn: str) -> tuple[str, str]:
+def urn_name_type(urn: str) -> tuple[str, str]:
     """urn:pulumi:<stack>::<project>::<qualified type>::<name> -> (name, type)."""
     if not urn:
         return "", ""

@@ -41,6 +41,8 @@ from typing import Any
 import pulumi
 import yaml
 
+from providers.base import RETRY_BASE_SECONDS_ENV
+from providers.runner import PROGRESS_SECONDS_ENV
 from serving import jobs
 from serving.config import CONFIG_ENV_VAR, WEIGHT_SENTINEL, DeploymentConfig
 from tests.modal_control_plane import ControlPlane
@@ -48,7 +50,7 @@ from tests.modal_control_plane.functions import VolumeAccess
 from tests.pulumi_engine import properties as props
 from tests.pulumi_engine.engine import DeploymentResult, Engine, State
 from tests.pulumi_engine.mocks_bridge import ProgramRun, run_program
-from tests.pulumi_engine.provider_server import ProviderServer, launch_for_project
+from tests.pulumi_engine.provider_server import ProviderServer, launch_for_project, make_urn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
@@ -90,7 +92,7 @@ JOB_FUNCTIONS = {"download-weights": "download_model", "compile-kernels": "compi
 
 
 def urn(stack: str, name: str) -> str:
-    return f"urn:pulumi:{stack}::{PROJECT}::{RESOURCES[name]}::{name}"
+    return make_urn(name, RESOURCES[name], stack=stack, project=PROJECT)
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -144,6 +146,25 @@ def set_path(document: dict, dotted: str, value: Any) -> None:
     for part in parents:
         node = node.setdefault(part, {})
     node[last] = value
+
+
+# An edit of a stack's config, as a test case applies it.
+Edit = Callable[[StackConfig], None]
+
+
+def deployment_edits(**values: object) -> Edit:
+    """Sets values of the deployment object by path, `__` standing for `.` (scaling__max_containers=2)."""
+
+    def edit(config: StackConfig) -> None:
+        for path, value in values.items():
+            set_path(config.deployment, path.replace("__", "."), value)
+
+    return edit
+
+
+def secret_edit(key: str, value: str) -> Edit:
+    """`pulumi config set --secret <key> <value>`."""
+    return lambda config: config.secrets.__setitem__(f"{PROJECT}:{key}", value)
 
 
 # ---- running the program -----------------------------------------------------------------------
@@ -253,26 +274,18 @@ class StackHarness:
         return self.engine.refresh()
 
 
-def evaluate(stack: str, config: StackConfig, engine: Engine, operation: str = "preview") -> ProgramRun:
-    """Runs the program once without a control plane (e.g. invalid configs that never register)."""
-    values, secret_keys = config.engine_map()
-    pulumi.runtime.set_all_config(values, secret_keys)
-    return run_program(engine, operation, _program, project=PROJECT, stack=stack)
-
-
 # ---- the provider server, as the engine starts it ----------------------------------------------
 
 # Test-speed knobs the providers read from their environment (see providers/base.py, runner.py).
-FAST_PROVIDER_ENV = {"PROVIDERS_RETRY_BASE_SECONDS": "0.01", "PROVIDERS_PROGRESS_SECONDS": "60"}
+FAST_PROVIDER_ENV = {RETRY_BASE_SECONDS_ENV: "0.01", PROGRESS_SECONDS_ENV: "60"}
 
 
 def provider_server(cp: ControlPlane, config: StackConfig) -> ProviderServer:
     """The dynamic provider process as `pulumi up` would start it for this project (Pulumi.yaml's
     virtualenv and program directory), pointed at the control plane."""
-    spec = launch_for_project(REPO_ROOT, config={})
-    env = cp.subprocess_env(base=spec.env)
-    env.pop("MODAL_ENVIRONMENT", None)
-    env.update(FAST_PROVIDER_ENV)
+    spec = launch_for_project(REPO_ROOT)
+    # subprocess_env drops every MODAL_* of the base, so no MODAL_ENVIRONMENT reaches the providers.
+    env = {**cp.subprocess_env(base=spec.env), **FAST_PROVIDER_ENV}
     return ProviderServer(python=spec.python, cwd=spec.cwd, base_env=env, project=PROJECT,
                           config=config.configure_payload())  # fmt: skip
 

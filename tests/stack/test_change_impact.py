@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +21,9 @@ import infra.resources
 from serving.config import DeploymentConfig
 
 from .conftest import Rig, rig
-from .harness import JOB_FUNCTIONS, JOBS, PROJECT, StackConfig, StackHarness, set_path
-
-Edit = Callable[[StackConfig], None]
+from .harness import JOB_FUNCTIONS, JOBS, Edit, StackConfig, StackHarness
+from .harness import deployment_edits as deployment
+from .harness import secret_edit as secret
 
 # The smoke test (on in staging) follows the app: a new deployment version re-runs it.
 FOLLOWS_APP = {"smoke-test": "update"}
@@ -37,18 +37,6 @@ class Change:
     id: str
     edit: Edit
     expected: dict[str, str]  # resource -> "update" | "replace"; every other resource: "same"
-
-
-def deployment(**values: object) -> Edit:
-    def edit(config: StackConfig) -> None:
-        for path, value in values.items():
-            set_path(config.deployment, path.replace("__", "."), value)
-
-    return edit
-
-
-def secret(key: str, value: str) -> Edit:
-    return lambda config: config.secrets.__setitem__(f"{PROJECT}:{key}", value)
 
 
 def source_change(config: StackConfig) -> None:

@@ -4,7 +4,7 @@ the property, with no stack trace and no secret value in the message."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pulumi
@@ -13,9 +13,8 @@ import pytest
 from infra.settings import InvalidStackConfig
 
 from .conftest import Rig, rig
-from .harness import PROJECT, TEST_API_KEY, TEST_HF_TOKEN, StackConfig, StackRun, set_path
-
-Edit = Callable[[StackConfig], None]
+from .harness import PROJECT, TEST_API_KEY, TEST_HF_TOKEN, Edit, StackConfig, StackRun, deployment_edits, set_path
+from .harness import secret_edit as secret
 
 
 @dataclass(frozen=True)
@@ -29,14 +28,6 @@ class Case:
 
 def deployment(path: str, value: object) -> Edit:
     return lambda config: set_path(config.deployment, path, value)
-
-
-def deployment_edits(**values: object) -> Edit:
-    def edit(config: StackConfig) -> None:
-        for path, value in values.items():
-            set_path(config.deployment, path.replace("__", "."), value)
-
-    return edit
 
 
 def drop_deployment_key(path: str) -> Edit:
@@ -60,10 +51,6 @@ def drop(key: str) -> Edit:
         config.secrets.pop(f"{PROJECT}:{key}", None)
 
     return edit
-
-
-def secret(key: str, value: str) -> Edit:
-    return lambda config: config.secrets.__setitem__(f"{PROJECT}:{key}", value)
 
 
 def infra_as_secret(key: str, value: str) -> Edit:
