@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Callable, AsyncIterator
 from typing import TYPE_CHECKING
 
 from google.protobuf.empty_pb2 import Empty
@@ -55,6 +55,8 @@ APP_STATE_PROTO = {
 
 class AppRpcs(ObjectRpcs):
     runner: FunctionRunner
+    # (environment, "<app>-<label>") -> URL of a web endpoint; None: Modal's *.modal.run scheme.
+    web_url_of: Callable[[str, str], str] | None
 
     def _deployed_app(self, environment: str, name: str) -> App | None:
         env = self._environment(environment)
@@ -318,6 +320,8 @@ class AppRpcs(ObjectRpcs):
         suffix = env.settings["webhook_suffix"]
         host = WORKSPACE + (f"-{suffix}" if suffix else "")
         slug = re.sub(r"[^a-z0-9-]+", "-", f"{app.name}-{label}".lower()).strip("-")
+        if self.web_url_of is not None:
+            return self.web_url_of(app.environment, slug)
         dev = "-dev" if app.state in ("ephemeral",) else ""
         return f"https://{host}--{slug}{dev}.modal.run"
 

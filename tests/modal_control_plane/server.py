@@ -49,6 +49,9 @@ STARTUP_TIMEOUT_SECONDS = 10.0
 
 SERVICE_PREFIX = "/modal.client.ModalClient/"
 
+# (environment name, endpoint slug "<app>-<label>") -> the URL the endpoint is served at.
+WebUrlOf = Callable[[str, str], str]
+
 
 class Rpcs(AppRpcs):
     """All implemented RPCs, sharing the control plane's state, blob store, runner and clock."""
@@ -58,6 +61,7 @@ class Rpcs(AppRpcs):
         self.blobs = plane.blobs
         self.runner = plane.runner
         self.now = plane.now
+        self.web_url_of = plane.web_url_of
         self.blob_url = ""  # known once the blob server is bound
 
 
@@ -79,8 +83,11 @@ class _Routes:
 class ControlPlane:
     """Handle on a running control plane. Start with `start()` (or use it as a context manager)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time):
+    def __init__(self, *, clock: Callable[[], float] = time.time, web_url_of: WebUrlOf | None = None):
+        """`web_url_of(environment, slug)`, if given, is the URL handed out for a web endpoint
+        instead of Modal's *.modal.run scheme (unreachable offline): e.g. a local stand-in server."""
         self._clock = clock
+        self.web_url_of = web_url_of
         self._last_ts = 0.0
         self._ts_lock = threading.Lock()
         self.state = ControlPlaneState()

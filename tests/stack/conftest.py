@@ -1,8 +1,6 @@
-"""Fixtures of the stack tests: a control plane, the dynamic provider process and the web stand-in.
-
-A provider process starts in well under a second, so each test gets its own (and its own control
-plane), which keeps tests independent; the change-impact matrix shares one applied stack across its
-cases because applying a stack from scratch is what costs time (four runner processes).
+"""Fixtures of the stack tests: a control plane, the web stand-in and a CLI world (PULUMI_HOME, local
+backend, project copy) per test, so tests stay independent; the change-impact matrix shares one
+applied stack across its cases because applying a stack from scratch is what costs time.
 """
 
 from __future__ import annotations
@@ -14,17 +12,9 @@ from dataclasses import dataclass
 import pytest
 
 from tests.modal_control_plane import ControlPlane
-from tests.pulumi_engine.provider_server import ProviderServer
 
-from .harness import (
-    StackConfig,
-    StackHarness,
-    WebStandIn,
-    api_keys_in,
-    install_serving_functions,
-    provider_server,
-    route_web_urls,
-)
+from .cli import CliWorld
+from .harness import FAST_PROVIDER_ENV, StackConfig, StackHarness, WebStandIn, api_keys_in, install_serving_functions
 
 
 @dataclass
@@ -33,24 +23,29 @@ class Rig:
 
     cp: ControlPlane
     web: WebStandIn
-    server: ProviderServer
+    world: CliWorld
 
     def harness(self, stack: str, config: StackConfig | None = None) -> StackHarness:
-        return StackHarness(stack, self.server, self.cp, config)
+        return StackHarness(stack, self.world, self.cp, config)
+
+
+def modal_env(cp: ControlPlane) -> dict[str, str]:
+    """What the CLI's children (the provider process, its runners) need to reach the control plane.
+    HOME stays the real one: the CLI keeps nothing there (PULUMI_HOME is the world's)."""
+    return {key: value for key, value in cp.client_env.items() if key != "HOME"}
 
 
 @contextmanager
-def rig(config: StackConfig) -> Iterator[Rig]:
-    cp = ControlPlane().start()
-    web = WebStandIn(api_keys_in(cp)).start()
-    route_web_urls(cp, web)
+def rig(backend_url: str | None = None) -> Iterator[Rig]:
+    web = WebStandIn().start()
+    cp = ControlPlane(web_url_of=web.url_for).start()
+    web.api_keys = api_keys_in(cp)
     install_serving_functions(cp)
-    server = provider_server(cp, config)
+    world = CliWorld(modal_env(cp), extra_env=FAST_PROVIDER_ENV, backend_url=backend_url)
     try:
-        server.start()
-        yield Rig(cp, web, server)
+        yield Rig(cp, web, world)
     finally:
-        server.stop()
+        world.close()
         web.stop()
         cp.stop()
     if cp.server_errors:

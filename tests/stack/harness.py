@@ -1,34 +1,28 @@
-"""The stack harness: the real Pulumi program of a stack, run the way `pulumi preview`/`up` run it,
-against the engine stand-in (tests/pulumi_engine) and the local Modal control plane.
+"""The stack harness: a stack of the real Pulumi program, run by the real Pulumi CLI (tests/stack/cli.py)
+against the local Modal control plane.
 
 How a run goes, and which part is real:
 
-- Config: the stack file `Pulumi.<stack>.yaml` as the CLI hands it to the language host (object
-  values as JSON text, booleans as "true"/"false"), plus the two secrets a test sets (as
-  `pulumi config set --secret` would: listed among the secret keys), set with
-  `pulumi.runtime.set_all_config`, which is what the language host's exec script calls.
-- Program: infra/ run as `__main__` with `runpy.run_path(".")` from inside infra/ (the engine
-  starts the program with the `main:` directory as working directory and "." as the program),
-  inside `run_in_stack`, under `pulumi.runtime.set_mocks` with `mocks_bridge.EngineMonitor`.
-  A `pulumi.RunError` is what the exec script prints without a stack trace; anything else
-  would reach the operator as a traceback (`ProgramRun.traceback_free`).
-- Engine: tests/pulumi_engine/engine.py sends every dynamic resource through the real
-  `python -m pulumi.dynamic` server (Check, Diff, Create/Update/Delete; no Create in preview) and
-  keeps the state between runs.
+- Config: the stack file `Pulumi.<stack>.yaml` of a temporary copy of the project; a test's edit is
+  written into it (plain keys as YAML, secrets with `pulumi config set --secret`, value piped), so
+  the CLI's own YAML parser, config handling and secrets provider are what the program sees.
+- CLI and engine: the pinned `pulumi` binary with a local backend; the engine starts our dynamic
+  provider as its own process (Pulumi.yaml's virtualenv), keeps the state, computes the steps.
+- Program: infra/ as `__main__`, run inline through the Automation API (see cli.py for why).
 - Modal: the providers (and their `python -m providers.runner` children) use the real modal client
-  against the control plane. Its functions run the REAL serving.jobs logic (download, compile,
-  verify) on the control plane's volumes, with the config baked into the function's image
-  environment, as the container would; only the Hub download and the compiler are stand-ins
-  (serving.jobs takes them as parameters).
-- Web: the deployed server's URL is routed to `WebStandIn`, a tiny HTTP server answering /health
-  and /v1/chat/completions like SGLang, so the smoke test has something to talk to.
+  against the control plane, a server thread of the test process reached through MODAL_SERVER_URL.
+  Its functions run the REAL serving.jobs logic (download, compile, verify) on the control plane's
+  volumes, with the config baked into the function's image environment, as the container would;
+  only the Hub download and the compiler are stand-ins (serving.jobs takes them as parameters).
+- Web: the control plane hands out web URLs served by `WebStandIn`, a tiny HTTP server answering
+  /health and /v1/chat/completions like SGLang, so the smoke test has something to talk to.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
-import runpy
 import sys
 import threading
 import time
@@ -38,7 +32,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import yaml
 
 from providers.base import RETRY_BASE_SECONDS_ENV
@@ -47,13 +40,9 @@ from serving import jobs
 from serving.config import CONFIG_ENV_VAR, WEIGHT_SENTINEL, DeploymentConfig
 from tests.modal_control_plane import ControlPlane
 from tests.modal_control_plane.functions import VolumeAccess
-from tests.pulumi_engine import properties as props
-from tests.pulumi_engine.engine import DeploymentResult, Engine, State
-from tests.pulumi_engine.mocks_bridge import ProgramRun, run_program
-from tests.pulumi_engine.provider_server import ProviderServer, launch_for_project, make_urn
+from tests.stack.cli import CliWorld, Outcome
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-INFRA_DIR = REPO_ROOT / "infra"
 PROJECT = "glm-modal"
 STACKS = ("staging", "prod")
 
@@ -92,7 +81,7 @@ JOB_FUNCTIONS = {"download-weights": "download_model", "compile-kernels": "compi
 
 
 def urn(stack: str, name: str) -> str:
-    return make_urn(name, RESOURCES[name], stack=stack, project=PROJECT)
+    return f"urn:pulumi:{stack}::{PROJECT}::{RESOURCES[name]}::{name}"
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -102,15 +91,6 @@ def stack_file_config(stack: str) -> dict[str, Any]:
     """The `config:` map of Pulumi.<stack>.yaml, YAML-typed."""
     document = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
     return dict(document.get("config") or {})
-
-
-def as_engine_value(value: Any) -> str:
-    """A config value as the CLI passes it to the program: objects as JSON, booleans lower-case."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
 
 
 @dataclass
@@ -127,16 +107,6 @@ class StackConfig:
     @property
     def deployment(self) -> dict[str, Any]:
         return self.values[f"{PROJECT}:deployment"]
-
-    def engine_map(self) -> tuple[dict[str, str], list[str]]:
-        config = {key: as_engine_value(value) for key, value in self.values.items()}
-        config.update(self.secrets)
-        return config, sorted(self.secrets)
-
-    def configure_payload(self) -> dict[str, Any]:
-        """What the engine sends the dynamic provider in Configure: the whole config, secrets marked."""
-        config, secret_keys = self.engine_map()
-        return {key: props.secret(value) if key in secret_keys else value for key, value in config.items()}
 
 
 def set_path(document: dict, dotted: str, value: Any) -> None:
@@ -167,50 +137,44 @@ def secret_edit(key: str, value: str) -> Edit:
     return lambda config: config.secrets.__setitem__(f"{PROJECT}:{key}", value)
 
 
-# ---- running the program -----------------------------------------------------------------------
+# ---- running the stack through the real CLI ----------------------------------------------------
+
+# Test-speed knobs the providers read from their environment (see providers/base.py, runner.py).
+FAST_PROVIDER_ENV = {RETRY_BASE_SECONDS_ENV: "0.01", PROGRESS_SECONDS_ENV: "60"}
 
 
 @dataclass
 class StackRun:
-    """One preview/up of a stack: the engine's result plus what Modal saw meanwhile."""
+    """One CLI operation of a stack, plus what Modal saw meanwhile."""
 
     stack: str
-    operation: str
-    program: ProgramRun
+    outcome: Outcome
     modal_calls: list  # CallRecords of the control plane during the run
-    seconds: float
-
-    @property
-    def result(self) -> DeploymentResult:
-        return self.program.result
-
-    @property
-    def outputs(self) -> dict[str, Any]:
-        return self.program.stack_outputs
-
-    @property
-    def error(self) -> BaseException | None:
-        return self.program.error
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.result.ok
+        return self.outcome.ok
 
     @property
-    def traceback_free(self) -> bool:
-        """The language host prints a RunError's message alone; any other exception with a trace."""
-        return self.error is None or isinstance(self.error, pulumi.RunError)
+    def text(self) -> str:
+        return self.outcome.text
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.outcome.outputs
+
+    @property
+    def seconds(self) -> float:
+        return self.outcome.seconds
 
     def op(self, name: str) -> str:
-        """The logical step of resource `name`: create, same, update, replace, delete."""
-        return self.result.step(urn(self.stack, name)).op
+        return self.outcome.op(name)
 
     def ops(self) -> dict[str, str]:
-        names = [n for n in RESOURCES if any(s.urn == urn(self.stack, n) for s in self.result.steps)]
-        return {name: self.op(name) for name in names}
+        return self.outcome.ops()
 
     def changed(self) -> dict[str, str]:
-        return {name: op for name, op in self.ops().items() if op != "same"}
+        return self.outcome.changed()
 
     @property
     def mutating_modal_calls(self) -> list:
@@ -230,64 +194,76 @@ class StackRun:
         return sum(1 for call in self.modal_calls
                    if call.rpc == "AppPublish" and call.args.get("app_state") == "APP_STATE_DEPLOYED")  # fmt: skip
 
-    def registration(self, name: str):
-        wanted = urn(self.stack, name)
-        return next(r for r in self.program.registrations if r.urn == wanted)
-
-
-def _program() -> None:
-    # As the exec script: the working directory is the program directory and the program is ".".
-    with contextlib.chdir(INFRA_DIR):
-        runpy.run_path(".", run_name="__main__")
-
 
 class StackHarness:
-    """One stack's engine state, driven run after run against one provider server and control plane."""
+    """One stack of a CLI world: `pulumi stack init`, the two secrets set as the README says, then
+    preview/up/refresh/destroy with the config a test hands in, written into the stack file first
+    (plain keys as YAML, secrets with `pulumi config set --secret`, as an operator would)."""
 
-    def __init__(self, stack: str, server: ProviderServer, cp: ControlPlane, config: StackConfig | None = None):
+    def __init__(self, stack: str, world: CliWorld, cp: ControlPlane, config: StackConfig | None = None):
         self.stack = stack
-        self.server = server
+        self.world = world
         self.cp = cp
         self.config = config or StackConfig.of(stack)
-        self.engine = Engine(server, State())
+        self._written: StackConfig | None = None  # what the stack file holds now
+        world.check("stack", "init", stack)
 
-    def preview(self, config: StackConfig | None = None) -> StackRun:
-        return self._run("preview", config)
+    # ---- the stack file ----------------------------------------------------------------------------
 
-    def up(self, config: StackConfig | None = None) -> StackRun:
-        return self._run("up", config)
+    def write_config(self, config: StackConfig) -> None:
+        """Make the stack file say `config`. The first run reads the committed file as it is (plus
+        the secrets); later runs rewrite its plain keys and set again only the secrets that changed."""
+        if self._written == config:
+            return
+        path = self.world.stack_file(self.stack)
+        document = yaml.safe_load(path.read_text())
+        stored = document.get("config") or {}
+        previous = self._written.secrets if self._written is not None else {}
+        unchanged = {key: stored[key] for key, value in config.secrets.items()
+                     if key in stored and previous.get(key) == value}  # fmt: skip
+        if self._written is not None or config.values != stack_file_config(self.stack):
+            document["config"] = {**config.values, **unchanged}
+            path.write_text(yaml.safe_dump(document, sort_keys=False))
+        for key, value in config.secrets.items():
+            if key not in unchanged:
+                self.world.check("config", "set", "--secret", key, "--stack", self.stack, input=value)
+        self._written = copy.deepcopy(config)
 
-    def _run(self, operation: str, config: StackConfig | None) -> StackRun:
-        config = config or self.config
-        values, secret_keys = config.engine_map()
-        pulumi.runtime.set_all_config(values, secret_keys)
+    # ---- operations --------------------------------------------------------------------------------
+
+    def preview(self, config: StackConfig | None = None, **options: Any) -> StackRun:
+        return self._program_run("preview", config, options)
+
+    def up(self, config: StackConfig | None = None, **options: Any) -> StackRun:
+        return self._program_run("up", config, options)
+
+    def _program_run(self, operation: str, config: StackConfig | None, options: dict[str, Any]) -> StackRun:
+        self.write_config(config or self.config)
         mark = self.cp.mark()
-        started = time.perf_counter()
-        program_run = run_program(self.engine, operation, _program, project=PROJECT, stack=self.stack)
-        seconds = time.perf_counter() - started
-        return StackRun(self.stack, operation, program_run, self.cp.calls_since(mark), seconds)
+        outcome = self.world.program_run(operation, self.stack, **options)
+        return StackRun(self.stack, outcome, self.cp.calls_since(mark))
 
-    def destroy(self) -> DeploymentResult:
-        return self.engine.destroy()
+    def cli(self, *args: str, input: str | None = None) -> StackRun:  # noqa: A002
+        """A plain CLI command of this stack: `pulumi <args> --stack <stack>`."""
+        mark = self.cp.mark()
+        outcome = self.world.run(*args, "--stack", self.stack, input=input)
+        return StackRun(self.stack, outcome, self.cp.calls_since(mark))
 
-    def refresh(self) -> DeploymentResult:
-        return self.engine.refresh()
+    def refresh(self) -> StackRun:
+        return self.cli("refresh", "--yes")
 
+    def destroy(self) -> StackRun:
+        return self.cli("destroy", "--yes")
 
-# ---- the provider server, as the engine starts it ----------------------------------------------
+    def export(self) -> dict[str, Any]:
+        """`pulumi stack export`: the stack's state as the backend stores it."""
+        return json.loads(self.world.check("stack", "export", "--stack", self.stack).stdout)
 
-# Test-speed knobs the providers read from their environment (see providers/base.py, runner.py).
-FAST_PROVIDER_ENV = {RETRY_BASE_SECONDS_ENV: "0.01", PROGRESS_SECONDS_ENV: "60"}
-
-
-def provider_server(cp: ControlPlane, config: StackConfig) -> ProviderServer:
-    """The dynamic provider process as `pulumi up` would start it for this project (Pulumi.yaml's
-    virtualenv and program directory), pointed at the control plane."""
-    spec = launch_for_project(REPO_ROOT)
-    # subprocess_env drops every MODAL_* of the base, so no MODAL_ENVIRONMENT reaches the providers.
-    env = {**cp.subprocess_env(base=spec.env), **FAST_PROVIDER_ENV}
-    return ProviderServer(python=spec.python, cwd=spec.cwd, base_env=env, project=PROJECT,
-                          config=config.configure_payload())  # fmt: skip
+    def resources(self) -> dict[str, dict[str, Any]]:
+        """The resources in state, by logical name (the stack resource and providers left out)."""
+        deployment = self.export()["deployment"]
+        return {urn.rsplit("::", 1)[-1]: resource for resource in deployment.get("resources", [])
+                if not (urn := resource["urn"]).split("::")[2].startswith(("pulumi:pulumi:", "pulumi:providers:"))}
 
 
 # ---- what the serving functions do, on the control plane's volumes -----------------------------
@@ -485,14 +461,3 @@ def api_keys_in(cp: ControlPlane, key_name: str = "API_KEY") -> Callable[[str], 
             return {secret.values[key_name] for secret in secrets if key_name in secret.values}
 
     return keys
-
-
-def route_web_urls(cp: ControlPlane, web: WebStandIn) -> None:
-    """Makes the control plane hand out web URLs served by `web` instead of *.modal.run (which
-    cannot be reached offline). The control plane has no option for it yet, so this replaces its
-    URL scheme on this instance only."""
-
-    def web_url(app: Any, label: str) -> str:
-        return web.url_for(app.environment, f"{app.name}-{label}".lower().replace(".", "-"))
-
-    cp.rpcs._web_url = web_url

@@ -98,11 +98,11 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedStack]:
     source = tmp_path_factory.mktemp("source") / "serving"
     shutil.copytree(infra.resources.SERVING_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
     config = StackConfig.of("staging")
-    with pytest.MonkeyPatch.context() as patch, rig(config) as running:
+    with pytest.MonkeyPatch.context() as patch, rig() as running:
         patch.setattr(infra.resources, "SERVING_DIR", source)
         harness = running.harness("staging", config)
         baseline = harness.up()
-        assert baseline.ok, baseline.result.errors
+        assert baseline.ok, baseline.text
         yield AppliedStack(running, harness, config, source)
 
 
@@ -126,10 +126,10 @@ def test_a_change_costs_exactly_what_the_readme_says(change: Change, applied: Ap
     if up.ok:
         applied.config = config
 
-    assert preview.ok, preview.result.errors
+    assert preview.ok, preview.text
     assert preview.modal_calls == []
     assert preview.changed() == change.expected
-    assert up.ok, up.result.errors
+    assert up.ok, up.text
     assert up.changed() == change.expected
 
     rerun = {name for name in JOBS if change.expected.get(name) == "replace"}
@@ -142,6 +142,7 @@ def test_a_change_costs_exactly_what_the_readme_says(change: Change, applied: Ap
 
 
 def test_after_all_changes_a_second_up_does_nothing(applied: AppliedStack) -> None:
-    again = applied.harness.up(applied.config)
-    assert again.ok and set(again.ops().values()) == {"same"}
+    preview = applied.harness.preview(applied.config, expect_no_changes=True)
+    again = applied.harness.up(applied.config, expect_no_changes=True)
+    assert preview.ok and again.ok and set(again.ops().values()) == {"same"}
     assert again.mutating_modal_calls == [] and (again.function_runs, again.deploys) == (0, 0)

@@ -8,35 +8,34 @@ import pytest
 from serving.config import DOWNLOAD_RECORD, WEIGHT_SENTINEL, DeploymentConfig
 
 from .conftest import rig
-from .harness import STACKS, StackConfig, urn
+from .harness import RESOURCES, STACKS, StackConfig
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_preview_never_calls_modal_and_a_second_up_does_nothing(stack: str) -> None:
     config = StackConfig.of(stack)
-    with rig(config) as running:
+    with rig() as running:
         harness = running.harness(stack)
-        new_preview = harness.preview()
+        new_preview = harness.preview(diff=True)
         first = harness.up()
-        applied_preview = harness.preview()
-        second = harness.up()
+        applied_preview = harness.preview(expect_no_changes=True)
+        second = harness.up(expect_no_changes=True)
         chat_requests = running.web.chat_requests()
 
-    assert new_preview.ok and first.ok and applied_preview.ok and second.ok, first.result.errors
-    # Preview, of a new stack and of an applied one: Check and Diff only, and not one Modal call.
+    assert new_preview.ok and first.ok and applied_preview.ok and second.ok, first.text
+    # Preview, of a new stack and of an applied one: not one Modal call.
     assert new_preview.modal_calls == [] and applied_preview.modal_calls == []
-    assert {c.method for c in new_preview.result.calls + applied_preview.result.calls} <= {"Check", "Diff"}
+    assert set(new_preview.ops().values()) == {"create"}
     assert set(applied_preview.ops().values()) == {"same"}
 
     # The first up runs each job once and deploys once.
     assert (first.function_runs, first.deploys) == (3, 1)
     assert set(first.ops().values()) == {"create"}
 
-    # The second up: nothing to do, so no mutating call, no job, no deploy, no provider write.
+    # The second up: nothing to do, so no mutating call, no job, no deploy.
     assert set(second.ops().values()) == {"same"}
     assert second.mutating_modal_calls == []
     assert (second.function_runs, second.deploys) == (0, 0)
-    assert second.result.mutating_calls == []
     assert second.outputs == first.outputs
 
     # The smoke test (staging) ran once, after the deployment, with the API key.
@@ -48,47 +47,61 @@ def test_an_emptied_volume_shows_as_drift_and_the_next_up_runs_only_what_it_lost
     config = StackConfig.of("staging")
     cfg = DeploymentConfig.model_validate(config.deployment)
     environment = config.values["glm-modal:modalEnvironment"]
-    with rig(config) as running:
+    with rig() as running:
         harness = running.harness("staging")
         assert harness.up().ok
         for path in running.cp.volume_files(cfg.storage.weights_volume, environment):
             running.cp.remove_file(cfg.storage.weights_volume, path, environment)
-        refresh = harness.refresh()
-        preview = harness.preview()
-        up = harness.up()
+        preview = harness.preview(refresh=True)
+        up = harness.up(refresh=True)
         files = running.cp.volume_files(cfg.storage.weights_volume, environment)
 
-    assert refresh.ok, refresh.errors
-    assert preview.modal_calls == []
+    # `pulumi up --refresh`, as the README says: the refresh reads the volumes (its only Modal calls
+    # are reads), the plan then re-runs exactly what the emptied volume lost.
+    assert preview.ok, preview.text
+    assert preview.mutating_modal_calls == []
     # The download runs again (it restores the file); the verify follows because a new download ran.
     # The kernels are still there and the app's inputs did not change.
     expected = {"download-weights": "replace", "verify-setup": "replace"}
     assert preview.changed() == expected
-    assert up.ok, up.result.errors
-    assert up.changed() == expected
+    assert up.ok, up.text
+    assert {name: op for name, op in up.changed().items() if op != "refresh"} == expected
     assert (up.function_runs, up.deploys) == (2, 0)
     assert {f"{cfg.model.directory}/{WEIGHT_SENTINEL}", f"{cfg.model.directory}/{DOWNLOAD_RECORD}"} <= set(files)
 
 
-def test_destroy_of_prod_stops_the_app_and_keeps_the_protected_volumes() -> None:
+def test_destroy_of_prod_refuses_at_the_protected_volumes_and_exclude_protected_keeps_them() -> None:
     config = StackConfig.of("prod")
     cfg = DeploymentConfig.model_validate(config.deployment)
     environment = config.values["glm-modal:modalEnvironment"]
-    with rig(config) as running:
+    with rig() as running:
         harness = running.harness("prod")
         assert harness.up().ok
-        result = harness.destroy()
+        refused = harness.destroy()
+        app_after_refusal = running.cp.app(cfg.app_name, environment).state
+        state_after_refusal = set(harness.resources())
+        rest = harness.cli("destroy", "--yes", "--exclude-protected")
         app = running.cp.app(cfg.app_name, environment)
         volumes = {name: running.cp.volume_files(name, environment)
                    for name in (cfg.storage.weights_volume, cfg.storage.kernels_volume)}  # fmt: skip
-        state = set(harness.engine.state.resources)
+        state = set(harness.resources())
 
-    assert not result.ok
-    assert any("cannot be deleted" in error and "protected" in error for error in result.errors)
+    # The engine refuses the whole plan in its preview phase: nothing is deleted, the app still serves.
+    assert refused.outcome.exit_code != 0
+    assert "cannot be deleted" in refused.text and "protected" in refused.text and "-volume" in refused.text
+    assert refused.mutating_modal_calls == []
+    assert app_after_refusal == "deployed" and state_after_refusal == set(harness_resources_of("prod"))
+    # --exclude-protected removes everything else: the app stops, the volumes (and the environment
+    # they live in) stay, with their data.
+    assert rest.ok, rest.text
     assert app.state == "stopped"
-    assert all(files for files in volumes.values())  # both volumes still hold their data
-    assert {urn("prod", "weights-volume"), urn("prod", "kernels-volume")} <= state
-    assert urn("prod", "app") not in state
+    assert all(files for files in volumes.values())
+    assert state == {"environment", "weights-volume", "kernels-volume"}
+
+
+def harness_resources_of(stack: str) -> set[str]:
+    smoke = StackConfig.of(stack).values["glm-modal:smokeTest"]
+    return set(RESOURCES) - (set() if smoke else {"smoke-test"})
 
 
 def test_destroy_refuses_to_delete_an_unprotected_volume_that_holds_data() -> None:
@@ -96,18 +109,17 @@ def test_destroy_refuses_to_delete_an_unprotected_volume_that_holds_data() -> No
     cfg = DeploymentConfig.model_validate(config.deployment)
     environment = config.values["glm-modal:modalEnvironment"]
     assert config.values["glm-modal:protectVolumes"] is False
-    with rig(config) as running:
+    with rig() as running:
         harness = running.harness("staging")
         assert harness.up().ok
         result = harness.destroy()
         volumes = {name: running.cp.volume_files(name, environment)
                    for name in (cfg.storage.weights_volume, cfg.storage.kernels_volume)}  # fmt: skip
-        state = set(harness.engine.state.resources)
+        state = set(harness.resources())
 
-    assert not result.ok
-    # The first volume destroy reaches (both hold data) refuses, naming itself and the way out.
-    refusal = "\n".join(result.errors)
-    assert any(name in refusal for name in volumes) and "delete_data" in refusal
+    assert result.outcome.exit_code != 0
+    # Each volume the destroy reaches (both hold data) refuses, naming itself and the way out.
+    assert all(name in result.text for name in volumes) and "delete_data" in result.text
     assert all(files for files in volumes.values())  # the data is still there
-    assert {urn("staging", "weights-volume"), urn("staging", "kernels-volume")} <= state
-    assert urn("staging", "app") not in state
+    assert {"weights-volume", "kernels-volume"} <= state
+    assert "app" not in state

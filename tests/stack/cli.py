@@ -1,0 +1,241 @@
+"""The real Pulumi CLI, run the way an operator runs it, offline and repeatable.
+
+Where the CLI comes from: `./scripts/setup` reuses a `pulumi` of the pinned version (the Python SDK's,
+pyproject.toml) found on PATH, or builds that release from the Go module proxy into `.tools/bin/`
+(scripts/pulumi-cli). `pulumi_binary()` finds it the same way, and refuses any other version.
+
+Every run gets its own world (`CliWorld`): a temporary `PULUMI_HOME`, a local backend
+(`file://<tmp>/state`, or any backend URL a test passes), a passphrase for the secrets provider,
+update checks and plugin downloads off, and the Modal settings of the test's control plane. The
+project is a temporary copy of Pulumi.yaml and the stack files (`pulumi stack init` and
+`pulumi config set --secret` write into them, so the committed files stay untouched), with the
+`.venv` links `./scripts/setup` makes in the repository.
+
+How the program runs: `pulumi preview`/`up` start the Python language host, `pulumi-language-python`,
+which ships with the official CLI but is a separate, untagged Go module that the module proxy does
+not serve. So preview and up go through the Automation API (`pulumi.automation`) with the program
+as an inline function: the Automation API starts the same CLI binary (`pulumi preview/up --client`),
+which runs the real engine, the real state backend and locks, and starts our dynamic provider as its
+own child process; only the program itself runs inside the test process, as the language host would
+run it (RunError printed alone, anything else with its traceback). Every other command (stack init,
+config set, refresh, destroy, cancel, stack export/output) is the plain CLI, exactly as the README
+spells it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from pulumi import automation as auto
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFRA_DIR = REPO_ROOT / "infra"
+TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.staging.yaml", "Pulumi.prod.yaml")
+
+# The CLI release this repository pins: the same as the Python SDK it installs.
+PULUMI_VERSION = "v" + metadata.version("pulumi")
+
+PASSPHRASE = "glm-modal-test-passphrase"  # noqa: S105 - a throwaway key for throwaway test stacks
+
+
+def _version_of(binary: Path) -> str | None:
+    try:
+        done = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"})  # fmt: skip
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def pulumi_binary() -> Path:
+    """The pinned `pulumi`: the one ./scripts/setup built into .tools/bin, else one on PATH."""
+    candidates = [TOOLS_BIN / "pulumi"]
+    on_path = shutil.which("pulumi")
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.exists() and _version_of(candidate) == PULUMI_VERSION:
+            return candidate
+    raise RuntimeError(f"no pulumi {PULUMI_VERSION} in {TOOLS_BIN} or on PATH: run ./scripts/setup")
+
+
+def inline_program() -> None:
+    """infra/ as the language host runs it: `main: infra/` is the working directory, "." the program."""
+    with contextlib.chdir(INFRA_DIR):
+        runpy.run_path(".", run_name="__main__")
+
+
+@dataclass
+class Outcome:
+    """What one CLI operation did: its exit, its output, and each resource's step by logical name."""
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    seconds: float
+    steps: dict[str, set[str]] = field(default_factory=dict)  # resource name -> ops the engine reported
+    outputs: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def text(self) -> str:
+        return self.stdout + self.stderr
+
+    def op(self, name: str) -> str:
+        """The logical step of one resource: create, same, update, replace, delete, refresh, ..."""
+        ops = self.steps.get(name, set())
+        if len(ops) > 1:  # `--refresh`: the refresh step comes before the plan's own step
+            ops = ops - {"refresh"}
+        if ops & {"replace", "create-replacement", "delete-replaced"}:
+            return "replace"
+        if len(ops) != 1:
+            raise AssertionError(f"{self.command}: resource {name!r} had steps {sorted(ops)}")
+        return next(iter(ops))
+
+    def ops(self) -> dict[str, str]:
+        return {name: self.op(name) for name in self.steps}
+
+    def changed(self) -> dict[str, str]:
+        return {name: op for name, op in self.ops().items() if op != "same"}
+
+
+def resource_name(urn: str) -> str:
+    return urn.rsplit("::", 1)[-1]
+
+
+class CliWorld:
+    """A PULUMI_HOME, a backend and a copy of the project, and the environment every command gets."""
+
+    def __init__(self, modal_env: Mapping[str, str], extra_env: Mapping[str, str] | None = None,
+                 backend_url: str | None = None):  # fmt: skip
+        self.binary = pulumi_binary()
+        self.root = Path(tempfile.mkdtemp(prefix="pulumi-cli-"))
+        self.project = self.root / "project"
+        self.project.mkdir()
+        for name in PROJECT_FILES:
+            shutil.copy(REPO_ROOT / name, self.project / name)
+        # As ./scripts/setup links them in the repository: the program resolves `virtualenv: .venv`
+        # from the project root, the provider process from the program directory (infra/).
+        (self.project / ".venv").symlink_to(REPO_ROOT / ".venv")
+        (self.project / "infra").mkdir()
+        (self.project / "infra" / ".venv").symlink_to(REPO_ROOT / ".venv")
+        if backend_url is None:
+            (self.root / "state").mkdir()
+            backend_url = f"file://{self.root / 'state'}"
+        self.backend_url = backend_url
+        base = {key: value for key, value in os.environ.items() if not key.startswith(("MODAL_", "PULUMI_"))}
+        self.env = {
+            **base,
+            **modal_env,
+            "HOME": os.environ.get("HOME", str(self.root)),
+            "PATH": os.pathsep.join([str(self.binary.parent), str(REPO_ROOT / ".venv" / "bin"), base.get("PATH", "")]),
+            "PULUMI_HOME": str(self.root / "home"),
+            "PULUMI_BACKEND_URL": backend_url,
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_SKIP_CONFIRMATIONS": "true",
+            "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "false",
+            **(extra_env or {}),
+        }
+        self._workspace: auto.LocalWorkspace | None = None
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ---- plain CLI commands ----------------------------------------------------------------------
+
+    def run(self, *args: str, input: str | None = None, timeout: float = 600) -> Outcome:  # noqa: A002
+        started = time.perf_counter()
+        done = subprocess.run([str(self.binary), *args, "--non-interactive"], cwd=self.project, env=self.env,
+                              input=input, capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        return Outcome("pulumi " + " ".join(args), done.returncode, done.stdout, done.stderr,
+                       time.perf_counter() - started)  # fmt: skip
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([str(self.binary), *args], cwd=self.project, env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def check(self, *args: str, input: str | None = None) -> Outcome:  # noqa: A002
+        outcome = self.run(*args, input=input)
+        if not outcome.ok:
+            raise AssertionError(f"{outcome.command} exited {outcome.exit_code}:\n{outcome.text}")
+        return outcome
+
+    def stack_file(self, stack: str) -> Path:
+        return self.project / f"Pulumi.{stack}.yaml"
+
+    # ---- preview and up, through the Automation API ----------------------------------------------
+
+    @property
+    def workspace(self) -> auto.LocalWorkspace:
+        if self._workspace is None:
+            command = auto.PulumiCommand(root=str(self.binary.parent.parent), version=None)
+            self._workspace = auto.LocalWorkspace(work_dir=str(self.project), program=inline_program,
+                                                  env_vars=self.env, pulumi_command=command)  # fmt: skip
+        return self._workspace
+
+    def program_run(self, operation: str, stack: str, program: Callable[[], None] = inline_program,
+                    on_output: Callable[[str], None] | None = None, **options: object) -> Outcome:  # fmt: skip
+        """`pulumi preview|up --stack <stack>` with the given Automation API options (diff,
+        expect_no_changes, refresh, ...)."""
+        self.workspace.program = program
+        selected = auto.Stack.select(stack, self.workspace)
+        steps: dict[str, set[str]] = {}
+        lines: list[str] = []
+
+        def on_event(event: auto.EngineEvent) -> None:
+            pre = event.resource_pre_event
+            # The stack itself and the default provider (which the engine updates whenever the
+            # stack's config changes: it is configured with the whole config) are not ours to count.
+            if pre is not None and not pre.metadata.type.startswith(("pulumi:pulumi:", "pulumi:providers:")):
+                steps.setdefault(resource_name(pre.metadata.urn), set()).add(pre.metadata.op.value)
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            if on_output is not None:
+                on_output(line)
+
+        started = time.perf_counter()
+        method = {"preview": selected.preview, "up": selected.up}[operation]
+        flags = " ".join(f"--{key.replace('_', '-')}" for key, value in options.items() if value is True)
+        command = f"pulumi {operation} --stack {stack} {flags}".strip()
+        try:
+            result = method(on_output=on_line, on_event=on_event, color="never", **options)
+        except auto.errors.CommandError as error:
+            stderr = getattr(error, "stderr", "") or str(error)
+            return Outcome(command, _exit_code(error), "\n".join(lines), stderr, time.perf_counter() - started,
+                           steps)  # fmt: skip
+        outputs = {key: value.value for key, value in getattr(result, "outputs", {}).items()}
+        return Outcome(command, 0, "\n".join(lines), result.stderr if hasattr(result, "stderr") else "",
+                       time.perf_counter() - started, steps, outputs)  # fmt: skip
+
+
+def _exit_code(error: auto.errors.CommandError) -> int:
+    match = re.search(r"code: (-?\d+)", str(error))
+    return int(match.group(1)) if match else 1
+
+
+@contextlib.contextmanager
+def cli_world(modal_env: Mapping[str, str], **kwargs: object) -> Iterator[CliWorld]:
+    world = CliWorld(modal_env, **kwargs)
+    try:
+        yield world
+    finally:
+        world.close()
