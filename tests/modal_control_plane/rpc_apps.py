@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from collections.abc import Callable, AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from google.protobuf.empty_pb2 import Empty

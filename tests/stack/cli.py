@@ -87,7 +87,12 @@ class Outcome:
     stderr: str
     seconds: float
     steps: dict[str, set[str]] = field(default_factory=dict)  # resource name -> ops the engine reported
+    planned: dict[str, auto.events.StepEventStateMetadata] = field(default_factory=dict)  # name -> new state
     outputs: dict[str, object] = field(default_factory=dict)
+
+    def inputs(self, name: str) -> dict[str, object]:
+        """A resource's inputs as the engine reported them in its step (secrets as "[secret]")."""
+        return dict(self.planned[name].inputs or {})
 
     @property
     def ok(self) -> bool:
@@ -198,6 +203,7 @@ class CliWorld:
         self.workspace.program = program
         selected = auto.Stack.select(stack, self.workspace)
         steps: dict[str, set[str]] = {}
+        planned: dict[str, auto.events.StepEventStateMetadata] = {}
         lines: list[str] = []
 
         def on_event(event: auto.EngineEvent) -> None:
@@ -206,6 +212,8 @@ class CliWorld:
             # stack's config changes: it is configured with the whole config) are not ours to count.
             if pre is not None and not pre.metadata.type.startswith(("pulumi:pulumi:", "pulumi:providers:")):
                 steps.setdefault(resource_name(pre.metadata.urn), set()).add(pre.metadata.op.value)
+                if pre.metadata.new is not None:
+                    planned[resource_name(pre.metadata.urn)] = pre.metadata.new
 
         def on_line(line: str) -> None:
             lines.append(line)
@@ -221,10 +229,10 @@ class CliWorld:
         except auto.errors.CommandError as error:
             stderr = getattr(error, "stderr", "") or str(error)
             return Outcome(command, _exit_code(error), "\n".join(lines), stderr, time.perf_counter() - started,
-                           steps)  # fmt: skip
+                           steps, planned)  # fmt: skip
         outputs = {key: value.value for key, value in getattr(result, "outputs", {}).items()}
         return Outcome(command, 0, "\n".join(lines), result.stderr if hasattr(result, "stderr") else "",
-                       time.perf_counter() - started, steps, outputs)  # fmt: skip
+                       time.perf_counter() - started, steps, planned, outputs)  # fmt: skip
 
 
 def _exit_code(error: auto.errors.CommandError) -> int:

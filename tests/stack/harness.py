@@ -25,7 +25,6 @@ import copy
 import json
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,6 +77,15 @@ JOBS = ("download-weights", "compile-kernels", "verify-setup")
 # Modal function of each job (serving/app.py).
 JOB_FUNCTIONS = {"download-weights": "download_model", "compile-kernels": "compile_deepgemm",
                  "verify-setup": "verify_setup"}  # fmt: skip
+
+
+# How the engine spells a secret and a value not known until the update, in events and in state.
+SECRET_SIGNATURE = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIGNATURE[0]) == SECRET_SIGNATURE[1]
 
 
 def urn(stack: str, name: str) -> str:

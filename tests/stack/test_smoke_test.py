@@ -6,8 +6,6 @@ from __future__ import annotations
 import pulumi
 
 from providers.http_check import HttpCheck
-from tests.pulumi_engine.engine import Engine, State
-from tests.pulumi_engine.mocks_bridge import run_program
 
 from .conftest import rig
 from .harness import TEST_API_KEY, StackConfig, set_path
@@ -15,7 +13,7 @@ from .harness import TEST_API_KEY, StackConfig, set_path
 
 def test_a_failing_chat_request_fails_the_up_with_the_answer_and_a_fixed_server_passes_it() -> None:
     config = StackConfig.of("staging")
-    with rig(config) as running:
+    with rig() as running:
         harness = running.harness("staging")
         running.web.chat_status = 500
         failed = harness.up()
@@ -27,7 +25,7 @@ def test_a_failing_chat_request_fails_the_up_with_the_answer_and_a_fixed_server_
         chats = running.web.chat_requests()
 
     assert not failed.ok
-    error = "\n".join(failed.result.errors)
+    error = failed.text
     assert "smoke test failed" in error and "answered 500" in error and "the model is on fire" in error
     assert TEST_API_KEY not in error and "[secret]" in error  # the server echoed the key; we did not
     # Everything before the smoke test was applied; the failed check was not recorded, so it is
@@ -43,7 +41,7 @@ def test_a_failing_chat_request_fails_the_up_with_the_answer_and_a_fixed_server_
 def test_no_smoke_test_where_the_stack_turns_it_off() -> None:
     config = StackConfig.of("staging")
     config.values["glm-modal:smokeTest"] = False
-    with rig(config) as running:
+    with rig() as running:
         run = running.harness("staging", config).up()
         requests = list(running.web.requests)
     assert run.ok and "smoke-test" not in run.ops() and requests == []
@@ -53,7 +51,7 @@ def test_no_smoke_test_where_the_stack_turns_it_off() -> None:
 def test_a_server_that_never_gets_healthy_fails_the_check_after_its_timeout() -> None:
     """The same resource with a one-second patience, through the real provider process."""
     config = StackConfig.of("staging")
-    with rig(config) as running:
+    with rig() as running:
         running.web.health_status = 503
         base_url = running.web.url_for("main", "probe")
 
@@ -62,16 +60,16 @@ def test_a_server_that_never_gets_healthy_fails_the_check_after_its_timeout() ->
                       bearer_token=pulumi.Output.secret(TEST_API_KEY), trigger="v1",
                       ready_timeout_seconds=1.0, poll_interval_seconds=0.2, request_timeout_seconds=5.0)
 
-        engine = Engine(running.server, State())
-        preview = run_program(engine, "preview", program, project="glm-modal", stack="staging")
+        running.harness("staging")  # the stack exists; the program here is the check alone
+        preview = running.world.program_run("preview", "staging", program=program)
         preview_requests = len(running.web.requests)
-        up = run_program(engine, "up", program, project="glm-modal", stack="staging")
+        up = running.world.program_run("up", "staging", program=program)
         health_polls = [r for r in running.web.requests if r[1].endswith("/health")]
         chats = running.web.chat_requests()
 
-    assert preview.result.ok and preview_requests == 0
-    assert not up.result.ok
-    error = "\n".join(up.result.errors)
+    assert preview.ok and preview_requests == 0
+    assert not up.ok
+    error = up.text
     assert "did not answer 200 within 1s" in error and "503" in error
     assert len(health_polls) >= 2 and chats == []  # polled, then gave up; never sent the chat
     assert TEST_API_KEY not in error
@@ -79,7 +77,7 @@ def test_a_server_that_never_gets_healthy_fails_the_check_after_its_timeout() ->
 
 def test_the_check_runs_again_only_when_the_deployment_changes() -> None:
     config = StackConfig.of("staging")
-    with rig(config) as running:
+    with rig() as running:
         harness = running.harness("staging")
         assert harness.up().ok
         same = harness.up()

@@ -9,10 +9,20 @@ import pytest
 
 from infra.resources import API_KEY_TRIGGER, WEB_ENDPOINT, serving_source_digest
 from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, DeploymentConfig
-from tests.pulumi_engine import properties as props
 
 from .conftest import rig
-from .harness import JOB_FUNCTIONS, JOBS, RESOURCES, STACKS, TEST_API_KEY, TEST_HF_TOKEN, StackConfig, urn
+from .harness import (
+    JOB_FUNCTIONS,
+    JOBS,
+    RESOURCES,
+    STACKS,
+    TEST_API_KEY,
+    TEST_HF_TOKEN,
+    UNKNOWN,
+    StackConfig,
+    is_secret,
+    urn,
+)
 
 FOUNDATION = {"environment", "hf-token-secret", "api-key-secret", "weights-volume", "kernels-volume"}
 
@@ -38,7 +48,7 @@ def expected_resources(stack: str) -> set[str]:
 
 def plaintext_strings(value: Any) -> list[str]:
     """Every string outside a secret marker (what a reader of the state or the CLI would see)."""
-    if props.is_secret(value):
+    if is_secret(value):
         return []
     if isinstance(value, dict):
         return [s for k, v in value.items() for s in (k, *plaintext_strings(v))]
@@ -56,41 +66,47 @@ def assert_no_plaintext_secrets(value: Any) -> None:
 def test_a_new_stack_previews_its_whole_graph_in_order_without_calling_modal(stack: str) -> None:
     config = StackConfig.of(stack)
     cfg = DeploymentConfig.model_validate(config.deployment)
-    with rig(config) as running:
-        run = running.harness(stack).preview()
+    environment = config.values["glm-modal:modalEnvironment"]
+    with rig() as running:
+        harness = running.harness(stack)
+        run = harness.preview(diff=True)
+        up = harness.up()
+        state = harness.export()["deployment"]["resources"]
+        secrets = {name: running.cp.secret_values(name, environment) for name in (cfg.secrets.hf_token,
+                                                                                  cfg.secrets.api_key)}  # fmt: skip
 
-    assert run.ok, run.result.errors
+    assert run.ok, run.text
     assert run.ops() == dict.fromkeys(expected_resources(stack), "create")
     assert run.modal_calls == []
-    assert {call.method for call in run.result.calls} == {"Check"}
+    assert up.ok, up.text
 
-    # Registered in dependency order, each with exactly the dependencies it needs.
-    order = [r.urn for r in run.program.registrations]
+    # In state, in dependency order, each with exactly the dependencies it needs.
+    order = [resource["urn"] for resource in state]
+    by_name = {resource["urn"].rsplit("::", 1)[-1]: resource for resource in state}
     for name in expected_resources(stack):
-        registration = run.registration(name)
-        assert set(registration.dependencies) == {urn(stack, dep) for dep in EXPECTED_DEPENDENCIES[name]}, name
-        assert all(order.index(dep) < order.index(registration.urn) for dep in registration.dependencies)
+        dependencies = by_name[name].get("dependencies") or []
+        assert set(dependencies) == {urn(stack, dep) for dep in EXPECTED_DEPENDENCIES[name]}, name
+        assert all(order.index(dep) < order.index(urn(stack, name)) for dep in dependencies)
 
     # Only the volumes are protected, and only where the stack says so (prod: always).
     protect = config.values["glm-modal:protectVolumes"]
     assert (stack != "prod") or protect
-    assert {r.name: r.protect for r in run.program.registrations} == {
+    assert {name: bool(by_name[name].get("protect")) for name in expected_resources(stack)} == {
         name: (protect and name.endswith("-volume")) for name in expected_resources(stack)
     }
 
-    environment = config.values["glm-modal:modalEnvironment"]
-    assert run.registration("environment").inputs["name"] == environment
+    assert run.outcome.inputs("environment")["name"] == environment
     for name, secret_name, key, value in (
         ("hf-token-secret", cfg.secrets.hf_token, cfg.secrets.hf_token_key, TEST_HF_TOKEN),
         ("api-key-secret", cfg.secrets.api_key, cfg.secrets.api_key_key, TEST_API_KEY),
     ):
-        inputs = run.registration(name).inputs
+        inputs = run.outcome.inputs(name)
         assert inputs["name"] == secret_name
-        assert props.is_secret(inputs["values"]) and props.reveal(inputs["values"]) == {key: value}
-    assert run.registration("weights-volume").inputs["name"] == cfg.storage.weights_volume
-    assert run.registration("kernels-volume").inputs["name"] == cfg.storage.kernels_volume
+        assert is_secret(inputs["values"]) and secrets[secret_name] == {key: value}
+    assert run.outcome.inputs("weights-volume")["name"] == cfg.storage.weights_volume
+    assert run.outcome.inputs("kernels-volume")["name"] == cfg.storage.kernels_volume
 
-    jobs = {name: run.registration(name).inputs for name in JOBS}
+    jobs = {name: run.outcome.inputs(name) for name in JOBS}
     for name, inputs in jobs.items():
         assert (inputs["module"], inputs["function"]) == ("serving.app", JOB_FUNCTIONS[name])
         job_cfg = DeploymentConfig.model_validate_json(inputs["module_env"][CONFIG_ENV_VAR])
@@ -110,29 +126,29 @@ def test_a_new_stack_previews_its_whole_graph_in_order_without_calling_modal(sta
     assert jobs["compile-kernels"]["artifact"] == {"volume": cfg.storage.kernels_volume,
                                                     "path": cfg.compile_marker_name}  # fmt: skip
     # The verify runs after each run of the others; their runs are not known before they happen.
-    assert jobs["verify-setup"]["triggers"] == {"download_run": props.UNKNOWN, "compile_run": props.UNKNOWN}
+    assert jobs["verify-setup"]["triggers"] == {"download_run": UNKNOWN, "compile_run": UNKNOWN}
     assert jobs["verify-setup"]["require_ok"] is True
 
-    app = run.registration("app").inputs
+    app = run.outcome.inputs("app")
     assert (app["module"], app["app_name"], app["web_endpoint"]) == ("serving.app", cfg.app_name, WEB_ENDPOINT)
     assert DeploymentConfig.model_validate_json(app["module_env"][CONFIG_ENV_VAR]) == cfg
     # Only the config: no secret in module_env, so previews and state show it as it is.
     assert set(app["module_env"]) == {CONFIG_ENV_VAR}
     # A new API key redeploys through a digest of the secret's values, known once the secret exists.
-    assert app["redeploy_triggers"] == {API_KEY_TRIGGER: props.UNKNOWN}
+    assert app["redeploy_triggers"] == {API_KEY_TRIGGER: UNKNOWN}
     assert app["source_digest"] == serving_source_digest()
 
     if "smoke-test" in expected_resources(stack):
-        check = run.registration("smoke-test").inputs
-        assert props.is_secret(check["bearer_token"]) and props.reveal(check["bearer_token"]) == TEST_API_KEY
-        assert check["trigger"] == props.UNKNOWN  # the deployment version, known after the deploy
+        check = run.outcome.inputs("smoke-test")
+        assert is_secret(check["bearer_token"])
+        assert check["trigger"] == UNKNOWN  # the deployment version, known after the deploy
         assert check["request_body"]["model"] == cfg.model.served_name
 
-    for registration in run.program.registrations:
+    for name in expected_resources(stack):
         # Each carries its pickled provider, which the engine's provider process loads.
-        assert isinstance(props.reveal(registration.inputs["__provider"]), str)
-        assert_no_plaintext_secrets(registration.inputs)
-    assert_no_plaintext_secrets(run.outputs)
+        assert isinstance(run.outcome.inputs(name)["__provider"], str)
+        assert_no_plaintext_secrets(run.outcome.inputs(name))
+    assert TEST_API_KEY not in run.text and TEST_HF_TOKEN not in run.text
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -140,15 +156,16 @@ def test_an_applied_stack_exports_its_api_and_how_to_call_it(stack: str) -> None
     config = StackConfig.of(stack)
     cfg = DeploymentConfig.model_validate(config.deployment)
     environment = config.values["glm-modal:modalEnvironment"]
-    with rig(config) as running:
+    with rig() as running:
         harness = running.harness(stack)
         run = harness.up()
-        state = harness.engine.state
+        state = harness.resources()
+        exported = json.dumps(harness.export())
         web_url = running.web.url_for(environment, f"{cfg.app_name}-{WEB_ENDPOINT}".lower().replace(".", "-"))
         deployed = running.cp.app(cfg.app_name, environment)
 
-    assert run.ok, run.result.errors
-    outputs = props.reveal(run.outputs)
+    assert run.ok, run.text
+    outputs = run.outputs
     assert outputs["openai_base_url"] == web_url + "/v1"
     assert outputs["app_id"] == deployed.id and deployed.state == "deployed"
     assert outputs["deployment_version"] == deployed.deployment_version == 1
@@ -168,14 +185,16 @@ def test_an_applied_stack_exports_its_api_and_how_to_call_it(stack: str) -> None
 
     # The API key's digest is a secret trigger; module_env (the config) holds no secret at all, so
     # `pulumi preview --diff` shows which config field changed instead of `[secret]`.
-    app_state = state.resources[urn(stack, "app")]
-    for properties in (app_state.inputs, app_state.outputs):
-        assert not props.contains_secrets(properties["module_env"])
-        assert props.is_secret(properties["redeploy_triggers"][API_KEY_TRIGGER])
-        assert props.reveal(properties["redeploy_triggers"][API_KEY_TRIGGER]).startswith("sha256:")
+    app_state = state["app"]
+    for properties in (app_state["inputs"], app_state["outputs"]):
+        assert "ciphertext" not in json.dumps(properties["module_env"])
+        assert is_secret(properties["redeploy_triggers"][API_KEY_TRIGGER])
 
-    # Secrets never reach outputs or state in plaintext.
+    # Secrets never reach outputs, the CLI's output or the state in plaintext, and the two secret
+    # resources hold theirs encrypted (the passphrase secrets provider's ciphertext).
     assert_no_plaintext_secrets(run.outputs)
-    for resource in state.resources.values():
-        assert_no_plaintext_secrets(resource.outputs)
-        assert_no_plaintext_secrets(resource.inputs)
+    assert TEST_API_KEY not in run.text and TEST_HF_TOKEN not in run.text
+    assert TEST_API_KEY not in exported and TEST_HF_TOKEN not in exported
+    for name in ("hf-token-secret", "api-key-secret"):
+        assert is_secret(state[name]["inputs"]["values"])
+        assert state[name]["inputs"]["values"]["ciphertext"].startswith("v1:")
