@@ -40,6 +40,8 @@ from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResu
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
+from .engine_watch import watch_engine
+
 __all__ = [
     "ENV_VAR_NAME",
     "UNKNOWN",
@@ -510,6 +512,8 @@ class ModalProvider(ResourceProvider):
     inputs_model: ClassVar[type[InputModel]] = InputModel
 
     def configure(self, req: ConfigureRequest) -> None:
+        # The engine configures each provider once per process, before any other call.
+        watch_engine()
         for config_key, env_var in (
             (TOKEN_ID_CONFIG_KEY, "MODAL_TOKEN_ID"),
             (TOKEN_SECRET_CONFIG_KEY, "MODAL_TOKEN_SECRET"),

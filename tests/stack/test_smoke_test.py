@@ -12,7 +12,6 @@ from .harness import TEST_API_KEY, StackConfig, set_path
 
 
 def test_a_failing_chat_request_fails_the_up_with_the_answer_and_a_fixed_server_passes_it() -> None:
-    config = StackConfig.of("staging")
     with rig() as running:
         harness = running.harness("staging")
         running.web.chat_status = 500
@@ -50,7 +49,6 @@ def test_no_smoke_test_where_the_stack_turns_it_off() -> None:
 
 def test_a_server_that_never_gets_healthy_fails_the_check_after_its_timeout() -> None:
     """The same resource with a one-second patience, through the real provider process."""
-    config = StackConfig.of("staging")
     with rig() as running:
         running.web.health_status = 503
         base_url = running.web.url_for("main", "probe")
@@ -76,7 +74,6 @@ def test_a_server_that_never_gets_healthy_fails_the_check_after_its_timeout() ->
 
 
 def test_the_check_runs_again_only_when_the_deployment_changes() -> None:
-    config = StackConfig.of("staging")
     with rig() as running:
         harness = running.harness("staging")
         assert harness.up().ok
