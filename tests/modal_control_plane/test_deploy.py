@@ -247,3 +247,21 @@ def test_deploy_and_call_the_serving_app_in_process(modal_control_plane):
 
     verify = modal.Function.from_name(serving_app.cfg.app_name, "verify_setup")
     assert verify.remote() == {"ok": True, "failures": []}
+
+
+def test_modal_run_cli_in_a_subprocess_runs_the_function_and_ends(cp):
+    """`modal run file::function`, as the recipe runs its setup steps: the call runs once, the log
+    stream (AppGetLogs) ends when the ephemeral app stops, and the CLI exits."""
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+    cp.script_function("write_marker", result="/data/ready")
+    command = [sys.executable, "-m", "modal", "run", f"{SAMPLE_APP_FILE}::write_marker", "--name", "a",
+               "--contents", "b"]  # fmt: skip
+    environ = cp.subprocess_env()
+    environ["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run(command, env=environ, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [(call.tag, call.status) for call in cp.function_calls] == [("write_marker", "succeeded")]
+    assert "AppGetLogs" in cp.rpcs_called()
+    assert all(app.state == "stopped" for env in cp.state.environments.values() for app in env.apps.values()
+               if app.state != "deployed")  # fmt: skip

@@ -12,7 +12,6 @@ from typing import Any
 import dill
 import grpclib
 import modal
-import pulumi
 import pydantic
 import pytest
 from grpclib import Status
@@ -20,7 +19,7 @@ from modal._grpc_client import grpc_error_to_modal_exception
 from pulumi.dynamic import Config, ConfigureRequest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from providers import ModalEnvironment, ModalSecret, ModalVolume
+from providers import ModalVolume
 from providers.base import (
     MAX_ATTEMPTS,
     RETRY_BASE_SECONDS_ENV,
@@ -42,10 +41,9 @@ from providers.environment import EnvironmentProvider
 from providers.secret import SecretProvider
 from providers.volume import VolumeProvider
 from tests.modal_control_plane import TOKEN_ID, TOKEN_SECRET
-from tests.providers.grpc_harness import FAST_RETRY_ENV, desired, engine, serve
+from tests.providers.grpc_harness import FAST_RETRY_ENV, desired
 from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.engine import Engine
-from tests.pulumi_engine.mocks_bridge import run_program
 from tests.pulumi_engine.provider_server import ProviderServer
 
 PROVIDERS = (EnvironmentProvider, SecretProvider, VolumeProvider)
@@ -315,51 +313,3 @@ def without_tokens(env: dict[str, str]) -> dict[str, str]:
 def test_validated_inputs_fail_with_a_provider_error():
     with pytest.raises(ProviderError, match="invalid inputs: name: Value error"):
         VolumeProvider().validated({"name": "no spaces", "environment": "main"})
-
-
-# ---- the resource classes in a real program ----------------------------------------------------
-
-
-def stack_program(values: dict[str, str]):
-    def program() -> None:
-        env = ModalEnvironment("env", name="staging")
-        hf = ModalSecret("hf", name="hf", environment=env.name, values=values)
-        weights = ModalVolume("weights", name="weights", environment=env.name, delete_data=True)
-        pulumi.export("secret_id", hf.secret_id)
-        pulumi.export("digest", hf.values_digest)
-        pulumi.export("volume_id", weights.volume_id)
-
-    return program
-
-
-def test_the_resource_classes_in_a_program(modal_control_plane):
-    cp = modal_control_plane
-    with serve(cp) as server:
-        eng = engine(server)
-        preview = run_program(eng, "preview", stack_program({"HF_TOKEN": "hf_x"}))
-        assert preview.error is None and preview.result.ok, preview.result.errors
-        assert preview.result.counts["create"] == 3
-        assert cp.calls == []  # `pulumi preview` touches nothing on Modal
-
-        env, hf, weights = preview.registrations
-        assert wire.is_secret(hf.inputs["values"])  # a plain dict is made secret by ModalSecret
-        assert hf.additional_secret_outputs == ["values_digest"]
-        assert hf.dependencies == [env.urn] and weights.dependencies == [env.urn]
-        for registration in (env, hf, weights):
-            assert not wire.is_secret(registration.inputs["__provider"])  # nothing secret was captured
-            assert len(registration.inputs["__provider"]) < SERIALIZED_LIMIT
-
-        up = run_program(eng, "up", stack_program({"HF_TOKEN": "hf_x"}))
-        assert up.error is None and up.result.ok, up.result.errors
-        assert cp.secret_values("hf", environment="staging") == {"HF_TOKEN": "hf_x"}
-        assert up.stack_outputs["volume_id"] == cp.state.environments["staging"].volumes["weights"].id
-        assert wire.is_secret(up.stack_outputs["digest"])
-
-        mark = cp.mark()
-        again = run_program(eng, "up", stack_program({"HF_TOKEN": "hf_x"}))
-        assert again.result.counts["same"] == 3 and again.result.mutating_calls == []
-        assert cp.calls_since(mark) == []
-
-        destroyed = eng.destroy()
-        assert destroyed.ok, destroyed.errors
-        assert "staging" not in cp.state.environments  # dependents first, so the environment was empty

@@ -7,9 +7,7 @@ a JSON file) and returns a `DeploymentResult` with every step, the outputs the p
 (secrets marked) and the gRPC calls made, so tests can count what a run would cost.
 
 Two ways in: `engine.up(resources)` for a list of `DesiredResource`s, or
-`deployment = engine.begin("up")` + `deployment.register(resource)` per resource as a program
-registers it + `deployment.finish()`, which is what mocks_bridge.EngineMonitor does for a real
-Pulumi program under `pulumi.runtime.set_mocks`.
+`deployment = engine.begin("up")` + `deployment.register(resource)` per resource + `deployment.finish()`.
 
 What the real engine does and this one reproduces (pulumi/pulumi at commit 1b59498, the newest
 stored snapshot; installed SDK 3.272.0). Step generation is in pkg/resource/deploy/step_generator.go,
