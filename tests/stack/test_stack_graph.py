@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,6 +153,13 @@ def test_a_new_stack_previews_its_whole_graph_in_order_without_calling_modal(sta
     assert TEST_API_KEY not in run.text and TEST_HF_TOKEN not in run.text
 
 
+def readme_outputs() -> set[str]:
+    """The names in the README's table of outputs (the one under "Outputs (`pulumi stack output")."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("Outputs (`pulumi stack output", 1)[1].split("\n\n", 2)[1]
+    return {name for row in table.splitlines()[2:] for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_an_applied_stack_exports_its_api_and_how_to_call_it(stack: str) -> None:
     config = StackConfig.of(stack)
@@ -166,6 +175,7 @@ def test_an_applied_stack_exports_its_api_and_how_to_call_it(stack: str) -> None
 
     assert run.ok, run.text
     outputs = run.outputs
+    assert set(outputs) == readme_outputs()
     assert outputs["openai_base_url"] == web_url + "/v1"
     assert outputs["app_id"] == deployed.id and deployed.state == "deployed"
     assert outputs["deployment_version"] == deployed.deployment_version == 1
