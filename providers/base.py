@@ -2,12 +2,12 @@
 Modal calls, secret redaction and progress lines.
 
 How this code runs: the Pulumi engine starts `python -u -m pulumi.dynamic` (from the venv named in
-Pulumi.yaml, with the project root as working directory and no PYTHONPATH). That process gets each
+Pulumi.yaml, with the program directory `infra/` as working directory and no PYTHONPATH). That process gets each
 resource's provider object from state as a dill pickle; a provider class that lives in this installed
 package is pickled *by reference* ("providers.secret.SecretProvider"), so the pickle stays tens of
 bytes and the process imports the current code. Keep every provider class in `providers/`.
 
-What the engine hands us (pulumi 3.272.0):
+What the engine hands us (pulumi 3.260.0; tests/stack runs it through the real CLI):
 - `check(olds, news)`: olds are the old *inputs*; values not yet known in a preview are `UNKNOWN`.
 - `diff(id, olds, news)` and `update(id, olds, news)`: olds are the old *outputs*, so every output
   echoes the inputs a diff needs (never a secret value). Answer precisely: "unknown" makes the

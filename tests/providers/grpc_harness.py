@@ -13,16 +13,26 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from pulumi.dynamic import ResourceProvider
 from pulumi.dynamic.dynamic import serialize_provider
 
 from providers.base import RETRY_BASE_SECONDS_ENV
 from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.engine import DesiredResource, Engine
-from tests.pulumi_engine.provider_server import MUTATING_METHODS, ProviderServer, make_urn
+from tests.pulumi_engine.provider_server import MUTATING_METHODS, ProviderCallError, ProviderServer, make_urn
 
 # Our backoff base in tests: 1 ms instead of 2 s, so 3 retries cost nothing noticeable.
 FAST_RETRY_ENV = {RETRY_BASE_SECONDS_ENV: "0.001"}
+
+# The pinned SDK's dynamic provider server (pulumi 3.260.0, `Read`) looks the provider up in the read's
+# `properties` only. An import (`ResourceOptions(import_=...)`) sends none, just the declared inputs,
+# so it fails with KeyError '__provider' before our code runs; a later SDK (3.272.0) falls back to the
+# inputs. Our creates adopt existing objects by name, so nothing of ours needs an import. Strict:
+# when a bumped SDK reads imports again, these tests pass and pytest says so.
+IMPORT_NEEDS_A_NEWER_SDK = pytest.mark.xfail(
+    strict=True, raises=ProviderCallError, reason="pulumi 3.260.0's dynamic provider server cannot read an import"
+)
 
 # The mutating gRPC methods of the provider protocol (DeploymentResult.mutating_calls filters by them).
 PROVIDER_MUTATIONS = MUTATING_METHODS

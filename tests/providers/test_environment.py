@@ -8,7 +8,15 @@ from grpclib import Status
 
 from providers.environment import EnvironmentProvider, ModalEnvironment
 from tests.modal_control_plane.state import App
-from tests.providers.grpc_harness import PROVIDER_MUTATIONS, desired, engine, mutating_rpcs, serve, urn_of
+from tests.providers.grpc_harness import (
+    IMPORT_NEEDS_A_NEWER_SDK,
+    PROVIDER_MUTATIONS,
+    desired,
+    engine,
+    mutating_rpcs,
+    serve,
+    urn_of,
+)
 
 URN = urn_of(ModalEnvironment, "env")
 
@@ -75,7 +83,7 @@ def test_create_adopts_an_existing_environment(modal_control_plane):
     assert up.outputs[URN]["environment_id"] == existing
 
 
-def test_refresh_sees_a_deleted_environment_and_import_reads_one(modal_control_plane):
+def test_refresh_sees_a_deleted_environment(modal_control_plane):
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
@@ -87,6 +95,11 @@ def test_refresh_sees_a_deleted_environment_and_import_reads_one(modal_control_p
         gone = eng.refresh()
         assert gone.steps[0].detail == "deleted" and eng.state.resources == {}
 
+
+@IMPORT_NEEDS_A_NEWER_SDK
+def test_import_reads_an_existing_environment(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
         cp.create_environment("prod")
         declared = environment(name="prod")
         read = server.read("prod", URN, {}, declared.inputs)

@@ -12,7 +12,15 @@ import pytest
 from grpclib import Status
 
 from providers.secret import ADDITIONAL_SECRET_OUTPUTS, ModalSecret, SecretProvider, values_digest
-from tests.providers.grpc_harness import PROVIDER_MUTATIONS, desired, engine, mutating_rpcs, serve, urn_of
+from tests.providers.grpc_harness import (
+    IMPORT_NEEDS_A_NEWER_SDK,
+    PROVIDER_MUTATIONS,
+    desired,
+    engine,
+    mutating_rpcs,
+    serve,
+    urn_of,
+)
 from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.engine import ResourceState, check_failure_message
 
@@ -134,6 +142,7 @@ def test_refresh_notices_drift_and_the_next_up_restores_the_declared_values(moda
         assert gone.steps[0].detail == "deleted" and eng.state.resources == {}
 
 
+@IMPORT_NEEDS_A_NEWER_SDK
 def test_import_reads_an_existing_secret_by_id(modal_control_plane):
     cp = modal_control_plane
     existing = cp.create_secret("hf", {"HF_TOKEN": "x"}, environment=ENV).id

@@ -8,7 +8,15 @@ import pytest
 from grpclib import Status
 
 from providers.volume import ModalVolume, VolumeProvider
-from tests.providers.grpc_harness import PROVIDER_MUTATIONS, desired, engine, mutating_rpcs, serve, urn_of
+from tests.providers.grpc_harness import (
+    IMPORT_NEEDS_A_NEWER_SDK,
+    PROVIDER_MUTATIONS,
+    desired,
+    engine,
+    mutating_rpcs,
+    serve,
+    urn_of,
+)
 from tests.pulumi_engine import properties as wire
 
 ENV = "main"
@@ -117,6 +125,7 @@ def test_refresh_sees_a_deleted_volume_and_the_next_up_recreates_it(modal_contro
         assert "weights" in cp.state.environments[ENV].volumes
 
 
+@IMPORT_NEEDS_A_NEWER_SDK
 def test_import_reads_an_existing_volume_by_id(modal_control_plane):
     cp = modal_control_plane
     existing = cp.create_volume("cache", environment=ENV).id
