@@ -156,7 +156,6 @@ class CliWorld:
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_SKIP_CONFIRMATIONS": "true",
-            "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "false",
             **(extra_env or {}),
         }
         self._workspace: auto.LocalWorkspace | None = None
@@ -172,10 +171,6 @@ class CliWorld:
                               input=input, capture_output=True, text=True, timeout=timeout)  # fmt: skip
         return Outcome("pulumi " + " ".join(args), done.returncode, done.stdout, done.stderr,
                        time.perf_counter() - started)  # fmt: skip
-
-    def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([str(self.binary), *args], cwd=self.project, env=self.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
     def check(self, *args: str, input: str | None = None) -> Outcome:  # noqa: A002
         outcome = self.run(*args, input=input)
