@@ -11,7 +11,8 @@ read). So each job gets the deployment config with what it never reads reset to 
 - the download: the GPUs, the parallelism and every launch flag; the weights do not depend on them.
   (The SGLang release stays: the job's ephemeral app also defines the compile and server functions,
   whose image Modal builds with the app, so another release would be pulled for nothing.)
-- the verify: the launch flags that do not shape kernels (it checks the marker of the kernels).
+- the verify: the launch flags that do not shape kernels, i.e. those serving/config.py does not mark
+  SHAPES_KERNELS (it checks the marker of the kernels, which names the marked ones).
 - the compile keeps every launch flag: it must compile with exactly the serving arguments
   (serving/commands.py).
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from serving.config import CONFIG_ENV_VAR, DeploymentConfig, Download, Launch, Memory, Timeouts
+from serving.config import CONFIG_ENV_VAR, DeploymentConfig, Download, Timeouts
 
 JobName = Literal["download", "compile", "verify"]
 
@@ -43,12 +44,7 @@ def job_config(cfg: DeploymentConfig, job: JobName) -> DeploymentConfig:
             data[section] = getattr(DEFAULTS, section).model_dump()
         data["model"]["served_name"] = DEFAULTS.model.served_name
     elif job == "verify":
-        launch = cfg.launch
-        data["launch"] = Launch(
-            backends=launch.backends,
-            speculative=launch.speculative,
-            memory=Memory(kv_cache_dtype=launch.memory.kv_cache_dtype),
-        ).model_dump()
+        data["launch"] = cfg.launch.kernel_flags_only().model_dump()
         data["model"]["served_name"] = DEFAULTS.model.served_name
     view = DeploymentConfig.model_validate(data)
     # The view must never change what the job produces or checks.

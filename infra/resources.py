@@ -27,7 +27,7 @@ from providers.http_check import HttpCheck
 from providers.job import ModalJob
 from providers.secret import ModalSecret
 from providers.volume import ModalVolume
-from serving.config import CONFIG_ENV_VAR
+from serving.config import CONFIG_ENV_VAR, DeploymentConfig
 from serving.stack_file import REPO_ROOT
 
 # The Modal app module the jobs run and the app deploys (serving/app.py).
@@ -78,31 +78,72 @@ def _in_volume(path: str, mount: str) -> str:
 def declare(settings: StackSettings) -> StackResources:
     cfg = settings.deployment
     environment = ModalEnvironment("environment", name=settings.infra.modal_environment)
-    env_name = environment.name
-
-    hf_token_secret = ModalSecret(
-        "hf-token-secret",
-        name=cfg.secrets.hf_token,
-        environment=env_name,
-        values=settings.hf_token.apply(lambda token: {cfg.secrets.hf_token_key: token}),
-    )
-    api_key_secret = ModalSecret(
-        "api-key-secret",
-        name=cfg.secrets.api_key,
-        environment=env_name,
-        values=settings.api_key.apply(lambda key: {cfg.secrets.api_key_key: key}),
-    )
-    # `protect`: `pulumi destroy` (and any replacement) stops at these unless unprotected first.
-    volume_opts = pulumi.ResourceOptions(protect=settings.protect_volumes)
-    weights_volume = ModalVolume("weights-volume", name=cfg.storage.weights_volume, environment=env_name,
-                                 opts=volume_opts)  # fmt: skip
-    kernels_volume = ModalVolume("kernels-volume", name=cfg.storage.kernels_volume, environment=env_name,
-                                 opts=volume_opts)  # fmt: skip
-
+    hf_token_secret, api_key_secret = _declare_secrets(settings, environment.name)
+    weights_volume, kernels_volume = _declare_volumes(settings, environment.name)
     # An ephemeral run of serving.app looks up every secret and volume its functions and server
     # class name, so each job waits for all of them, not only for the ones its function uses.
     foundation: list[pulumi.Resource] = [hf_token_secret, api_key_secret, weights_volume, kernels_volume]
+    download, compile_job, verify = _declare_setup_jobs(cfg, environment.name, foundation)
+    app = _declare_app(cfg, environment.name, api_key_secret, depends_on=[*foundation, verify])
 
+    smoke_test = None
+    if settings.infra.smoke_test:
+        smoke_test = declare_smoke_test(
+            cfg,
+            web_url=app.web_url,
+            deployment_version=app.deployment_version,
+            api_key=settings.api_key,
+            depends_on=[app],
+        )
+
+    return StackResources(
+        environment=environment,
+        hf_token_secret=hf_token_secret,
+        api_key_secret=api_key_secret,
+        weights_volume=weights_volume,
+        kernels_volume=kernels_volume,
+        download=download,
+        compile=compile_job,
+        verify=verify,
+        app=app,
+        smoke_test=smoke_test,
+    )
+
+
+def _declare_secrets(settings: StackSettings, env_name: pulumi.Output[str]) -> tuple[ModalSecret, ModalSecret]:
+    """The HF token and API key secrets, each holding its value under the key the config names."""
+    names = settings.deployment.secrets
+    hf_token_secret = ModalSecret(
+        "hf-token-secret",
+        name=names.hf_token,
+        environment=env_name,
+        values=settings.hf_token.apply(lambda token: {names.hf_token_key: token}),
+    )
+    api_key_secret = ModalSecret(
+        "api-key-secret",
+        name=names.api_key,
+        environment=env_name,
+        values=settings.api_key.apply(lambda key: {names.api_key_key: key}),
+    )
+    return hf_token_secret, api_key_secret
+
+
+def _declare_volumes(settings: StackSettings, env_name: pulumi.Output[str]) -> tuple[ModalVolume, ModalVolume]:
+    """The weights and kernels volumes."""
+    storage = settings.deployment.storage
+    # `protect`: `pulumi destroy` (and any replacement) stops at these unless unprotected first.
+    volume_opts = pulumi.ResourceOptions(protect=settings.protect_volumes)
+    weights_volume = ModalVolume("weights-volume", name=storage.weights_volume, environment=env_name,
+                                 opts=volume_opts)  # fmt: skip
+    kernels_volume = ModalVolume("kernels-volume", name=storage.kernels_volume, environment=env_name,
+                                 opts=volume_opts)  # fmt: skip
+    return weights_volume, kernels_volume
+
+
+def _declare_setup_jobs(
+    cfg: DeploymentConfig, env_name: pulumi.Output[str], foundation: list[pulumi.Resource]
+) -> tuple[ModalJob, ModalJob, ModalJob]:
+    """The download, compile and verify jobs, each after the one before it."""
     download = ModalJob(
         "download-weights",
         module=SERVING_MODULE,
@@ -145,8 +186,17 @@ def declare(settings: StackSettings) -> StackResources:
         timeout_seconds=cfg.timeouts.verify + JOB_TIMEOUT_MARGIN_SECONDS,
         opts=pulumi.ResourceOptions(depends_on=[*foundation, download, compile_job]),
     )
+    return download, compile_job, verify
 
-    app = ModalAppDeployment(
+
+def _declare_app(
+    cfg: DeploymentConfig,
+    env_name: pulumi.Output[str],
+    api_key_secret: ModalSecret,
+    depends_on: list[pulumi.Resource],
+) -> ModalAppDeployment:
+    """The deployment of serving.app with the whole config, after the verify job passed."""
+    return ModalAppDeployment(
         "app",
         module=SERVING_MODULE,
         app_name=cfg.app_name,
@@ -155,28 +205,5 @@ def declare(settings: StackSettings) -> StackResources:
         source_digest=serving_source_digest(),
         redeploy_triggers={API_KEY_TRIGGER: api_key_secret.values_digest},
         web_endpoint=WEB_ENDPOINT,
-        opts=pulumi.ResourceOptions(depends_on=[*foundation, verify]),
-    )
-
-    smoke_test = None
-    if settings.infra.smoke_test:
-        smoke_test = declare_smoke_test(
-            cfg,
-            web_url=app.web_url,
-            deployment_version=app.deployment_version,
-            api_key=settings.api_key,
-            depends_on=[app],
-        )
-
-    return StackResources(
-        environment=environment,
-        hf_token_secret=hf_token_secret,
-        api_key_secret=api_key_secret,
-        weights_volume=weights_volume,
-        kernels_volume=kernels_volume,
-        download=download,
-        compile=compile_job,
-        verify=verify,
-        app=app,
-        smoke_test=smoke_test,
+        opts=pulumi.ResourceOptions(depends_on=depends_on),
     )

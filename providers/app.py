@@ -44,13 +44,15 @@ from .base import (
     ObjectName,
     ProviderError,
     join_id,
-    modal_call,
     precise_diff,
     progress,
     split_id,
     strip_internal,
 )
-from .runner import ModuleEnv, ModulePath, deployment_info, format_elapsed, run_with_retries
+from .modal_internals import deployment_info
+from .module_runs import ModuleEnv, ModulePath
+from .retry import modal_call
+from .supervisor import format_elapsed, run_with_retries
 
 # Every input, in the order a diff reports them.
 FIELDS = (

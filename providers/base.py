@@ -1,5 +1,5 @@
-"""Shared pieces of the Modal dynamic providers: input checks, precise diffs, one retry policy for
-Modal calls, secret redaction and progress lines.
+"""Shared pieces of the Modal dynamic providers: input checks, precise diffs, secret redaction,
+progress lines, resource ids and the provider base class. (Retries of Modal calls: retry.py.)
 
 How this code runs: the Pulumi engine starts `python -u -m pulumi.dynamic` (from the venv named in
 Pulumi.yaml, with the program directory `infra/` as working directory and no PYTHONPATH). That process gets each
@@ -24,7 +24,6 @@ MODAL_SERVER_URL) or the stack's secret config `modal:tokenId`/`modal:tokenSecre
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import sys
@@ -32,18 +31,17 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, TypeVar
 
-import grpclib
 import pydantic
-import tenacity
-from modal import exception as modal_errors
 from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResult, ResourceProvider
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
+from serving.modal_rules import check_environment_name, check_object_name, is_env_var_name
+
 from .engine_watch import watch_engine
 
 __all__ = [
-    "ENV_VAR_NAME",
+    "is_env_var_name",
     "UNKNOWN",
     "InputModel",
     "EnvironmentName",
@@ -53,45 +51,15 @@ __all__ = [
     "ProviderError",
     "check_inputs",
     "contains_unknown",
-    "is_transient",
     "join_id",
-    "modal_call",
     "precise_diff",
     "progress",
     "redact",
     "register_secrets",
-    "retry_settings",
     "split_id",
     "strip_internal",
     "validate_inputs",
 ]
-
-# ---------------------------------------------------------------------------------------------
-# Retry policy.
-#
-# The modal client already retries every unary RPC itself (modal/_grpc_client.py, Retry() in
-# modal/_utils/grpc_utils.py): 3 retries (4 attempts, 0.1/0.2/0.4 s apart) on DEADLINE_EXCEEDED,
-# UNAVAILABLE, CANCELLED, INTERNAL and UNKNOWN, and it honours a server-sent retry-after on any
-# status. What reaches us as ServiceError/InternalError/ConnectionError from a unary call has
-# therefore been retried already; retrying it again would multiply attempts (4 x 4) for an outage
-# we should report instead. So on top of the client we retry only what it never retries:
-#   - RESOURCE_EXHAUSTED (ResourceExhaustedError): rate limits and quota throttling, which clear
-#     with time;
-#   - ABORTED (a ConflictError whose status is ABORTED): a concurrent change won, try again;
-# and, for streaming RPCs (e.g. Volume.listdir), which the client does not retry at all, the
-# transport-level ones too (ServiceError, InternalError, ConnectionError, OSError).
-# Measured against the local control plane in tests/providers/test_base.py (call counts per attempt).
-# ---------------------------------------------------------------------------------------------
-
-# Attempts of one Modal call, ours: the first try plus 3 retries.
-MAX_ATTEMPTS = 4
-
-# Backoff between our attempts: base * 2**n seconds, capped (2, 4, 8 s: at most 14 s of waiting).
-# Rate limits need seconds, not the client's tenths. Tests shrink the base through the environment
-# variable, which the provider subprocess inherits (a module constant could not reach that process).
-RETRY_BASE_SECONDS_ENV = "PROVIDERS_RETRY_BASE_SECONDS"
-DEFAULT_RETRY_BASE_SECONDS = 2.0
-RETRY_MAX_SECONDS = 30.0
 
 # Every progress line starts with this, so a reader of `pulumi up` sees which tool is talking.
 PROGRESS_PREFIX = "[modal] "
@@ -169,32 +137,11 @@ class InputModel(pydantic.BaseModel):
 
 InputModelT = TypeVar("InputModelT", bound=InputModel)
 
-# Modal's naming rules (modal 1.6.4, modal/_utils/name_utils.py), checked here so `pulumi preview`
-# rejects a bad name without asking Modal.
-_OBJECT_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
-_APP_ID = re.compile(r"^ap-[a-zA-Z0-9]{22}$")
-_ENVIRONMENT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
-# An environment variable name: what a secret's keys and a module's `module_env` keys become.
-ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _check_object_name(name: str) -> str:
-    if not _OBJECT_NAME.match(name) or _APP_ID.match(name):
-        raise ValueError("must be 1-64 characters of letters, digits, '-', '_' or '.' (and not an app id)")
-    return name
-
-
-def _check_environment_name(name: str) -> str:
-    if not _ENVIRONMENT_NAME.match(name):
-        raise ValueError("must be 1-64 characters of letters, digits, '-' or '_', starting with a letter or digit")
-    if name.lower().startswith("en-"):
-        raise ValueError("must not start with 'en-' (Modal reserves it for environment ids)")
-    return name
-
-
 # A Modal object name (secret, volume, app) and an environment name, as pydantic field types.
-ObjectName = Annotated[str, pydantic.AfterValidator(_check_object_name)]
-EnvironmentName = Annotated[str, pydantic.AfterValidator(_check_environment_name)]
+# Checked here, with Modal's own rules (serving/modal_rules.py), so `pulumi preview` rejects a bad
+# name without asking Modal.
+ObjectName = Annotated[str, pydantic.AfterValidator(check_object_name)]
+EnvironmentName = Annotated[str, pydantic.AfterValidator(check_environment_name)]
 
 
 def strip_internal(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -350,129 +297,6 @@ def precise_diff(
         stables=[name for name in stables if name not in changed],
         delete_before_replace=delete_before_replace if replaces else None,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Modal calls.
-# ---------------------------------------------------------------------------------------------
-
-
-def _grpc_status(error: BaseException) -> grpclib.Status | None:
-    # modal keeps the gRPC status on its exceptions as `_grpc_status`; the public `.status`
-    # property warns about its deprecation, so read the attribute it sets.
-    return getattr(error, "_grpc_status", None)
-
-
-def is_transient(error: BaseException, *, client_retried: bool = True) -> bool:
-    """Whether OUR layer should retry `error` (see the policy at the top of this module)."""
-    if isinstance(error, modal_errors.ResourceExhaustedError):
-        return True
-    if isinstance(error, modal_errors.ConflictError) and _grpc_status(error) == grpclib.Status.ABORTED:
-        return True
-    if client_retried:
-        return False
-    return isinstance(
-        error,
-        modal_errors.ServiceError
-        | modal_errors.InternalError
-        | modal_errors.ConnectionError
-        | OSError
-        | asyncio.TimeoutError,
-    )
-
-
-def retry_settings() -> tuple[int, float, float]:
-    """(attempts, base seconds, max seconds) of our backoff, read at call time from the environment."""
-    raw = os.environ.get(RETRY_BASE_SECONDS_ENV, "")
-    try:
-        base = float(raw) if raw else DEFAULT_RETRY_BASE_SECONDS
-    except ValueError:
-        base = DEFAULT_RETRY_BASE_SECONDS
-    return MAX_ATTEMPTS, max(base, 0.0), RETRY_MAX_SECONDS
-
-
-# What to do about a permanent failure, by modal exception class (checked in order).
-_ADVICE: list[tuple[type[BaseException], str]] = [
-    (
-        modal_errors.AuthError,
-        "Modal rejected the credentials: set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET (or run `modal token new`, "
-        "or `pulumi config set --secret modal:tokenSecret ...`) and run `pulumi up` again.",
-    ),
-    (
-        modal_errors.PermissionDeniedError,
-        "The Modal token lacks permission for this: use a token of the right workspace/environment role.",
-    ),
-    (
-        modal_errors.NotFoundError,
-        "Modal does not know it: check the names, and that the environment exists (declare a ModalEnvironment "
-        "and depend on it).",
-    ),
-    (modal_errors.AlreadyExistsError, "An object of that name already exists and could not be adopted."),
-    (
-        modal_errors.ResourceExhaustedError,
-        "Modal kept throttling (rate limit or quota) after our retries: wait a minute and run `pulumi up` again.",
-    ),
-    (modal_errors.ConflictError, "Modal refused because of the object's current state: check it and retry."),
-    (modal_errors.InvalidError, "Modal rejected the request as invalid: fix the resource's inputs."),
-    (
-        modal_errors.ServiceError
-        | modal_errors.InternalError
-        | modal_errors.ConnectionError
-        | OSError
-        | asyncio.TimeoutError,
-        "Modal stayed unreachable or failing after retries: check connectivity/status.modal.com and run "
-        "`pulumi up` again (operations are idempotent: a re-run converges).",
-    ),
-]
-
-
-def describe_failure(what: str, error: BaseException, attempts: int) -> str:
-    """One line: what failed, how Modal answered, what to do. Redacted by ProviderError."""
-    detail = str(error).strip() or repr(error)
-    advice = next((text for kind, text in _ADVICE if isinstance(error, kind)), "See the Modal error above.")
-    tries = f" after {attempts} attempts" if attempts > 1 else ""
-    return f"{what} failed{tries}: {type(error).__name__}: {detail}. {advice}"
-
-
-# The errors modal_call turns into ProviderError: Modal's own, and transport errors that escape it.
-_MODAL_FAILURES = (modal_errors.Error, grpclib.GRPCError, OSError, asyncio.TimeoutError)
-
-T = TypeVar("T")
-
-
-def modal_call(fn: Callable[..., T], *args: Any, what: str, client_retries: bool = True, **kwargs: Any) -> T:
-    """Run one modal client call with our bounded retry policy; permanent failures become ProviderError.
-
-    `what` says what is being done ("create volume 'weights' in 'main'") for progress and errors.
-    `client_retries=False` marks a call the modal client does not retry itself (streaming RPCs such
-    as Volume.listdir), so transport errors are retried here instead."""
-    attempts, base, cap = retry_settings()
-    state = {"attempts": 0}
-
-    def attempt() -> T:
-        state["attempts"] += 1
-        return fn(*args, **kwargs)
-
-    def announce(retry_state: tenacity.RetryCallState) -> None:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        progress(
-            f"{what}: transient {type(error).__name__}, retry {retry_state.attempt_number}/{attempts - 1} "
-            f"in {wait:.1f}s"
-        )
-
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential(multiplier=base, min=base, max=cap),
-        retry=tenacity.retry_if_exception(lambda error: is_transient(error, client_retried=client_retries)),
-        before_sleep=announce,
-        reraise=True,
-    )
-    try:
-        return retrying(attempt)
-    except _MODAL_FAILURES as error:
-        # `from None`: the engine prints the whole chain; ours already says everything, redacted.
-        raise ProviderError(describe_failure(what, error, state["attempts"])) from None
 
 
 # ---------------------------------------------------------------------------------------------

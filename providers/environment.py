@@ -17,7 +17,8 @@ import pulumi
 from modal.exception import AlreadyExistsError, NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
-from .base import EnvironmentName, InputModel, ModalProvider, ProviderError, modal_call, precise_diff, progress
+from .base import EnvironmentName, InputModel, ModalProvider, ProviderError, precise_diff, progress
+from .retry import modal_call
 
 # Inputs whose change means another environment.
 REPLACE_ON = ("name",)

@@ -79,10 +79,6 @@ class HttpCheckFailed(ProviderError):
     """The smoke test failed; the message quotes what the server answered (redacted)."""
 
 
-def _progress(message: str) -> None:
-    progress(message, prefix=PROGRESS_PREFIX)
-
-
 def _request(url: str, *, token: str | None, body: dict | None, timeout: float) -> tuple[int, str]:
     """(status, body text) of one request; a transport failure is status 0 with the reason."""
     headers = {"Accept": "application/json"}
@@ -129,7 +125,7 @@ def run_check(inputs: HttpCheckInputs, *, sleep=time.sleep, monotonic=time.monot
     started = monotonic()
     deadline = started + inputs.ready_timeout_seconds
     attempts = 0
-    _progress(f"waiting for {health_url} (up to {inputs.ready_timeout_seconds:.0f}s)")
+    progress(f"waiting for {health_url} (up to {inputs.ready_timeout_seconds:.0f}s)", prefix=PROGRESS_PREFIX)
     while True:
         attempts += 1
         remaining = max(deadline - monotonic(), 1.0)
@@ -145,10 +141,11 @@ def run_check(inputs: HttpCheckInputs, *, sleep=time.sleep, monotonic=time.monot
                 f"{status or 'no response'} {_excerpt(text)}"
             )
         if attempts == 1 or attempts % 6 == 0:
-            _progress(f"{health_url}: {status or 'no response'}; still waiting ({monotonic() - started:.0f}s)")
+            waited = f"{monotonic() - started:.0f}s"
+            progress(f"{health_url}: {status or 'no response'}; still waiting ({waited})", prefix=PROGRESS_PREFIX)
         sleep(inputs.poll_interval_seconds)
     healthy_after = monotonic() - started
-    _progress(f"healthy after {healthy_after:.0f}s; POST {inputs.request_path}")
+    progress(f"healthy after {healthy_after:.0f}s; POST {inputs.request_path}", prefix=PROGRESS_PREFIX)
 
     request_url = f"{inputs.base_url}{inputs.request_path}"
     status, text = _request(request_url, token=token, body=inputs.request_body, timeout=inputs.request_timeout_seconds)
@@ -163,7 +160,8 @@ def run_check(inputs: HttpCheckInputs, *, sleep=time.sleep, monotonic=time.monot
         raise HttpCheckFailed(
             f"smoke test failed: POST {request_url} answer lacks {', '.join(missing)}: {_excerpt(text)}"
         )
-    _progress(f"POST {inputs.request_path}: 200 with {', '.join(inputs.expect_json_paths) or 'a JSON body'}")
+    expected = ", ".join(inputs.expect_json_paths) or "a JSON body"
+    progress(f"POST {inputs.request_path}: 200 with {expected}", prefix=PROGRESS_PREFIX)
     return {
         "health_status": 200,
         "response_status": status,

@@ -7,9 +7,9 @@ Outputs: the inputs, plus artifact_present, function_call_id, run_app_id, durati
          completed_at.
 Id:      the function call id of the run that succeeded.
 
-How it runs: `create` starts `python -m providers.runner run` (see runner.py), which runs the
-function in an EPHEMERAL app (`with app.run()`), so nothing has to be deployed first, and waits
-for it. Its progress lines, and a "<function>: running 12m30s" line every 30 s, are printed to
+How it runs: `create` starts `python -m providers.runner run` (runner.py; supervisor.py follows it),
+which runs the function in an EPHEMERAL app (`with app.run()`), so nothing has to be deployed first,
+and waits for it. Its progress lines, and a "<function>: running 12m30s" line every 30 s, are printed to
 stdout, which `pulumi up` shows while it waits. At `timeout_seconds` the run is stopped: its
 function call is cancelled and the runner killed.
 
@@ -46,13 +46,14 @@ from .base import (
     ObjectName,
     PreciseDiff,
     ProviderError,
-    modal_call,
     precise_diff,
     progress,
     redact,
     strip_internal,
 )
-from .runner import ModuleEnv, ModulePath, format_elapsed, run_with_retries
+from .module_runs import ModuleEnv, ModulePath
+from .retry import modal_call
+from .supervisor import format_elapsed, run_with_retries
 from .volume import lookup_volume
 
 # Every input, in the order a diff reports them.

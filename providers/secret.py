@@ -35,17 +35,18 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Updat
 from pulumi.runtime import rpc
 
 from .base import (
-    ENV_VAR_NAME,
     EnvironmentName,
     InputModel,
     ModalProvider,
     ObjectName,
+    is_env_var_name,
     join_id,
-    modal_call,
     precise_diff,
     progress,
     split_id,
 )
+from .modal_internals import secret_key_names, write_secret
+from .retry import modal_call
 
 # Inputs whose change means another secret.
 REPLACE_ON = ("name", "environment")
@@ -59,7 +60,7 @@ DIGEST_PREFIX = "sha256:"
 
 def _check_key(key: str) -> str:
     # Secret keys become environment variables in containers, so they must be valid variable names.
-    if not ENV_VAR_NAME.match(key):
+    if not is_env_var_name(key):
         raise ValueError("a key must be an environment variable name (letters, digits, '_'; not starting with a digit)")
     return key
 
@@ -117,25 +118,13 @@ def _lookup(environment: str, name: str) -> Any | None:
     return modal_call(get, what=f"look up secret '{name}' in environment '{environment}'")
 
 
-def _key_names(secret: Any) -> list[str]:
-    # The keys Modal returned when the handle was hydrated (no extra call). modal 1.6.4 has no public
-    # accessor for them (SecretInfo carries none); `_get_keys` is what the client itself uses.
-    return sorted(secret._get_keys())
-
-
 def _write(inputs: SecretInputs, *, overwrite: bool) -> str | None:
     """Create the secret, or with `overwrite` replace the whole of an existing one, in one call;
-    returns its id, or None when it exists and `overwrite` is False.
-
-    `Secret._create_deployed` is what `modal secret create [--force]` runs in modal 1.6.4 (pinned):
-    one SecretGetOrCreate (CREATE_FAIL_IF_EXISTS, or CREATE_OVERWRITE_IF_EXISTS with --force), and
-    unlike the public `Secret.objects.create` it returns the id."""
+    returns its id, or None when it exists and `overwrite` is False."""
 
     def write() -> str | None:
         try:
-            return modal.Secret._create_deployed(
-                inputs.name, dict(inputs.values), environment_name=inputs.environment, overwrite=overwrite
-            )
+            return write_secret(inputs.name, inputs.values, environment=inputs.environment, overwrite=overwrite)
         except AlreadyExistsError:
             return None
 
@@ -181,7 +170,7 @@ class SecretProvider(ModalProvider):
         secret = _lookup(environment, name)
         if secret is None:
             return ReadResult("", {})  # gone: the engine drops it from state
-        keys = _key_names(secret)
+        keys = secret_key_names(secret)
         importing = "secret_id" not in props  # no outputs yet: `pulumi import` (props are the declared inputs)
         declared = props.get("values") if isinstance(props.get("values"), dict) else None
         if importing:

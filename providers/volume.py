@@ -26,11 +26,11 @@ from .base import (
     ObjectName,
     ProviderError,
     join_id,
-    modal_call,
     precise_diff,
     progress,
     split_id,
 )
+from .retry import modal_call
 
 # Inputs whose change means another volume.
 REPLACE_ON = ("name", "environment")

@@ -36,6 +36,7 @@ import modal
 
 from serving import commands, jobs
 from serving.config import CONFIG_ENV_VAR, DeploymentConfig, load_from_env
+from serving.log_redaction import print_line
 
 # ## The config
 
@@ -168,7 +169,7 @@ def compile_deepgemm(force: bool = False) -> dict:
 def verify_setup() -> dict:
     reload_volumes(weights_volume, kernels_volume)
     report = jobs.verify(cfg)
-    print(json.dumps(report, indent=2), flush=True)
+    print_line(json.dumps(report, indent=2))
     return report
 
 
@@ -275,7 +276,7 @@ if cfg.keepalive.enabled:
         )
         # A cold container answers only after its start-up, hence a timeout covering it.
         with urllib.request.urlopen(request, timeout=cfg.timeouts.startup) as response:
-            print(f"[keep-warm] /health -> {response.status}", flush=True)
+            print_line(f"[keep-warm] /health -> {response.status}")
             return response.status
 
 

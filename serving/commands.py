@@ -5,71 +5,67 @@ The launch command and the DeepGEMM compile command share one list of server arg
 shapes those arguments will ask for, so compiling with anything else would leave the server to
 compile on its own at cold start (10-15 minutes on 8 B200s).
 
+Each flag is declared once, as a field of `launch` in serving/config.py, and its argument is derived
+from the field's name and value here (`flag_args`); only the values the config keeps elsewhere (the
+model path, the GPUs) and the few flags SGLang spells differently are written out.
+
 The API key is never an argument here: it would be visible in `ps` and in Modal's process list.
 lifecycle.py hands it to SGLang through a private `--config` YAML file instead.
 """
 
 from __future__ import annotations
 
-from serving.config import DeploymentConfig
+from collections.abc import Iterable, Mapping
+
+from serving.config import DeploymentConfig, FlagSection, Speculative
 
 # Environment variable names, kept together so tests can check each against SGLang's registry.
 HF_HUB_OFFLINE = "HF_HUB_OFFLINE"
 HF_XET_HIGH_PERFORMANCE = "HF_XET_HIGH_PERFORMANCE"
 SGLANG_DG_CACHE_DIR = "SGLANG_DG_CACHE_DIR"
 
+# The recipe reads these two with model loading, ahead of the kernel choices. Every other flag
+# follows in the order serving/config.py declares its section and field.
+LOADING_FLAGS = ("watchdog_timeout", "trust_remote_code")
+
 
 def server_args(cfg: DeploymentConfig) -> list[str]:
     """Server arguments shared by launch and compile, grouped as the recipe reads them."""
-    launch = cfg.launch
+    stability = cfg.launch.stability
     args = [
-        # Model loading & parallelism
+        # Model loading & parallelism: values the config keeps outside `launch`, because the
+        # download and the Modal functions need them too.
         "--model-path", cfg.model_path,
         "--served-model-name", cfg.model.served_name,
         "--tp-size", str(cfg.parallelism.tp),
         "--ep-size", str(cfg.parallelism.ep),
-        "--watchdog-timeout", str(launch.stability.watchdog_timeout),
+        *flag_args(stability, LOADING_FLAGS),
     ]  # fmt: skip
-    if launch.stability.trust_remote_code:
-        args.append("--trust-remote-code")
     if cfg.model.weights == "dummy":
         # Random weights of the right shapes: the dummy-weights rehearsal mode has no shards.
         args += ["--load-format", "dummy"]
+    for section in cfg.launch.sections():
+        args += flag_args(section, [name for name in type(section).model_fields if name not in LOADING_FLAGS])
+    return args
 
-    backends = launch.backends
-    args += [
-        "--attention-backend", backends.attention_backend,
-        "--dsa-decode-backend", backends.dsa_decode_backend,
-        "--dsa-prefill-backend", backends.dsa_prefill_backend,
-        "--moe-runner-backend", backends.moe_runner_backend,
-    ]  # fmt: skip
-    if backends.flashinfer_allreduce_fusion_backend == "disabled":
-        args.append("--enforce-disable-flashinfer-allreduce-fusion")
-    else:
-        # 0.5.23's spelling of the recipe's deprecated `--enable-flashinfer-allreduce-fusion`.
-        args += ["--flashinfer-allreduce-fusion-backend", backends.flashinfer_allreduce_fusion_backend]
 
-    spec = launch.speculative
-    if spec.algorithm:
-        args += [
-            "--speculative-algorithm", spec.algorithm,
-            "--speculative-num-steps", str(spec.num_steps),
-            "--speculative-eagle-topk", str(spec.eagle_topk),
-            "--speculative-num-draft-tokens", str(spec.num_draft_tokens),
-        ]  # fmt: skip
-
-    memory = launch.memory
-    args += [
-        "--reasoning-parser", launch.parsers.reasoning_parser,
-        "--tool-call-parser", launch.parsers.tool_call_parser,
-        "--kv-cache-dtype", memory.kv_cache_dtype,
-        "--mem-fraction-static", str(memory.mem_fraction_static),
-        "--max-running-requests", str(memory.max_running_requests),
-        "--max-prefill-tokens", str(memory.max_prefill_tokens),
-        "--max-total-tokens", str(memory.max_total_tokens),
-    ]  # fmt: skip
-    if launch.stability.enable_metrics:
-        args.append("--enable-metrics")
+def flag_args(section: FlagSection, names: Iterable[str]) -> list[str]:
+    """The arguments of the named flags of `section`: `--<name> <value>`, a bool as a switch given
+    when true, None not at all. The exceptions to that rule are the `if`s below."""
+    if isinstance(section, Speculative) and not section.algorithm:
+        return []  # no speculative decoding: none of its settings
+    args = []
+    for name in names:
+        value = getattr(section, name)
+        if name == "flashinfer_allreduce_fusion_backend" and value == "disabled":
+            # 0.5.23 offers no "off" backend: switching fusion off is a flag of its own.
+            args.append("--enforce-disable-flashinfer-allreduce-fusion")
+            continue
+        flag = "--" + (section.FLAG_PREFIX + name).replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is not None and value is not False:
+            args += [flag, str(value)]
     return args
 
 
@@ -92,6 +88,15 @@ def compile_command(cfg: DeploymentConfig) -> list[str]:
     ]  # fmt: skip
 
 
+# Python children buffer stdout in 8 KiB blocks when it is a pipe; unbuffered output reaches the
+# log as it is written (SGLang's own logging goes to stderr, which is already line-buffered).
+UNBUFFERED_ENV = {"PYTHONUNBUFFERED": "1"}
+
+# SGLang must serve the weights on the volume, never fetch from the Hub: a missing or partial
+# download should fail loudly, not turn into a 700 GB download inside a GPU container.
+OFFLINE_ENV = {HF_HUB_OFFLINE: "1"}
+
+
 def image_env(cfg: DeploymentConfig) -> dict[str, str]:
     """Environment baked into the SGLang image (compile and serve)."""
     return {
@@ -103,6 +108,11 @@ def image_env(cfg: DeploymentConfig) -> dict[str, str]:
 
 
 def serve_env(cfg: DeploymentConfig) -> dict[str, str]:
-    """Extra environment of the SGLang serving subprocess."""
-    # Serve only from the volume: a runtime hub fetch would hide a missing or partial download.
-    return {**image_env(cfg), HF_HUB_OFFLINE: "1"}
+    """What an SGLang process (server or compile) adds to the image's environment."""
+    return {**image_env(cfg), **OFFLINE_ENV}
+
+
+def subprocess_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment an SGLang process starts with: `env`, unbuffered output unless `env` says
+    otherwise, and the offline Hub whatever `env` says."""
+    return {**UNBUFFERED_ENV, **env, **OFFLINE_ENV}

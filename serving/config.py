@@ -5,8 +5,8 @@ Everything that decides what runs on Modal lives here, once: infra validates it 
 object, which reaches it serialized as JSON in an image environment variable (`CONFIG_ENV_VAR`),
 never re-typed by hand.
 
-Defaults reproduce the reference recipe's production values (see ../shared/seeds/), expressed in
-the words of the pinned SGLang release. Validation rejects what cannot work and names the field.
+Defaults reproduce the reference recipe's production values (the README's "The reference recipe"),
+expressed in the words of the pinned SGLang release. Validation rejects what cannot work and names the field.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import hashlib
 import json
 import os
 import re
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serving.modal_rules import check_env_var_name, check_object_name
 from serving.versions import SGLANG_VERSION
 
 # The container reads its config from this image environment variable (JSON of DeploymentConfig).
@@ -39,16 +41,10 @@ BLACKWELL_GPU_TYPES = ("B200",)
 # dummy-mode files from the full shards; this record can, so it is what proves the download job.
 DOWNLOAD_RECORD = ".download-complete.json"
 
-def _check_modal_name(value: str) -> str:
-    # Modal object names: alphanumerics, dashes, periods and underscores, under 64 characters.
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
-        raise ValueError(f"{value!r} is not a valid Modal object name (letters, digits, . _ -; max 63)")
-    return value
-
-
 PositiveInt = Annotated[int, Field(gt=0)]
 Seconds = Annotated[int, Field(gt=0, description="seconds")]
-ModalName = Annotated[str, AfterValidator(_check_modal_name)]
+# A Modal object name (volume, secret, app), by Modal's own rule (serving/modal_rules.py).
+ModalName = Annotated[str, AfterValidator(check_object_name)]
 
 
 class _Section(BaseModel):
@@ -149,6 +145,26 @@ class SGLangRelease(_Section):
         return self
 
 
+# --- SGLang launch flags ---------------------------------------------------------------------------
+
+
+class _ShapesKernels:
+    """Marks a setting that changes the compiled DeepGEMM kernels (how to use it: `Launch`)."""
+
+    def __repr__(self) -> str:
+        return "SHAPES_KERNELS"
+
+
+SHAPES_KERNELS = _ShapesKernels()
+
+
+class FlagSection(_Section):
+    """A group of SGLang launch flags: each field is the flag of its name (how to add one: `Launch`)."""
+
+    # Put in front of each field name to spell its flag (`num_steps` -> `--speculative-num-steps`).
+    FLAG_PREFIX: ClassVar[str] = ""
+
+
 # Sparse-attention (DSA) kernels of 0.5.23 that run on Blackwell. The parser also offers ROCm-only
 # (triton, aiter), XPU and Hopper-only (fa3) kernels, which cannot run on a B200.
 DsaBackend = Literal["trtllm", "flashmla_sparse", "flashmla_kv", "flashmla_auto", "flashinfer_sparse_mla", "tilelang"]
@@ -158,7 +174,7 @@ MoeRunnerBackend = Literal[
 ]
 
 
-class Backends(_Section):
+class Backends(FlagSection):
     """Blackwell kernels. TRT-LLM for both sparse-attention phases avoids the flashmla_kv decode
     accuracy regression on B200 (sglang#21291). `dsa` is 0.5.23's name for the recipe's `nsa`
     (the recipe's nsa-named decode/prefill backend flags are gone; `nsa` survives only as a
@@ -175,11 +191,14 @@ class Backends(_Section):
     flashinfer_allreduce_fusion_backend: Literal["auto", "mnnvl", "trtllm", "cutedsl", "disabled"] = "auto"
 
 
-class Speculative(_Section):
+class Speculative(FlagSection):
     """EAGLE with GLM's built-in MTP head: 3 draft steps, top-1, 4 draft tokens.
 
     EAGLE and NEXTN (its alias) draft with the MTP layer inside the served checkpoint. EAGLE3 is not
-    offered: it needs a separate draft model, which this config has no field for."""
+    offered: it needs a separate draft model, which this config has no field for. Without an
+    algorithm SGLang gets none of these flags."""
+
+    FLAG_PREFIX: ClassVar[str] = "speculative_"
 
     algorithm: Literal["EAGLE", "NEXTN"] | None = "EAGLE"
     num_steps: PositiveInt = 3
@@ -196,18 +215,19 @@ class Speculative(_Section):
         return self
 
 
-class Parsers(_Section):
+class Parsers(FlagSection):
     # Splits chain-of-thought into `reasoning_content` and formats GLM tool calls.
     reasoning_parser: str = "glm45"
     tool_call_parser: str = "glm47"
 
 
-class Memory(_Section):
+class Memory(FlagSection):
     # BF16 KV: FP8 KV crashes with EAGLE on Blackwell (sglang#22359) and is slower (#17526). The
     # recipe got BF16 by omitting the flag, but in 0.5.23 "auto" with DSA on sm100 resolves to
     # fp8_e4m3 (arg_groups/overrides.py), so BF16 must now be asked for by name. DSA models accept
-    # only these (SGLang asserts bfloat16 or fp8_e4m3 after resolving "auto").
-    kv_cache_dtype: Literal["auto", "bfloat16", "fp8_e4m3"] = "bfloat16"
+    # only these (SGLang asserts bfloat16 or fp8_e4m3 after resolving "auto"). The attention
+    # kernels are compiled for one KV dtype.
+    kv_cache_dtype: Annotated[Literal["auto", "bfloat16", "fp8_e4m3"], SHAPES_KERNELS] = "bfloat16"
     # Aggressive KV reservation after weights; safe on 192 GB per GPU.
     mem_fraction_static: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.88
     # Beyond 48, EAGLE verifier queues grow and TTFT spikes.
@@ -225,7 +245,7 @@ class Memory(_Section):
         return self
 
 
-class Stability(_Section):
+class Stability(FlagSection):
     trust_remote_code: bool = True
     # 20 minutes: the default watchdog kills the server during the 5-7 minute weight load.
     watchdog_timeout: Seconds = 1200
@@ -234,14 +254,68 @@ class Stability(_Section):
 
 
 class Launch(_Section):
-    """Every SGLang launch flag group; commands.py turns these into argv."""
+    """The flags of `sglang.launch_server`, by section; serving/commands.py derives the argv.
 
+    To add a flag, add one field to the section it belongs to, named as SGLang names the flag without
+    its dashes, typed with the values this deployment can run, defaulted, with a comment saying why:
+
+        chunked_prefill_size: PositiveInt = 8192
+
+    commands.py passes it as `--chunked-prefill-size 8192`: `--<name> <value>`, a bool as a switch
+    given when true, None not at all. If the flag changes the compiled DeepGEMM kernels, mark it:
+
+        chunked_prefill_size: Annotated[PositiveInt, SHAPES_KERNELS] = 8192
+
+    Marked, it is one of kernel_inputs(), so changing it re-runs the compile job, and the verify job
+    keeps it in its view of the config (infra/job_views.py); unmarked, a change redeploys the app
+    only. A section marked here shapes kernels with every flag it holds. Only a flag whose argument
+    is not `--<name> <value>`, or that depends on another flag, needs code (in commands.py).
+    """
+
+    # Only the server listens, so this is not a flag of the compile (commands.launch_command).
     port: Annotated[int, Field(ge=1024, le=65535)] = 8000
-    backends: Backends = Backends()
-    speculative: Speculative = Speculative()
+    # Each backend is a choice of kernels; speculative decoding compiles its draft and verify shapes.
+    backends: Annotated[Backends, SHAPES_KERNELS] = Backends()
+    speculative: Annotated[Speculative, SHAPES_KERNELS] = Speculative()
     parsers: Parsers = Parsers()
     memory: Memory = Memory()
     stability: Stability = Stability()
+
+    def sections(self) -> list[FlagSection]:
+        """The flag sections, in the order their flags appear on the command line."""
+        values = (getattr(self, name) for name in type(self).model_fields)
+        return [value for value in values if isinstance(value, FlagSection)]
+
+    def kernel_flags(self) -> dict[str, Any]:
+        """What shapes kernels, by name: a marked section as a whole, else each marked flag."""
+        found: dict[str, Any] = {}
+        for section, flag, value in self._kernel_shaping():
+            if flag is None:
+                found[section] = value.model_dump()
+            else:
+                found[flag] = value
+        return found
+
+    def kernel_flags_only(self) -> Launch:
+        """This launch with every setting that does not shape kernels at its default."""
+        kept: dict[str, Any] = {}
+        for section, flag, value in self._kernel_shaping():
+            if flag is None:
+                kept[section] = value
+            else:
+                kept.setdefault(section, {})[flag] = value
+        return type(self).model_validate(kept)
+
+    def _kernel_shaping(self) -> Iterator[tuple[str, str | None, Any]]:
+        # (section, None, section) for a marked section, (section, flag, value) for a marked flag.
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if SHAPES_KERNELS in field.metadata:
+                yield name, None, value
+            elif isinstance(value, FlagSection):
+                for flag, flag_field in type(value).model_fields.items():
+                    if SHAPES_KERNELS in flag_field.metadata:
+                        yield name, flag, getattr(value, flag)
 
 
 class Scaling(_Section):
@@ -269,7 +343,7 @@ class Timeouts(_Section):
     download: Seconds = 7200  # 2 h ceiling for the ~700 GB pull
     compile: Seconds = 3600  # 1 h ceiling for the DeepGEMM compile
     verify: Seconds = 300
-    warmup_request: Seconds = 300  # first requests pay CUDA-graph capture
+    warmup_request: Seconds = 300  # each; first requests pay CUDA-graph capture, long prefill most
     shutdown_grace: Seconds = 30  # SIGTERM, then SIGKILL after this
 
 
@@ -318,9 +392,7 @@ class SecretNames(_Section):
     @field_validator("hf_token_key", "api_key_key")
     @classmethod
     def _env_var_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
-            raise ValueError(f"must be an environment variable name (A-Z, 0-9, _), got {value!r}")
-        return value
+        return check_env_var_name(value)
 
 
 class KeepAlive(_Section):
@@ -401,16 +473,16 @@ class DeploymentConfig(_Section):
     def kernel_inputs(self) -> dict:
         """Inputs that change the compiled DeepGEMM kernels: only these re-run the compile job.
 
-        Scaling, timeouts, parsers, memory limits, the API key and warmup do not shape kernels.
+        The weights, the GPUs and their split, the SGLang release, and the launch flags marked
+        SHAPES_KERNELS. Scaling, timeouts, unmarked flags (parsers, memory limits), the API key and
+        warmup do not shape kernels.
         """
         return {
             "model": self.weights_inputs(),
             "gpu": self.hardware.modal_gpu,
             "parallelism": self.parallelism.model_dump(),
             "sglang": self.sglang.model_dump(),
-            "backends": self.launch.backends.model_dump(),
-            "speculative": self.launch.speculative.model_dump(),
-            "kv_cache_dtype": self.launch.memory.kv_cache_dtype,
+            **self.launch.kernel_flags(),
         }
 
     def kernel_fingerprint(self) -> str:

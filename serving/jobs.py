@@ -17,13 +17,16 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving import commands
 from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, DeploymentConfig
+from serving.log_redaction import LineSink, print_line
+
+if TYPE_CHECKING:
+    import tenacity
 
 # What an operator runs to repair each half of the setup. A Pulumi-managed stack triggers the same
 # jobs from `pulumi up`; a plain Modal deployment runs them by hand. A non-default config reaches
@@ -48,7 +51,6 @@ MISSING_SHARDS_SHOWN = 5
 Downloader = Callable[..., Any]
 Sleep = Callable[[float], None]
 Clock = Callable[[], datetime.datetime]
-LineSink = Callable[[str], None]
 
 
 class SetupIncomplete(RuntimeError):
@@ -61,10 +63,6 @@ class DownloadFailed(RuntimeError):
 
 class CompileFailed(RuntimeError):
     """The DeepGEMM compile exited non-zero; no marker was written."""
-
-
-def _log(message: str) -> None:
-    print(message, flush=True)
 
 
 def _utc_now() -> datetime.datetime:
@@ -125,22 +123,31 @@ def download(
     sleep: Sleep = time.sleep,
     now: Clock = _utc_now,
     environ: Mapping[str, str] | None = None,
-    log: Callable[[str], None] = _log,
+    log: LineSink = print_line,
 ) -> dict:
     """Fetch the snapshot into cfg.model_path unless it is already there.
 
     Up to cfg.download.attempts attempts; before attempt n+1 waits n x backoff_seconds (30 s, 60 s,
     90 s, ...) and only after a transient error. Returns a small JSON-able summary.
     """
-    import tenacity  # here, not at module top: the SGLang image runs compile/verify from this module
-
     summary = {"path": cfg.model_path, "sentinel": cfg.sentinel_path, "weights": cfg.weights_inputs()}
     if weights_present(cfg):
         log(f"[download] {cfg.model.repo}@{cfg.model.revision} already in {cfg.model_path}; skipping")
         return {**summary, "skipped": True, "attempts": 0}
 
-    environ = os.environ if environ is None else environ
-    kwargs: dict[str, Any] = {
+    os.makedirs(cfg.model_path, exist_ok=True)
+    log(f"[download] {cfg.model.repo}@{cfg.model.revision} ({cfg.model.weights} weights) -> {cfg.model_path}")
+    retrying = _retrying(cfg, sleep=sleep, log=log)
+    _fetch(cfg, retrying, downloader, _snapshot_arguments(cfg, os.environ if environ is None else environ))
+    attempts = retrying.statistics.get("attempt_number", 1)
+    _record_download(cfg, attempts, now())
+    log(f"[download] done after {attempts} attempt(s)")
+    return {**summary, "skipped": False, "attempts": attempts}
+
+
+def _snapshot_arguments(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The downloader's keyword arguments: which snapshot, where to, how much of it, with what token."""
+    arguments: dict[str, Any] = {
         "repo_id": cfg.model.repo,
         "revision": cfg.model.revision,
         "local_dir": cfg.model_path,
@@ -149,7 +156,13 @@ def download(
     }
     # HF_TOKEN is read by huggingface_hub itself; a secret that names its key differently is passed on.
     if cfg.secrets.hf_token_key != "HF_TOKEN" and environ.get(cfg.secrets.hf_token_key):
-        kwargs["token"] = environ[cfg.secrets.hf_token_key]
+        arguments["token"] = environ[cfg.secrets.hf_token_key]
+    return arguments
+
+
+def _retrying(cfg: DeploymentConfig, *, sleep: Sleep, log: LineSink) -> tenacity.Retrying:
+    """The retry policy of the download: transient errors only, linearly growing backoff."""
+    import tenacity  # here, not at module top: the SGLang image runs compile/verify from this module
 
     def announce_retry(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -159,7 +172,7 @@ def download(
         )
 
     backoff = cfg.download.backoff_seconds
-    retrying = tenacity.Retrying(
+    return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(cfg.download.attempts),
         wait=tenacity.wait_incrementing(start=backoff, increment=backoff),
         retry=tenacity.retry_if_exception(is_transient),
@@ -167,10 +180,12 @@ def download(
         before_sleep=announce_retry,
         reraise=True,
     )
-    os.makedirs(cfg.model_path, exist_ok=True)
-    log(f"[download] {cfg.model.repo}@{cfg.model.revision} ({cfg.model.weights} weights) -> {cfg.model_path}")
+
+
+def _fetch(cfg: DeploymentConfig, retrying: tenacity.Retrying, downloader: Downloader, arguments: dict) -> None:
+    """Run the downloader under the retry policy; a failure says whether retrying later can help."""
     try:
-        retrying(downloader, **kwargs)
+        retrying(downloader, **arguments)
     except Exception as error:
         attempts = retrying.statistics.get("attempt_number", 1)
         if is_transient(error):
@@ -184,18 +199,18 @@ def download(
             f"'{cfg.secrets.hf_token}' secret's {cfg.secrets.hf_token_key}, then {FIX_DOWNLOAD}"
         ) from error
 
+
+def _record_download(cfg: DeploymentConfig, attempts: int, finished_at: datetime.datetime) -> None:
+    """Write the completion record, once the snapshot is one SGLang can serve."""
     if not os.path.exists(cfg.sentinel_path):
         raise DownloadFailed(
             f"{cfg.model.repo}@{cfg.model.revision} has no {os.path.basename(cfg.sentinel_path)}: not a sharded "
             "safetensors snapshot SGLang can serve; fix model.repo in the config"
         )
-    attempts = retrying.statistics.get("attempt_number", 1)
     _write_json(
         cfg.download_record_path,
-        {"weights": cfg.weights_inputs(), "finished_at": now().isoformat(), "attempts": attempts},
+        {"weights": cfg.weights_inputs(), "finished_at": finished_at.isoformat(), "attempts": attempts},
     )
-    log(f"[download] done after {attempts} attempt(s)")
-    return {**summary, "skipped": False, "attempts": attempts}
 
 
 # --- compile ------------------------------------------------------------------------------------
@@ -229,19 +244,14 @@ def kernels_present(cfg: DeploymentConfig) -> bool:
     return current_compile_marker(cfg) is not None
 
 
-def _stdout_sink(line: str) -> None:
-    sys.stdout.write(line)
-    sys.stdout.flush()
-
-
 def compile_kernels(
     cfg: DeploymentConfig,
     *,
     argv: Sequence[str] | None = None,
     force: bool = False,
-    on_line: LineSink = _stdout_sink,
+    on_line: LineSink = print_line,
     now: Clock = _utc_now,
-    log: Callable[[str], None] = _log,
+    log: LineSink = print_line,
 ) -> dict:
     """Run the DeepGEMM compile for cfg (argv defaults to commands.compile_command) and record it.
 
@@ -263,9 +273,9 @@ def compile_kernels(
         os.remove(cfg.compile_marker_path)
 
     argv = list(argv) if argv is not None else commands.compile_command(cfg)
-    # Same environment as serving (DeepGEMM cache dir, offline Hub) plus unbuffered Python, so the
-    # compiler's progress reaches Modal's log as it happens rather than at exit.
-    env = {**os.environ, **commands.serve_env(cfg), "PYTHONUNBUFFERED": "1"}
+    # The server's environment (DeepGEMM cache dir, offline Hub, unbuffered Python, so the compiler's
+    # progress reaches Modal's log as it happens rather than at exit).
+    env = commands.subprocess_env({**os.environ, **commands.serve_env(cfg)})
     log(f"[compile] {' '.join(argv[:3])} ... ({len(argv)} args, sha256 {argv_hash(argv)})")
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env

@@ -37,21 +37,13 @@ from pathlib import Path
 import requests
 import yaml
 
-from serving.log_redaction import LogForwarder, Redactor, print_line
-from serving.warmup import DEFAULT_REQUEST_TIMEOUT, WARMUP_PATHS, WarmupError, run_warmup_path
+from serving.commands import subprocess_env
+from serving.config import Timeouts
+from serving.log_redaction import LineSink, LogForwarder, Redactor, print_line
+from serving.warmup import WARMUP_PATHS, WarmupError, run_warmup_path
 
-# SGLang must serve the weights on the volume, never fetch from the Hub at cold start: a missing or
-# partial download should fail loudly, not turn into a 700 GB download inside a GPU container.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1"}
-
-# Python children buffer stdout in 8 KiB blocks when it is a pipe; unbuffered output reaches the
-# log as it is written (SGLang's own logging goes to stderr, which is already line-buffered).
-UNBUFFERED_ENV = {"PYTHONUNBUFFERED": "1"}
-
-# Production values (issue 3 / the recipe). Modal's own startup_timeout should be a little longer
-# than DEFAULT_STARTUP_TIMEOUT so our error, with SGLang's log tail, is printed before Modal kills.
-DEFAULT_STARTUP_TIMEOUT = 900.0  # weight load + health + warmup
-DEFAULT_SHUTDOWN_GRACE = 30.0  # SIGTERM, then SIGKILL after this long
+# The deployment's timeouts (serving/config.py) are the defaults of a server built without them.
+DEFAULT_TIMEOUTS = Timeouts()
 
 # Seconds between /health polls while SGLang loads. Only affects how soon readiness is seen: a
 # crash is noticed through the exit event, not on this tick.
@@ -132,11 +124,6 @@ def _looks_like_negative_number(text: str) -> bool:
     return re.fullmatch(r"-\d+|-\d*\.\d+", text) is not None
 
 
-def subprocess_env(env: Mapping[str, str]) -> dict[str, str]:
-    """SGLang's environment: `env` with unbuffered output by default and the offline Hub forced."""
-    return {**UNBUFFERED_ENV, **env, **OFFLINE_ENV}
-
-
 def secret_config_args(config_path: str | os.PathLike[str]) -> list[str]:
     """The argv fragment that hands SGLang the secret config file."""
     return ["--config", str(config_path)]
@@ -165,7 +152,7 @@ class SGLangServer:
     check_warmup_answers: False only for random-weights rehearsals (answers are noise; status and
         shape are still checked).
     exit_process: how the crash monitor ends the container; tests inject a recorder.
-    log_sink: where forwarded and own log lines go (default: stdout, i.e. the Modal log).
+    log: where forwarded and own log lines go (default: stdout, i.e. the Modal log).
     clock: monotonic seconds for the startup deadline; tests inject a fake one.
     """
 
@@ -178,13 +165,13 @@ class SGLangServer:
         served_model_name: str,
         env: Mapping[str, str] | None = None,
         secret_values: Iterable[str] = (),
-        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        startup_timeout: float = DEFAULT_TIMEOUTS.startup,
         health_poll_interval: float = DEFAULT_HEALTH_POLL_INTERVAL,
-        warmup_request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        warmup_request_timeout: float = DEFAULT_TIMEOUTS.warmup_request,
         check_warmup_answers: bool = True,
-        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        shutdown_grace: float = DEFAULT_TIMEOUTS.shutdown_grace,
         exit_process: Callable[[int], object] = os._exit,
-        log_sink: Callable[[str], None] = print_line,
+        log: LineSink = print_line,
         clock: Callable[[], float] = time.monotonic,
         config_dir: str | os.PathLike[str] | None = None,
     ):
@@ -207,7 +194,7 @@ class SGLangServer:
         self._clock = clock
         self._config_dir = config_dir
         self._redact = Redactor(self._secrets)
-        self._sink = log_sink
+        self._sink = log
 
         self._process: subprocess.Popen[str] | None = None
         self._config_path: Path | None = None
@@ -266,7 +253,7 @@ class SGLangServer:
         except BaseException:
             self.stop()
             raise
-        self._say(f"SGLang is ready on port {self._port} (pid {self.pid})")
+        self._log(f"SGLang is ready on port {self._port} (pid {self.pid})")
 
     def stop(self, grace: float | None = None) -> int | None:
         """Stop SGLang: SIGTERM its process group, wait `grace` seconds (default shutdown_grace), then
@@ -277,10 +264,10 @@ class SGLangServer:
         process = self._process
         if process is not None:
             if not self._exited.is_set():
-                self._say(f"stopping SGLang (pid {process.pid}): SIGTERM, SIGKILL after {grace:g}s")
+                self._log(f"stopping SGLang (pid {process.pid}): SIGTERM, SIGKILL after {grace:g}s")
                 self._signal_group(signal.SIGTERM)
                 if not self._exited.wait(grace):
-                    self._say(f"SGLang still running {grace:g}s after SIGTERM: SIGKILL")
+                    self._log(f"SGLang still running {grace:g}s after SIGTERM: SIGKILL")
             # Also kills what is left of the group after a clean exit of the leader: SGLang's scheduler
             # and detokenizer processes hold GPU memory and must not outlive the container's server.
             self._signal_group(signal.SIGKILL)
@@ -304,7 +291,7 @@ class SGLangServer:
         self._config_path = write_secret_config(self._api_key, self._config_dir)
         argv = [*self._argv, *secret_config_args(self._config_path)]
         env = subprocess_env(self._env)
-        self._say(f"launching SGLang: {self._redact(' '.join(argv))}")
+        self._log(f"launching SGLang: {self._redact(' '.join(argv))}")
         self._process = subprocess.Popen(
             argv,
             env=env,
@@ -335,7 +322,7 @@ class SGLangServer:
             return
         if self._forwarder is not None:
             self._forwarder.join(LOG_DRAIN_TIMEOUT)  # SGLang's last words first
-        self._say(
+        self._log(
             f"FATAL: SGLang exited with code {returncode} after startup; ending the container so Modal replaces it"
         )
         self._signal_group(signal.SIGKILL)  # leave no orphaned workers holding the GPUs
@@ -353,7 +340,7 @@ class SGLangServer:
             polls += 1
             try:
                 if self._session.get(url, timeout=HEALTH_REQUEST_TIMEOUT).status_code == 200:
-                    self._say(f"SGLang is healthy after {time.monotonic() - launched:.1f}s ({polls} polls)")
+                    self._log(f"SGLang is healthy after {time.monotonic() - launched:.1f}s ({polls} polls)")
                     return
             except requests.RequestException:
                 pass  # not listening yet: weights are still loading
@@ -394,7 +381,7 @@ class SGLangServer:
                     raise self._exited_error(f"during warmup path '{path.name}'") from None
                 raise WarmupFailedError(self._with_tail(f"SGLang failed {exc}"), exc.path) from None
             # The first request of each path pays its one-time costs: worth seeing in the log.
-            self._say(f"warmup path '{path.name}' answered well in {time.monotonic() - sent:.1f}s")
+            self._log(f"warmup path '{path.name}' answered well in {time.monotonic() - sent:.1f}s")
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -422,7 +409,7 @@ class SGLangServer:
         if self._config_path is not None:
             self._config_path.unlink(missing_ok=True)
 
-    def _say(self, message: str) -> None:
+    def _log(self, message: str) -> None:
         try:
             self._sink(self._redact(f"{LOG_PREFIX} {message}"))
         except Exception:

@@ -68,10 +68,15 @@ class Redactor:
         return self._pattern.sub(REDACTED, text)
 
 
+# Where a line of log goes: our own progress lines and the lines forwarded from a subprocess.
+LineSink = Callable[[str], None]
+
+
 def print_line(line: str) -> None:
-    """Default sink: our stdout, which Modal streams to the app's logs. Looked up per call, so a
-    replaced sys.stdout (pytest's capture, Modal's log capture) is honoured."""
-    sys.stdout.write(line + "\n")
+    """The one way our processes log a line: to stdout, which Modal streams to the app's logs, at
+    once. A line may come with its newline (as read from a subprocess) or without. sys.stdout is
+    looked up per call, so a replaced one (pytest's capture, Modal's log capture) is honoured."""
+    sys.stdout.write(line.removesuffix("\n") + "\n")
     sys.stdout.flush()
 
 
@@ -86,7 +91,7 @@ class LogForwarder(threading.Thread):
         self,
         stream: TextIO,
         redact: Callable[[str], str],
-        sink: Callable[[str], None] = print_line,
+        sink: LineSink = print_line,
         tail_lines: int = DEFAULT_TAIL_LINES,
     ):
         super().__init__(name="sglang-log-forwarder", daemon=True)

@@ -5,10 +5,11 @@ same model the Pulumi program and the container use, and prints one JSON object:
 
     {"launch": [argv of the SGLang server], "compile": [argv of the DeepGEMM compile], "env": {...}}
 
-`env` is what the SGLang process gets on top of the image's base environment: the variables
-serving/commands.py and the lifecycle set. Secret values are never read: the API key reaches SGLang
-only as a private `--config` YAML file written at container start (the server class removes it from
-SGLang's environment), so the launch argv shows that argument with a placeholder path. (The config
+`env` is what the SGLang process gets on top of the image's base environment (serving/commands.py's
+`subprocess_env`, which the lifecycle starts SGLang with). Secret values are never read: the API key
+reaches SGLang only as a private `--config` YAML file written at container start (the server class
+removes it from SGLang's environment), so the launch argv shows that argument with a placeholder
+path. (The config
 itself also reaches the container, as JSON in `GLM_DEPLOYMENT_CONFIG`; it is the input of this
 command, so not repeated.)
 
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 
 from serving import commands
 from serving.config import DeploymentConfig, format_errors
-from serving.lifecycle import secret_config_args, subprocess_env
+from serving.lifecycle import secret_config_args
 from serving.stack_file import DEPLOYMENT_CONFIG_KEY, StackFileError, load_stack_file, stack_file_path
 
 # Stands in for the path of the private YAML file (`api-key: <value>`) the server class writes at
@@ -42,7 +43,7 @@ def rendered(cfg: DeploymentConfig) -> dict:
         "launch": [*commands.launch_command(cfg), *secret_config_args(API_KEY_CONFIG_PLACEHOLDER)],
         "compile": commands.compile_command(cfg),
         # The key is not here: prepare_sglang (serving/app.py) drops it from SGLang's environment.
-        "env": subprocess_env(commands.serve_env(cfg)),
+        "env": commands.subprocess_env(commands.serve_env(cfg)),
     }
 
 

@@ -16,11 +16,8 @@ from typing import Any
 
 import requests
 
+from serving.config import Timeouts
 from serving.log_redaction import Redactor
-
-# Seconds one warmup request may take. The first long-context prefill on a cold server is the slow
-# one; the recipe allows 300 s per request.
-DEFAULT_REQUEST_TIMEOUT = 300.0
 
 # The long-context prompt is this many numbered records of 15-20 tokens each (digits may be one
 # token apiece): 15-20k tokens, several chunked-prefill chunks, yet safely under the launch limits
@@ -184,7 +181,7 @@ def run_warmup_path(
     api_key: str,
     served_model_name: str,
     *,
-    timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    timeout: float = Timeouts().warmup_request,
     check_answer: bool = True,
 ) -> None:
     """Send one warmup request; raise WarmupError unless it returns 200 and a usable answer.

@@ -17,10 +17,16 @@ import pytest
 from pulumi.dynamic import ResourceProvider
 from pulumi.dynamic.dynamic import serialize_provider
 
-from providers.base import RETRY_BASE_SECONDS_ENV
+from providers.retry import RETRY_BASE_SECONDS_ENV
 from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.engine import DesiredResource, Engine
-from tests.pulumi_engine.provider_server import MUTATING_METHODS, ProviderCallError, ProviderServer, make_urn
+from tests.pulumi_engine.provider_server import (
+    MUTATING_METHODS,
+    ProviderCallError,
+    ProviderServer,
+    make_urn,
+    resource_type,
+)
 
 # Our backoff base in tests: 1 ms instead of 2 s, so 3 retries cost nothing noticeable.
 FAST_RETRY_ENV = {RETRY_BASE_SECONDS_ENV: "0.001"}
@@ -46,7 +52,7 @@ def serve(cp: Any) -> Iterator[ProviderServer]:
 
 def urn_of(resource_cls: type, name: str) -> str:
     """The URN the SDK gives a dynamic resource of this class (type "pulumi-python:dynamic/modal:X")."""
-    return make_urn(name, f"pulumi-python:{resource_cls._resource_type_name}")
+    return make_urn(name, resource_type(resource_cls))
 
 
 def desired(

@@ -15,7 +15,7 @@ import modal
 from grpclib import Status
 
 from providers.app import AppProvider, ModalAppDeployment
-from providers.runner import PROGRESS_SECONDS_ENV
+from providers.supervisor import PROGRESS_SECONDS_ENV
 from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
 from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.provider_server import ProviderServer

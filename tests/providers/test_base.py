@@ -1,5 +1,5 @@
-"""providers/base.py: input checks, precise diffs, the retry policy against the real modal client and
-the local control plane, redaction, the serialized providers, and the resource classes in a program."""
+"""providers/base.py and retry.py: input checks, precise diffs, the retry policy against the real modal
+client and the local control plane, redaction, the serialized providers, and the resource classes in a program."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from providers import ModalVolume
 from providers.base import (
-    MAX_ATTEMPTS,
-    RETRY_BASE_SECONDS_ENV,
     UNKNOWN,
     EnvironmentName,
     InputModel,
@@ -30,14 +28,12 @@ from providers.base import (
     ObjectName,
     ProviderError,
     check_inputs,
-    is_transient,
-    modal_call,
     precise_diff,
     redact,
     register_secrets,
-    retry_settings,
 )
 from providers.environment import EnvironmentProvider
+from providers.retry import MAX_ATTEMPTS, RETRY_BASE_SECONDS_ENV, is_transient, modal_call, retry_settings
 from providers.secret import SecretProvider
 from providers.volume import VolumeProvider
 from tests.modal_control_plane import TOKEN_ID, TOKEN_SECRET

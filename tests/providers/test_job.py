@@ -16,7 +16,7 @@ from grpclib import Status
 
 from providers.base import ProviderError, register_secrets
 from providers.job import RESULT_PREVIEW_CHARS, JobInputs, JobProvider, ModalJob, _require_ok
-from providers.runner import PROGRESS_SECONDS_ENV
+from providers.supervisor import PROGRESS_SECONDS_ENV
 from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
 from tests.pulumi_engine.provider_server import ProviderCallError, ProviderServer
 

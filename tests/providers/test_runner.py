@@ -1,5 +1,5 @@
 """The runner protocol on its own: `python -m providers.runner run|deploy` as a child process with the
-real modal client and the local control plane, and `invoke`, the parent side the providers use."""
+real modal client and the local control plane, and `invoke` (supervisor.py), the parent side the providers use."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.runner import PROGRESS_SECONDS_ENV, RESULT_PREFIX, child_argv, format_elapsed, invoke
+from providers.module_runs import RESULT_PREFIX
+from providers.supervisor import PROGRESS_SECONDS_ENV, child_argv, format_elapsed, invoke
 
 ENV = "main"
 VOLUME = "runner-data"

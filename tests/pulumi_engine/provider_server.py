@@ -526,6 +526,11 @@ def urn_name_type(urn: str) -> tuple[str, str]:
     return name, typ
 
 
+def resource_type(resource_cls: type) -> str:
+    """The type the SDK registers a dynamic resource class under: "pulumi-python:dynamic/<module>:<Name>"."""
+    return f"pulumi-python:{resource_cls._resource_type_name}"
+
+
 def make_urn(name: str, type_: str, *, stack: str = "stack", project: str = "project", parent_type: str = "") -> str:
     qualified = f"{parent_type}${type_}" if parent_type else type_
     return f"urn:pulumi:{stack}::{project}::{qualified}::{name}"

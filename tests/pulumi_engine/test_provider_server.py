@@ -151,7 +151,7 @@ def test_launch_follows_pulumi_yaml_main_and_virtualenv(tmp_path: Path) -> None:
     spec = launch_for_project(tmp_path, base_env={})
     assert (spec.cwd, spec.python) == (tmp_path, tmp_path / ".venv" / "bin" / "python")
     assert spec.env["PULUMI_RUNTIME_VIRTUALENV"] == ".venv" and spec.env["PULUMI_PROJECT"] == "glm"
-    # With `main: infra/` the provider runs in infra/ and the shim looks for infra/.venv (#7061).
+    # With `main: infra/` the provider runs in infra/ and the shim looks for infra/.venv (pulumi/pulumi#7061).
     (tmp_path / "Pulumi.yaml").write_text(yaml + "main: infra/\n")
     with pytest.raises(ProviderStartError, match="infra/.venv"):
         launch_for_project(tmp_path, base_env={})

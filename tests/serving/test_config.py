@@ -16,10 +16,11 @@ from serving import commands
 from serving.config import CONFIG_ENV_VAR, DeploymentConfig, SGLangRelease, format_errors, load_from_env
 from serving.versions import SGLANG_VERSION
 
-# The recipe's production launch command (../shared/seeds/001: every flag, in its order), in the
-# words of SGLang 0.5.23: `--tp/--ep` by their full names, `dsa` for `nsa`, `--dsa-*-backend` for the
-# removed `--nsa-*-backend`, the fusion backend named instead of the deprecated boolean switch, and
-# BF16 KV asked for by name (0.5.23 resolves "auto" to FP8 for DSA on Blackwell).
+# The reference recipe's production launch command (README: "The reference recipe"), every flag in
+# its order, in the words of SGLang 0.5.23: `--tp/--ep` by their full names, `dsa` for `nsa`,
+# `--dsa-*-backend` for the removed `--nsa-*-backend`, the fusion backend named instead of the
+# deprecated boolean switch, and BF16 KV asked for by name (0.5.23 resolves "auto" to FP8 for DSA on
+# Blackwell).
 RECIPE_SERVER_ARGS = [
     "--model-path", "/model-cache/GLM-5.1-FP8",
     "--served-model-name", "glm-5.1",

@@ -129,7 +129,7 @@ def launch():
             "warmup_request_timeout": 10,
             "shutdown_grace": 5,
             "exit_process": ExitRecorder(),
-            "log_sink": logs,
+            "log": logs,
             **kwargs,
         }
         server = SGLangServer(standin_argv(port), **options)

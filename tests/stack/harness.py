@@ -33,12 +33,15 @@ from typing import Any
 
 import yaml
 
-from providers.base import RETRY_BASE_SECONDS_ENV
-from providers.runner import PROGRESS_SECONDS_ENV
+from providers import HttpCheck, ModalAppDeployment, ModalEnvironment, ModalJob, ModalSecret, ModalVolume
+from providers.retry import RETRY_BASE_SECONDS_ENV
+from providers.supervisor import PROGRESS_SECONDS_ENV
 from serving import jobs
 from serving.config import CONFIG_ENV_VAR, WEIGHT_SENTINEL, DeploymentConfig
 from tests.modal_control_plane import ControlPlane
 from tests.modal_control_plane.functions import VolumeAccess
+from tests.pulumi_engine import properties as props
+from tests.pulumi_engine.provider_server import make_urn, resource_type
 from tests.stack.cli import CliWorld, Outcome
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,14 +53,14 @@ TEST_HF_TOKEN = "hf_canaryHfToken7e3b91d0"
 TEST_API_KEY = "canary-api-key-5c2f8a61d94e4b7a9f03"  # 36 characters: strong enough for prod
 SECRETS = {f"{PROJECT}:hfToken": TEST_HF_TOKEN, f"{PROJECT}:apiKey": TEST_API_KEY}
 
-# Resource types as the engine sees them (pulumi-python:dynamic/<module>:<name>).
+# Resource types as the engine sees them, from the resource classes themselves.
 TYPES = {
-    "environment": "pulumi-python:dynamic/modal:Environment",
-    "secret": "pulumi-python:dynamic/modal:Secret",
-    "volume": "pulumi-python:dynamic/modal:Volume",
-    "job": "pulumi-python:dynamic/modal:Job",
-    "app": "pulumi-python:dynamic/modal:AppDeployment",
-    "check": "pulumi-python:dynamic/http:HttpCheck",
+    "environment": resource_type(ModalEnvironment),
+    "secret": resource_type(ModalSecret),
+    "volume": resource_type(ModalVolume),
+    "job": resource_type(ModalJob),
+    "app": resource_type(ModalAppDeployment),
+    "check": resource_type(HttpCheck),
 }
 
 # Logical names in infra/resources.py and infra/smoke.py, with their types.
@@ -79,17 +82,18 @@ JOB_FUNCTIONS = {"download-weights": "download_model", "compile-kernels": "compi
                  "verify-setup": "verify_setup"}  # fmt: skip
 
 
-# How the engine spells a secret and a value not known until the update, in events and in state.
-SECRET_SIGNATURE = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+# How the engine spells a secret (in events and state the same marker as on the wire, with
+# "ciphertext" instead of "value") and a value not known until the update.
+SECRET_SIGNATURE = (props.SIG_KEY, props.SECRET_SIG)
+UNKNOWN = props.UNKNOWN
 
 
 def is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(SECRET_SIGNATURE[0]) == SECRET_SIGNATURE[1]
+    return isinstance(value, dict) and value.get(props.SIG_KEY) == props.SECRET_SIG
 
 
 def urn(stack: str, name: str) -> str:
-    return f"urn:pulumi:{stack}::{PROJECT}::{RESOURCES[name]}::{name}"
+    return make_urn(name, RESOURCES[name], stack=stack, project=PROJECT)
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def secret_edit(key: str, value: str) -> Edit:
 
 # ---- running the stack through the real CLI ----------------------------------------------------
 
-# Test-speed knobs the providers read from their environment (see providers/base.py, runner.py).
+# Test-speed knobs the providers read from their environment (see providers/retry.py, supervisor.py).
 FAST_PROVIDER_ENV = {RETRY_BASE_SECONDS_ENV: "0.01", PROGRESS_SECONDS_ENV: "60"}
 
 

@@ -1,0 +1,84 @@
+"""The installed modal client still has every private part providers/modal_internals.py uses.
+
+That module is written against modal 1.6.4. After a modal upgrade, a failure here names what is gone
+or changed: rework that use in providers/modal_internals.py (and its docstring's version) first. The
+calls themselves are exercised against the local control plane by the secret, app and base tests."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from unittest import mock
+
+import grpclib
+import modal
+import pytest
+from modal._grpc_client import grpc_error_to_modal_exception
+from modal_proto import api_pb2, modal_api_grpc
+
+from providers.modal_internals import grpc_status
+
+USED_BY = "providers/modal_internals.py (written for modal 1.6.4)"
+
+# (module, dotted attribute path) of each private or pinned attribute that module calls.
+ATTRIBUTES = [
+    ("modal", "Secret._create_deployed"),
+    ("modal", "Secret._get_keys"),
+    ("modal", "App.registered_functions"),
+    ("modal.client", "_Client.from_env"),
+    ("modal.client", "_Client._stub"),
+    ("modal._utils.async_utils", "synchronizer.create_blocking"),
+]
+
+# The control-plane RPCs `deployment_info` calls through `_Client._stub`.
+RPCS = ["AppGetByDeploymentName", "AppGetLayout"]
+
+# message -> the fields `deployment_info` sets (requests) or reads (responses).
+FIELDS = {
+    "AppGetByDeploymentNameRequest": {"name", "environment_name"},
+    "AppGetByDeploymentNameResponse": {"app_id", "lifecycle"},
+    "AppLifecycle": {"version"},
+    "AppGetLayoutRequest": {"app_id"},
+    "AppGetLayoutResponse": {"app_layout"},
+    "AppLayout": {"objects", "function_ids"},
+    "Object": {"object_id", "function_handle_metadata"},
+    "FunctionHandleMetadata": {"function_name", "web_url", "method_handle_metadata"},
+}
+
+
+@pytest.mark.parametrize(("module_name", "path"), ATTRIBUTES)
+def test_the_private_attributes_exist(module_name: str, path: str):
+    value = importlib.import_module(module_name)
+    for part in path.split("."):
+        assert hasattr(value, part), f"modal {modal.__version__} has no {module_name}.{path}, which {USED_BY} uses"
+        value = getattr(value, part)
+
+
+def test_create_deployed_still_takes_environment_and_overwrite():
+    parameters = inspect.signature(modal.Secret._create_deployed).parameters
+    missing = {"deployment_name", "env_dict", "environment_name", "overwrite"} - set(parameters)
+    assert not missing, f"modal {modal.__version__}: Secret._create_deployed lost {sorted(missing)}, used by {USED_BY}"
+
+
+@pytest.mark.parametrize("rpc", RPCS)
+def test_the_rpcs_exist_on_the_service_and_the_client_stub(rpc: str):
+    service = api_pb2.DESCRIPTOR.services_by_name["ModalClient"]
+    assert rpc in service.methods_by_name, f"modal {modal.__version__}: service ModalClient has no {rpc} ({USED_BY})"
+    stub = modal_api_grpc.ModalClientModal(mock.Mock(), mock.Mock(), "unused")
+    assert hasattr(stub, rpc), f"modal {modal.__version__}: `_Client._stub` has no {rpc} ({USED_BY})"
+
+
+@pytest.mark.parametrize(("message", "fields"), sorted(FIELDS.items()))
+def test_the_messages_have_the_fields_we_use(message: str, fields: set[str]):
+    descriptor = api_pb2.DESCRIPTOR.message_types_by_name.get(message)
+    assert descriptor is not None, f"modal {modal.__version__}: modal_proto has no message {message} ({USED_BY})"
+    missing = fields - set(descriptor.fields_by_name)
+    assert not missing, f"modal {modal.__version__}: {message} lost {sorted(missing)} ({USED_BY})"
+
+
+def test_modal_errors_still_carry_their_grpc_status():
+    error = grpc_error_to_modal_exception(grpclib.GRPCError(grpclib.Status.ABORTED, "x"))
+    assert grpc_status(error) == grpclib.Status.ABORTED, (
+        f"modal {modal.__version__} no longer sets `_grpc_status` on its exceptions ({USED_BY}): "
+        "ABORTED would no longer be retried"
+    )
