@@ -222,7 +222,7 @@ class Parsers(FlagSection):
 
 
 class Memory(FlagSection):
-    # BF16 KV: FP8 KV crashes with EAGLE on Blackwell (sglang#22359) and is slower (#17526). The
+    # BF16 KV: FP8 KV crashes with EAGLE on Blackwell (sglang#22359) and is slower (sglang#17526). The
     # recipe got BF16 by omitting the flag, but in 0.5.23 "auto" with DSA on sm100 resolves to
     # fp8_e4m3 (arg_groups/overrides.py), so BF16 must now be asked for by name. DSA models accept
     # only these (SGLang asserts bfloat16 or fp8_e4m3 after resolving "auto"). The attention
