@@ -36,12 +36,11 @@ from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResu
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
-from serving.modal_rules import check_environment_name, check_object_name, is_env_var_name
+from serving.modal_rules import check_environment_name, check_object_name
 
 from .engine_watch import watch_engine
 
 __all__ = [
-    "is_env_var_name",
     "UNKNOWN",
     "InputModel",
     "EnvironmentName",

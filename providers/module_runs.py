@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import pydantic
 
-from .base import is_env_var_name
+from serving.modal_rules import check_env_var_name
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: the module and its settings.
@@ -38,9 +38,8 @@ def _check_module_path(value: str) -> str:
     return value
 
 
-def _check_env_var_name(name: str) -> str:
-    if not is_env_var_name(name):
-        raise ValueError("must be an environment variable name (letters, digits, '_')")
+def _check_module_env_name(name: str) -> str:
+    check_env_var_name(name)
     if name.upper().startswith(_RESERVED_ENV_PREFIX):
         raise ValueError(
             "Modal credentials and settings come from the usual Modal sources (env vars, ~/.modal.toml, stack "
@@ -53,7 +52,7 @@ ModulePath = Annotated[str, pydantic.AfterValidator(_check_module_path)]
 # Environment variables the module reads at import (e.g. its serialized config). Checked key by key,
 # so a failure names "module_env.<KEY>": the engine prints the program's value of a failing top-level
 # property, and module_env may be secret as a whole when one of its values is a secret Output.
-ModuleEnv = dict[Annotated[str, pydantic.AfterValidator(_check_env_var_name)], str]
+ModuleEnv = dict[Annotated[str, pydantic.AfterValidator(_check_module_env_name)], str]
 
 # ---------------------------------------------------------------------------------------------
 # What the runner child reports.

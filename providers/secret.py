@@ -34,12 +34,13 @@ from modal.exception import AlreadyExistsError, NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 from pulumi.runtime import rpc
 
+from serving.modal_rules import check_env_var_name
+
 from .base import (
     EnvironmentName,
     InputModel,
     ModalProvider,
     ObjectName,
-    is_env_var_name,
     join_id,
     precise_diff,
     progress,
@@ -58,15 +59,9 @@ ADDITIONAL_SECRET_OUTPUTS = ("values_digest",)
 DIGEST_PREFIX = "sha256:"
 
 
-def _check_key(key: str) -> str:
-    # Secret keys become environment variables in containers, so they must be valid variable names.
-    if not is_env_var_name(key):
-        raise ValueError("a key must be an environment variable name (letters, digits, '_'; not starting with a digit)")
-    return key
-
-
-# A key of a secret: it becomes an environment variable in the containers that use the secret.
-SecretKey = Annotated[str, pydantic.AfterValidator(_check_key)]
+# A key of a secret: it becomes an environment variable in the containers that use the secret, so it
+# must be a valid variable name.
+SecretKey = Annotated[str, pydantic.AfterValidator(check_env_var_name)]
 
 
 class SecretInputs(InputModel):
