@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from serving.config import CONFIG_ENV_VAR, DeploymentConfig  # noqa: E402
 from tests.stack.cli import PULUMI_VERSION  # noqa: E402
 from tests.stack.conftest import Rig, rig  # noqa: E402
-from tests.stack.harness import STACKS, StackConfig, StackRun  # noqa: E402
+from tests.stack.harness import STACKS, StackConfig, StackRun, deploys, function_runs  # noqa: E402
 
 RECIPE_STEPS = ("serving/app.py::download_model", "serving/app.py::compile_deepgemm", "serving/app.py::verify_setup")
 
@@ -91,10 +91,9 @@ def recipe_rerun(running: Rig, stack: str) -> dict:
             raise SystemExit(f"{' '.join(command[1:])} failed:\n{done.stdout}{done.stderr}")
     calls = running.cp.calls_since(mark)
     return {
-        "function_runs": sum(1 for call in calls if call.rpc == "FunctionMap"),
+        "function_runs": function_runs(calls),
         "gpu_containers": gpu_containers(running, calls_before),
-        "deploys": sum(1 for call in calls
-                       if call.rpc == "AppPublish" and call.args.get("app_state") == "APP_STATE_DEPLOYED"),  # fmt: skip
+        "deploys": deploys(calls),
         "mutating_calls": sum(1 for call in calls if call.mutating),
     }
 

@@ -42,7 +42,7 @@ from tests.modal_control_plane import ControlPlane
 from tests.modal_control_plane.functions import VolumeAccess
 from tests.pulumi_engine import properties as props
 from tests.pulumi_engine.provider_server import make_urn, resource_type
-from tests.stack.cli import CliWorld, Outcome
+from tests.stack.cli import CliWorld, Outcome, resource_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "glm-modal"
@@ -82,14 +82,20 @@ JOB_FUNCTIONS = {"download-weights": "download_model", "compile-kernels": "compi
                  "verify-setup": "verify_setup"}  # fmt: skip
 
 
-# How the engine spells a secret (in events and state the same marker as on the wire, with
-# "ciphertext" instead of "value") and a value not known until the update.
-SECRET_SIGNATURE = (props.SIG_KEY, props.SECRET_SIG)
+# A secret in events and state carries the wire marker (with "ciphertext" instead of "value"), and a
+# value not known until the update is the wire's unknown: the wire helpers read both.
+is_secret = props.is_secret
 UNKNOWN = props.UNKNOWN
 
 
-def is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(props.SIG_KEY) == props.SECRET_SIG
+def function_runs(calls: list) -> int:
+    """Function calls started on Modal (each job run is one FunctionMap)."""
+    return sum(1 for call in calls if call.rpc == "FunctionMap")
+
+
+def deploys(calls: list) -> int:
+    """Deployments published (a job's ephemeral app publishes too, as APP_STATE_EPHEMERAL)."""
+    return sum(1 for call in calls if call.rpc == "AppPublish" and call.args.get("app_state") == "APP_STATE_DEPLOYED")
 
 
 def urn(stack: str, name: str) -> str:
@@ -192,19 +198,13 @@ class StackRun:
     def mutating_modal_calls(self) -> list:
         return [call for call in self.modal_calls if call.mutating]
 
-    def rpc_count(self, rpc: str) -> int:
-        return sum(1 for call in self.modal_calls if call.rpc == rpc)
-
     @property
     def function_runs(self) -> int:
-        """Function calls started on Modal (each job run is one FunctionMap)."""
-        return self.rpc_count("FunctionMap")
+        return function_runs(self.modal_calls)
 
     @property
     def deploys(self) -> int:
-        """Deployments published (a job's ephemeral app publishes too, as APP_STATE_EPHEMERAL)."""
-        return sum(1 for call in self.modal_calls
-                   if call.rpc == "AppPublish" and call.args.get("app_state") == "APP_STATE_DEPLOYED")  # fmt: skip
+        return deploys(self.modal_calls)
 
 
 class StackHarness:
@@ -274,7 +274,7 @@ class StackHarness:
     def resources(self) -> dict[str, dict[str, Any]]:
         """The resources in state, by logical name (the stack resource and providers left out)."""
         deployment = self.export()["deployment"]
-        return {urn.rsplit("::", 1)[-1]: resource for resource in deployment.get("resources", [])
+        return {resource_name(urn): resource for resource in deployment.get("resources", [])
                 if not (urn := resource["urn"]).split("::")[2].startswith(("pulumi:pulumi:", "pulumi:providers:"))}
 
 

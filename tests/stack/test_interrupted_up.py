@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from .cli import resource_name
 from .conftest import Rig, rig
 from .harness import JOB_FUNCTIONS, StackHarness, StackRun
 
@@ -161,7 +162,7 @@ def test_sigkill_cancels_the_orphaned_run_and_cancel_then_up_converges(function:
 
     assert result["up"].outcome.exit_code != 0
     job = next(name for name, tag in JOB_FUNCTIONS.items() if tag == function)
-    assert [(op["type"], op["resource"]["urn"].rsplit("::", 1)[-1]) for op in pending] == [("creating", job)]
+    assert [(op["type"], resource_name(op["resource"]["urn"])) for op in pending] == [("creating", job)]
     # The lock of the killed process stays until `pulumi cancel` removes it.
     assert not locked.ok and "locked" in locked.text and "pulumi cancel" in locked.text
     assert locked.modal_calls == []

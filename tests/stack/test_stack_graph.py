@@ -12,6 +12,7 @@ import pytest
 from infra.resources import API_KEY_TRIGGER, WEB_ENDPOINT, serving_source_digest
 from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, DeploymentConfig
 
+from .cli import resource_name
 from .conftest import rig
 from .harness import (
     JOB_FUNCTIONS,
@@ -84,7 +85,7 @@ def test_a_new_stack_previews_its_whole_graph_in_order_without_calling_modal(sta
 
     # In state, in dependency order, each with exactly the dependencies it needs.
     order = [resource["urn"] for resource in state]
-    by_name = {resource["urn"].rsplit("::", 1)[-1]: resource for resource in state}
+    by_name = {resource_name(resource["urn"]): resource for resource in state}
     for name in expected_resources(stack):
         dependencies = by_name[name].get("dependencies") or []
         assert set(dependencies) == {urn(stack, dep) for dep in EXPECTED_DEPENDENCIES[name]}, name

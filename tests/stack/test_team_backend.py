@@ -26,8 +26,11 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.pulumi_engine import properties as props
+
+from .cli import resource_name
 from .conftest import rig
-from .harness import PROJECT, SECRET_SIGNATURE, TEST_API_KEY, TEST_HF_TOKEN
+from .harness import PROJECT, TEST_API_KEY, TEST_HF_TOKEN
 
 BUCKET = "glm-modal-state"
 REGION = "us-east-1"
@@ -134,11 +137,11 @@ def test_the_stack_flow_keeps_its_state_and_its_lock_in_an_s3_bucket() -> None:
         assert STACK_KEY in objects, sorted(objects)
         assert any(key.startswith(f".pulumi/history/{PROJECT}/{STACK}/") for key in objects), sorted(objects)
         checkpoint = json.loads(objects[STACK_KEY])["checkpoint"]
-        in_state = {r["urn"].rsplit("::", 1)[-1] for r in checkpoint["latest"]["resources"]}
+        in_state = {resource_name(r["urn"]) for r in checkpoint["latest"]["resources"]}
         assert set(first.ops()) <= in_state
 
         # Its secrets are stored encrypted: secret markers, and no canary in any object of the bucket.
-        assert SECRET_SIGNATURE[0] in objects[STACK_KEY]
+        assert props.SIG_KEY in objects[STACK_KEY]
         for key, text in objects.items():
             assert TEST_API_KEY not in text and TEST_HF_TOKEN not in text, f"secret in plaintext in s3://{BUCKET}/{key}"
 
