@@ -258,8 +258,17 @@ class Server:
 # During business hours a /health ping keeps one container warm, so the first request of the day
 # does not pay a 6-10 minute cold start. Only defined when enabled, so a disabled config deploys no
 # schedule at all. SGLang does not require the API key on /health; sending it costs nothing and
-# keeps working if that changes.
+# keeps working if that changes. Because the request carries the key, its target is this app's own
+# web endpoint as Modal reports it, never a URL from the config.
 KEEPALIVE_REQUEST_TIMEOUT_SECONDS = 60
+
+
+def health_request(web_url: str, api_key: str) -> urllib.request.Request:
+    """The keep-alive's GET of /health on our own deployment (refuses anything but https)."""
+    if not web_url.startswith("https://"):
+        raise RuntimeError(f"the Server's web endpoint is not an https URL ({web_url!r}); is the app deployed?")
+    return urllib.request.Request(f"{web_url.rstrip('/')}/health", headers={"Authorization": f"Bearer {api_key}"})
+
 
 if cfg.keepalive.enabled:
 
@@ -270,10 +279,7 @@ if cfg.keepalive.enabled:
         timeout=cfg.timeouts.startup + KEEPALIVE_REQUEST_TIMEOUT_SECONDS,
     )
     def keep_warm() -> int:
-        request = urllib.request.Request(
-            f"{cfg.keepalive.url.rstrip('/')}/health",
-            headers={"Authorization": f"Bearer {os.environ.get(cfg.secrets.api_key_key, '')}"},
-        )
+        request = health_request(Server().serve.get_web_url() or "", os.environ.get(cfg.secrets.api_key_key, ""))
         # A cold container answers only after its start-up, hence a timeout covering it.
         with urllib.request.urlopen(request, timeout=cfg.timeouts.startup) as response:
             print_line(f"[keep-warm] /health -> {response.status}")

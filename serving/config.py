@@ -33,6 +33,12 @@ WEIGHT_SENTINEL = "model.safetensors.index.json"
 # GPUs Modal offers, by the name its `gpu=` parameter takes. Only Blackwell (sm100) parts can run
 # the DeepGEMM kernels we precompile and the TRT-LLM sparse-attention backends; kernels built for
 # one architecture do not load on another.
+# Memory per GPU (GB), for the GPUs that can run this deployment (B200: 192 GB HBM3e).
+GPU_MEMORY_GB = {"B200": 192}
+# Size of the weights of the repos whose size we know (the recipe: ~700 GB of FP8 shards); a config
+# that cannot hold them at its parallelism fails at preview instead of out of memory after the jobs ran.
+KNOWN_WEIGHTS_GB = {"zai-org/GLM-5.1-FP8": 700}
+
 MODAL_GPU_TYPES = ("T4", "L4", "A10G", "A100-40GB", "A100-80GB", "L40S", "H100", "H200", "B200")
 BLACKWELL_GPU_TYPES = ("B200",)
 
@@ -41,43 +47,117 @@ BLACKWELL_GPU_TYPES = ("B200",)
 # dummy-mode files from the full shards; this record can, so it is what proves the download job.
 DOWNLOAD_RECORD = ".download-complete.json"
 
-PositiveInt = Annotated[int, Field(gt=0)]
-Seconds = Annotated[int, Field(gt=0, description="seconds")]
+# Modal's own limits, checked here so a value Modal refuses fails at preview, not in the deploy after
+# the jobs ran: a Function's timeout is 1 s to 24 h (docs: guide/timeouts), its scaledown window 2 to
+# 3600 s (modal 1.6.4 `_functions.py` refuses anything else at deploy time).
+MODAL_MAX_TIMEOUT_SECONDS = 24 * 60 * 60
+MODAL_SCALEDOWN_WINDOW_RANGE = (2, 3600)
+
+# Every integer is bounded: no value of a stack file may reach Modal or SGLang as an absurd number.
+# Counts nobody needs this many of stay far below these; the caps only stop typos (an extra zero).
+LARGEST_COUNT = 1_000_000
+
+PositiveInt = Annotated[int, Field(gt=0, le=LARGEST_COUNT)]
+Seconds = Annotated[int, Field(gt=0, le=MODAL_MAX_TIMEOUT_SECONDS, description="seconds, at most Modal's 24 h")]
 # A Modal object name (volume, secret, app), by Modal's own rule (serving/modal_rules.py).
 ModalName = Annotated[str, AfterValidator(check_object_name)]
 
 
+def _pattern_check(pattern: str, what: str) -> AfterValidator:
+    """A text field matched on its WHOLE string (a trailing newline never passes)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Values that become an SGLang argument, a path in an image's environment or a Hub request: one
+# token of printable ASCII, never starting with '-' (argparse would read a flag), never whitespace,
+# a newline or a control character (a second argument, or a second line in the image's ENV).
+# A Hugging Face repo id: `<org>/<name>`, each 1-96 of letters, digits, '-', '_', '.', not starting
+# with '-' or '.', without '--' or '..' (the Hub's own rule); the name becomes a folder on the volume.
+_HUB_PART = r"(?!.*(--|\.\.))[A-Za-z0-9_][A-Za-z0-9._-]{0,95}"
+HubRepo = Annotated[str, _pattern_check(rf"{_HUB_PART}/{_HUB_PART}", "a Hugging Face repo id '<org>/<name>'")]
+# A git revision: a branch, tag or commit sha as the Hub accepts them (no '..', no leading '-' or '/').
+Revision = Annotated[
+    str, _pattern_check(r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}", "a branch, tag or commit of the repo")
+]
+# The model name clients send: letters, digits and '._:/-', a letter or digit first.
+ServedName = Annotated[
+    str, _pattern_check(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", "a model name (letters, digits, '._:/-')")
+]
+# A container image reference `registry/name:tag[@sha256:<digest>]`, in Docker's grammar.
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+ImageReference = Annotated[
+    str,
+    _pattern_check(
+        rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
+        r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?:@sha256:[a-f0-9]{64})?",
+        "an image reference 'name:tag' (optionally '@sha256:<digest>')",
+    ),
+]
+# Where a volume is mounted: a canonical absolute path of plain components (no '.', '..', '//', no
+# trailing '/'), which Modal's own check (`validate_mount_points`) and the image ENV both take as is.
+_MOUNT_PATH = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9._-]*)+")
+# Modal refuses "/", "/root" and "/tmp" themselves (our code runs from /root).
+MODAL_RESERVED_MOUNTS = ("/root", "/tmp")
+# A mount on or under a system directory would hide the image's own files (Python, CUDA, SGLang).
+SYSTEM_DIRECTORIES = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/proc", "/run", "/sbin",
+    "/sys", "/usr", "/var", "/sgl-workspace",
+)  # fmt: skip
+
+
+def _check_mount_path(value: str) -> str:
+    if not _MOUNT_PATH.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"{value!r} must be a canonical absolute path like /model-cache (no '.', '..' or trailing '/')")
+    if value in MODAL_RESERVED_MOUNTS:
+        raise ValueError(f"{value!r} is a directory Modal does not mount volumes on; use e.g. /model-cache")
+    for system in SYSTEM_DIRECTORIES:
+        if value == system or value.startswith(system + "/"):
+            raise ValueError(f"{value!r} is in {system}, a system directory of the image; mount elsewhere")
+    return value
+
+
+MountPath = Annotated[str, AfterValidator(_check_mount_path)]
+
+# Environment variables the images and processes of this deployment set themselves, and the families
+# their libraries and Modal read: a secret's key must not override one of them in the container.
+RESERVED_ENV_VARS = ("PATH", "HOME", "USER", "SHELL", "PWD", "TMPDIR", "HOSTNAME")
+RESERVED_ENV_VAR_PREFIXES = (
+    "GLM_", "MODAL_", "SGLANG_", "HF_HUB_", "HF_XET_", "HF_HOME", "HF_DATASETS_", "TRANSFORMERS_", "PYTHON",
+    "LD_", "CUDA_", "NCCL_", "NVIDIA_", "TORCH", "TRITON_", "FLASHINFER_", "DG_", "DEEPGEMM_", "TVM_", "OMP_",
+    "XDG_", "SSL_", "REQUESTS_", "CURL_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+)  # fmt: skip
+
+
+def is_reserved_env_var(name: str) -> bool:
+    upper = name.upper()
+    return upper in RESERVED_ENV_VARS or upper.startswith(RESERVED_ENV_VAR_PREFIXES)
+
+
 class _Section(BaseModel):
-    # Unknown keys are typos in a stack file: fail loudly rather than silently ignore them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are typos in a stack file: fail loudly rather than silently ignore them. Strict:
+    # "yes" is not a boolean, true is not 1, "8" is not 8, and no float is infinite or NaN.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ModelSource(_Section):
     """Which weights to serve and under what name."""
 
-    repo: str = "zai-org/GLM-5.1-FP8"
+    repo: HubRepo = "zai-org/GLM-5.1-FP8"
     # A commit sha pins the exact weights; a branch such as "main" moves under you, so the
     # download job's trigger (and the compile marker) would not notice an upstream change.
-    revision: str = "main"
-    served_name: str = "glm-5.1"
+    revision: Revision = "main"
+    served_name: ServedName = "glm-5.1"
     # "full" downloads the ~700 GB of FP8 shards. "dummy" fetches only config and tokenizer files
     # and starts SGLang with random weights (`--load-format dummy`): for staging rehearsals of
     # config, cold start and the API surface without the 30-60 minute download.
     weights: Literal["full", "dummy"] = "full"
-
-    @field_validator("repo")
-    @classmethod
-    def _repo_is_org_slash_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
-            raise ValueError(f"expected '<org>/<name>' of a Hugging Face repo, got {value!r}")
-        return value
-
-    @field_validator("revision", "served_name")
-    @classmethod
-    def _no_blank(cls, value: str) -> str:
-        if not value.strip() or any(ch.isspace() for ch in value):
-            raise ValueError("must be non-empty and contain no whitespace")
-        return value
 
     @property
     def directory(self) -> str:
@@ -121,7 +201,7 @@ class SGLangRelease(_Section):
     version: str = SGLANG_VERSION
     # Pinned serve image of the same release. Never `:latest`: the launch command is only known to
     # parse for this release. A digest may follow the tag (`...:v0.5.23-cu130@sha256:...`).
-    image: str = f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130"
+    image: ImageReference = f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130"
 
     @field_validator("version")
     @classmethod
@@ -216,9 +296,17 @@ class Speculative(FlagSection):
 
 
 class Parsers(FlagSection):
-    # Splits chain-of-thought into `reasoning_content` and formats GLM tool calls.
-    reasoning_parser: str = "glm45"
-    tool_call_parser: str = "glm47"
+    """Splits chain-of-thought into `reasoning_content` and formats GLM tool calls. Only the parsers
+    of the pinned release that read GLM's output are offered (tests check each is one of its
+    choices); null leaves the flag out."""
+
+    reasoning_parser: Literal["glm45"] | None = "glm45"
+    tool_call_parser: Literal["glm47", "glm45", "glm"] | None = "glm47"
+
+
+# Far above what 8 GPUs hold; only stops a typo from reaching SGLang.
+MAX_TOKENS = 16 * 1024 * 1024
+MAX_RUNNING_REQUESTS = 4096
 
 
 class Memory(FlagSection):
@@ -231,10 +319,10 @@ class Memory(FlagSection):
     # Aggressive KV reservation after weights; safe on 192 GB per GPU.
     mem_fraction_static: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.88
     # Beyond 48, EAGLE verifier queues grow and TTFT spikes.
-    max_running_requests: PositiveInt = 48
+    max_running_requests: Annotated[int, Field(gt=0, le=MAX_RUNNING_REQUESTS)] = 48
     # Caps one prefill batch against prefill storms / OOM.
-    max_prefill_tokens: PositiveInt = 32768
-    max_total_tokens: PositiveInt = 65536
+    max_prefill_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS)] = 32768
+    max_total_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS)] = 65536
 
     @model_validator(mode="after")
     def _prefill_fits_total(self) -> Memory:
@@ -318,15 +406,23 @@ class Launch(_Section):
                         yield name, flag, getattr(value, flag)
 
 
+# Each container holds 8 B200s: more than this many is a typo, not a plan (raise it here if you mean it).
+MAX_CONTAINERS = 64
+# Requests one container takes at once; SGLang queues beyond its own max_running_requests anyway.
+MAX_CONCURRENT_INPUTS = 1000
+
+
 class Scaling(_Section):
     # Scale to zero when idle; the first request after idle pays the cold start.
-    min_containers: Annotated[int, Field(ge=0)] = 0
+    min_containers: Annotated[int, Field(ge=0, le=MAX_CONTAINERS)] = 0
     # Hard cap on spend: 3 x 48 running requests.
-    max_containers: PositiveInt = 3
-    # Keep a container warm 15 minutes after its last request, for bursty traffic.
-    scaledown_window: Seconds = 900
+    max_containers: Annotated[int, Field(gt=0, le=MAX_CONTAINERS)] = 3
+    # Keep a container warm 15 minutes after its last request, for bursty traffic. Modal takes 2-3600 s.
+    scaledown_window: Annotated[
+        int, Field(ge=MODAL_SCALEDOWN_WINDOW_RANGE[0], le=MODAL_SCALEDOWN_WINDOW_RANGE[1], description="seconds")
+    ] = 900
     # HTTP requests one container takes at once (SGLang batches them internally).
-    max_concurrent_inputs: PositiveInt = 20
+    max_concurrent_inputs: Annotated[int, Field(gt=0, le=MAX_CONCURRENT_INPUTS)] = 20
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Scaling:
@@ -337,6 +433,11 @@ class Scaling(_Section):
         return self
 
 
+# Modal gives a stopping container's exit handler a bounded time before it kills the container;
+# a grace longer than a few minutes would only be cut short.
+MAX_SHUTDOWN_GRACE_SECONDS = 300
+
+
 class Timeouts(_Section):
     server: Seconds = 86400  # 24 h container life limits fragmentation and leaks
     startup: Seconds = 900  # weight load + health + warmup must finish within 15 min
@@ -344,16 +445,27 @@ class Timeouts(_Section):
     compile: Seconds = 3600  # 1 h ceiling for the DeepGEMM compile
     verify: Seconds = 300
     warmup_request: Seconds = 300  # each; first requests pay CUDA-graph capture, long prefill most
-    shutdown_grace: Seconds = 30  # SIGTERM, then SIGKILL after this
+    shutdown_grace: Annotated[int, Field(gt=0, le=MAX_SHUTDOWN_GRACE_SECONDS)] = 30  # SIGTERM, then SIGKILL
+
+    @model_validator(mode="after")
+    def _fit_in_each_other(self) -> Timeouts:
+        if self.startup >= self.server:
+            raise ValueError("startup: must be shorter than timeouts.server")
+        if self.warmup_request >= self.startup:
+            raise ValueError(f"warmup_request: must be shorter than timeouts.startup ({self.startup})")
+        return self
 
 
 class Download(_Section):
-    max_workers: PositiveInt = 8
+    max_workers: Annotated[int, Field(gt=0, le=64)] = 8
     attempts: Annotated[int, Field(ge=1, le=10)] = 3
     # Backoff before attempt 2, 3, ...: 30 s, 60 s, 90 s.
-    backoff_seconds: Seconds = 30
-    cpu: Annotated[float, Field(gt=0)] = 4.0
-    memory_mib: PositiveInt = 32768
+    backoff_seconds: Annotated[int, Field(gt=0, le=3600)] = 30
+    # Physical cores and MiB Modal reserves for the download container: at least Modal's default
+    # reservation (0.125 cores, 128 MiB); Modal refuses requests above its per-container maximum at
+    # deploy time without publishing it, so these caps stay at sizes a network-bound download could use.
+    cpu: Annotated[float, Field(ge=0.125, le=64.0)] = 4.0
+    memory_mib: Annotated[int, Field(ge=128, le=256 * 1024)] = 32768
 
 
 class Storage(_Section):
@@ -361,23 +473,18 @@ class Storage(_Section):
     kernels_volume: ModalName = "glm51-deepgemm-cache"
     # Fixed mount points, identical at compile and serve time, so paths baked into the DeepGEMM
     # cache and SGLang's --model-path agree.
-    weights_mount: str = "/model-cache"
-    kernels_mount: str = "/dg-cache"
-
-    @field_validator("weights_mount", "kernels_mount")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or value == "/":
-            raise ValueError(f"must be an absolute path below /, got {value!r}")
-        return value.rstrip("/")
+    weights_mount: MountPath = "/model-cache"
+    kernels_mount: MountPath = "/dg-cache"
 
     @model_validator(mode="after")
     def _distinct(self) -> Storage:
         # "field: why", so format_errors names the field (storage.kernels_volume: ...).
         if self.weights_volume == self.kernels_volume:
             raise ValueError(f"kernels_volume: must differ from weights_volume ({self.weights_volume!r})")
-        if self.weights_mount == self.kernels_mount:
-            raise ValueError(f"kernels_mount: must differ from weights_mount ({self.weights_mount!r})")
+        weights, kernels = self.weights_mount, self.kernels_mount
+        if weights == kernels or weights.startswith(kernels + "/") or kernels.startswith(weights + "/"):
+            # One volume mounted inside the other hides part of it (or all of it).
+            raise ValueError(f"kernels_mount: must not be, contain or lie inside weights_mount ({weights!r})")
         return self
 
 
@@ -392,27 +499,35 @@ class SecretNames(_Section):
     @field_validator("hf_token_key", "api_key_key")
     @classmethod
     def _env_var_name(cls, value: str) -> str:
-        return check_env_var_name(value)
+        check_env_var_name(value)
+        if is_reserved_env_var(value):
+            # The secret's keys become environment variables of the container, over ours.
+            raise ValueError(f"{value!r} is an environment variable the deployment or its libraries set or read")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SecretNames:
+        # One Modal secret for both would have each `pulumi up` overwrite the other's value.
+        if self.hf_token == self.api_key:
+            raise ValueError(f"api_key: must differ from hf_token ({self.hf_token!r}): each is its own Modal secret")
+        if self.hf_token_key == self.api_key_key:
+            raise ValueError(f"api_key_key: must differ from hf_token_key ({self.hf_token_key!r})")
+        return self
 
 
 class KeepAlive(_Section):
-    """Optional business-hours /health ping that keeps one container warm."""
+    """Optional business-hours /health ping that keeps one container warm. It pings this app's own
+    web endpoint, as Modal reports it (serving/app.py): the request carries the API key, so its
+    target is never a setting."""
 
     enabled: bool = False
     # Every 10 minutes, 08:00-18:59 UTC, Monday to Friday.
     schedule: str = "*/10 8-18 * * 1-5"
-    url: str = ""
 
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         return _check_cron(value)
-
-    @model_validator(mode="after")
-    def _url_when_enabled(self) -> KeepAlive:
-        if self.enabled and not self.url.startswith("https://"):
-            raise ValueError("url: keep-alive is enabled, so url must be the deployed https:// base URL")
-        return self
 
 
 class DeploymentConfig(_Section):
@@ -448,8 +563,19 @@ class DeploymentConfig(_Section):
                 f"launch.memory.kv_cache_dtype: {kv_dtype!r} {why}, which crashes with EAGLE speculative "
                 "decoding on Blackwell (sglang#22359); use 'bfloat16' or set launch.speculative.algorithm to null"
             )
-        if self.timeouts.startup >= self.timeouts.server:
-            raise ValueError("timeouts.startup: must be shorter than timeouts.server")
+        if self.download.attempts * self.download.backoff_seconds >= self.timeouts.download:
+            raise ValueError(
+                f"download.backoff_seconds: {self.download.attempts} attempts backing off "
+                f"{self.download.backoff_seconds} s each do not fit in timeouts.download ({self.timeouts.download} s)"
+            )
+        weights_gb = KNOWN_WEIGHTS_GB.get(self.model.repo)
+        per_gpu_gb = GPU_MEMORY_GB[self.hardware.gpu_type] * self.launch.memory.mem_fraction_static
+        if weights_gb is not None and weights_gb / self.hardware.gpu_count >= per_gpu_gb:
+            raise ValueError(
+                f"hardware.gpu_count: {self.model.repo} is ~{weights_gb} GB of weights, "
+                f"{weights_gb / self.hardware.gpu_count:.0f} GB per GPU at {self.hardware.gpu_count} GPUs, more than "
+                f"the {per_gpu_gb:.0f} GB launch.memory.mem_fraction_static leaves of a {self.hardware.gpu_type}"
+            )
         return self
 
     # --- derived values: computed here so serving and infra cannot disagree ---
@@ -515,8 +641,8 @@ _CRON_FIELDS = (
 
 def _check_cron(expression: str) -> str:
     # A schedule Modal would reject fails at deploy time, after the image build; catch it at preview.
-    fields = expression.split()
-    if len(fields) != len(_CRON_FIELDS):
+    fields = expression.split(" ")
+    if not re.fullmatch(r"[A-Za-z0-9*,/-]+( [A-Za-z0-9*,/-]+)*", expression) or len(fields) != len(_CRON_FIELDS):
         raise ValueError(f"expected a 5-field cron expression (minute hour day month weekday), got {expression!r}")
     for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
         for part in text.split(","):

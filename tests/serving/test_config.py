@@ -105,7 +105,7 @@ def test_default_modal_knobs_are_the_recipes():
     assert (storage.weights_mount, storage.kernels_mount) == ("/model-cache", "/dg-cache")
     assert (cfg.secrets.hf_token, cfg.secrets.hf_token_key) == ("huggingface-secret", "HF_TOKEN")
     assert (cfg.secrets.api_key, cfg.secrets.api_key_key) == ("glm51-api-key", "API_KEY")
-    assert (cfg.keepalive.enabled, cfg.keepalive.url) == (False, "")
+    assert cfg.keepalive.enabled is False
     assert cfg.sentinel_path == "/model-cache/GLM-5.1-FP8/model.safetensors.index.json"
     assert cfg.sglang.image == f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130"
 
@@ -168,21 +168,21 @@ INVALID = {
     "same volume twice": ({"storage.kernels_volume": "glm51-model-weights"}, "storage.kernels_volume", "differ"),
     "relative mount": ({"storage.weights_mount": "model-cache"}, "storage.weights_mount", "absolute"),
     "mount at root": ({"storage.kernels_mount": "/"}, "storage.kernels_mount", "absolute"),
-    "same mount twice": ({"storage.kernels_mount": "/model-cache"}, "storage.kernels_mount", "differ"),
+    "same mount twice": ({"storage.kernels_mount": "/model-cache"}, "storage.kernels_mount", "must not be"),
     "bad secret name": ({"secrets.api_key": "api key"}, "secrets.api_key", "Modal object name"),
     "bad secret env key": ({"secrets.api_key_key": "api-key"}, "secrets.api_key_key", "environment variable"),
     "bad app name": ({"app_name": "glm 5.1"}, "app_name", "Modal object name"),
-    "unpinned image": ({"sglang.image": "lmsysorg/sglang"}, "sglang.image", "unpinned"),
+    "unpinned image": ({"sglang.image": "lmsysorg/sglang"}, "sglang.image", "name:tag"),
     "latest image": ({"sglang.image": "lmsysorg/sglang:latest"}, "sglang.image", "unpinned"),
     "image of another release": ({"sglang.image": "lmsysorg/sglang:v0.5.10-cu130"}, "sglang.image", "not SGLang"),
     "image of a longer version": ({"sglang.image": f"lmsysorg/sglang:v{SGLANG_VERSION}0"}, "sglang.image", ""),
     "image of a post release": ({"sglang.image": f"lmsysorg/sglang:v{SGLANG_VERSION}.post1"}, "sglang.image", ""),
     "version not the checked release": ({"sglang.version": "0.5.10"}, "sglang.version", "serving/versions.py"),
-    "keepalive without url": ({"keepalive.enabled": True}, "keepalive.url", "https://"),
-    "keepalive with http url": (
-        {"keepalive.enabled": True, "keepalive.url": "http://x.modal.run"},
+    # The ping carries the API key: its target is the app's own endpoint, never a setting.
+    "keepalive to another host": (
+        {"keepalive.enabled": True, "keepalive.url": "https://collector.example"},
         "keepalive.url",
-        "https://",
+        "Extra inputs",
     ),
     "cron with 4 fields": ({"keepalive.schedule": "*/10 8-18 * *"}, "keepalive.schedule", "5-field"),
     "cron minute out of range": ({"keepalive.schedule": "61 * * * *"}, "keepalive.schedule", "0-59"),
@@ -190,7 +190,7 @@ INVALID = {
     "cron zero step": ({"keepalive.schedule": "*/0 * * * *"}, "keepalive.schedule", "step"),
     "cron backwards range": ({"keepalive.schedule": "0 18-8 * * *"}, "keepalive.schedule", "backwards"),
     "repo without org": ({"model.repo": "GLM-5.1-FP8"}, "model.repo", "<org>/<name>"),
-    "blank revision": ({"model.revision": " "}, "model.revision", "non-empty"),
+    "blank revision": ({"model.revision": " "}, "model.revision", "branch, tag or commit"),
     "unknown weights mode": ({"model.weights": "partial"}, "model.weights", ""),
 }
 
@@ -244,7 +244,7 @@ def test_sections_are_frozen():
         {},
         {"model.weights": "dummy", "scaling.max_containers": 1, "storage.weights_volume": "glm51-staging-w"},
         {"launch.speculative.algorithm": None, "launch.memory.kv_cache_dtype": "fp8_e4m3"},
-        {"keepalive.enabled": True, "keepalive.url": "https://glm.modal.run"},
+        {"keepalive.enabled": True},
     ],
 )
 def test_json_round_trip_through_the_image_environment(changes):
@@ -279,14 +279,14 @@ SAME_KERNELS = {
     },
     "stability": {"launch.stability.watchdog_timeout": 600, "launch.stability.enable_metrics": False},
     "names": {"app_name": "glm-other", "secrets.api_key": "other-key", "model.served_name": "glm"},
-    "keepalive": {"keepalive.enabled": True, "keepalive.url": "https://glm.modal.run"},
+    "keepalive": {"keepalive.enabled": True},
     "port": {"launch.port": 9000},
 }
 
 OTHER_KERNELS = {
     "revision": {"model.revision": "0123456789abcdef"},
     "repo": {"model.repo": "zai-org/GLM-5.1-FP8-other"},
-    "gpu count": {"hardware.gpu_count": 4, "parallelism.tp": 4},
+    "gpu count": {"hardware.gpu_count": 4, "parallelism.tp": 4, "launch.memory.mem_fraction_static": 0.95},
     "expert parallelism": {"parallelism.ep": 2},
     "image": {"sglang.image": f"lmsysorg/sglang:v{SGLANG_VERSION}-cu129"},
     "dsa backend": {"launch.backends.dsa_decode_backend": "flashmla_sparse"},

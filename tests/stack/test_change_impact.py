@@ -64,10 +64,11 @@ CHANGES = [
     Change("download-workers", deployment(download__max_workers=16), {"download-weights": "update", **APP}),
     Change("compile-timeout", deployment(timeouts__compile=5400), {"compile-kernels": "update", **APP}),
     Change("verify-timeout", deployment(timeouts__verify=600), {"verify-setup": "update", **APP}),
-    Change("keepalive", deployment(keepalive__enabled=True, keepalive__url="https://glm.example.com"), APP),
+    Change("keepalive", deployment(keepalive__enabled=True), APP),
     # Kernel-shaping settings: compile (and verify) again.
     Change("expert-parallelism", deployment(parallelism__ep=2), RERUN_COMPILE),
-    Change("gpu-count-and-tp", deployment(hardware__gpu_count=4, parallelism__tp=4, parallelism__ep=1), RERUN_COMPILE),
+    Change("gpu-count-and-tp", deployment(hardware__gpu_count=4, parallelism__tp=4, parallelism__ep=1,
+                                          launch__memory__mem_fraction_static=0.95), RERUN_COMPILE),
     Change("moe-backend", deployment(launch__backends__moe_runner_backend="triton"), RERUN_COMPILE),
     Change("speculative-steps", deployment(launch__speculative__num_steps=2, launch__speculative__num_draft_tokens=3),
            RERUN_COMPILE),
