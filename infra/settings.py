@@ -16,6 +16,8 @@ never appear in these messages.
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,7 @@ from serving.config import DeploymentConfig, format_errors
 
 # The config namespace (the project name in Pulumi.yaml, so keys read `glm-modal:<key>`) and the
 # structured key holding the whole deployment, as the stack-file reader spells them.
-from serving.stack_file import DEPLOYMENT_KEY, PROJECT
+from serving.stack_file import DEPLOYMENT_KEY, EMPTY_DEPLOYMENT, PROJECT
 
 # Secret keys: set with `pulumi config set --secret`, stored encrypted in the stack file.
 HF_TOKEN_KEY = "hfToken"
@@ -42,8 +44,20 @@ PRODUCTION_STACKS = ("prod",)
 # The shortest API key a stack that requires one accepts: 32 characters of `openssl rand -hex 16`.
 MIN_REQUIRED_API_KEY_LENGTH = 32
 
-# Hugging Face user access tokens start with this; anything else is a pasted wrong value.
-HF_TOKEN_PREFIX = "hf_"
+# Hugging Face user access tokens: "hf_" and letters and digits; anything else is a pasted wrong value.
+HF_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{16,}")
+
+# Credentials the Modal provider reads from the stack (providers/base.py) and the shape Modal gives
+# them (`ak-`/`as-` and 22 letters or digits, as `modal token new` writes them to ~/.modal.toml).
+MODAL_TOKEN_SHAPES = {
+    "modal:tokenId": re.compile(r"ak-[A-Za-z0-9]{22}"),
+    "modal:tokenSecret": re.compile(r"as-[A-Za-z0-9]{22}"),
+}
+
+# A config key of any namespace whose name says it holds a credential must be a Pulumi secret.
+CREDENTIAL_LIKE_KEY = re.compile(
+    r"token|secret|password|passwd|passphrase|credential|api_?key|access_?key|private_?key|auth", re.IGNORECASE
+)
 
 
 class InfraSettings(BaseModel):
@@ -109,8 +123,10 @@ def load(stack: str | None = None) -> StackSettings:
     hf_token = _secret(raw, HF_TOKEN_KEY, stack, problems)
     api_key = _secret(raw, API_KEY_KEY, stack, problems)
 
-    if hf_token is not None and not hf_token.startswith(HF_TOKEN_PREFIX):
-        problems.append(f"{config_key(HF_TOKEN_KEY)}: does not look like a Hugging Face token (they start with 'hf_')")
+    if hf_token is not None and not HF_TOKEN_SHAPE.fullmatch(hf_token):
+        problems.append(
+            f"{config_key(HF_TOKEN_KEY)}: does not look like a Hugging Face token ('hf_' and letters and digits)"
+        )
     if api_key is not None:
         problems += _api_key_problems(api_key, infra)
     if infra is not None and stack in PRODUCTION_STACKS:
@@ -121,6 +137,7 @@ def load(stack: str | None = None) -> StackSettings:
         if not infra.require_api_key:
             problems.append(f"{config_key('requireApiKey')}: must be true on the {stack} stack")
 
+    problems += _credential_problems(stack)
     if problems:
         raise InvalidStackConfig(stack, problems)
     assert deployment is not None and infra is not None and hf_token is not None and api_key is not None
@@ -133,17 +150,47 @@ def load(stack: str | None = None) -> StackSettings:
     )
 
 
+def _all_config() -> dict[str, Any]:
+    """Every key of the stack, of any namespace (the SDK has no listing API for this: the language
+    host puts the whole map in the runtime config, and PULUMI_CONFIG is its fallback)."""
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+
+
 def _namespace_config() -> dict[str, Any]:
-    """Every `glm-modal:*` key of the stack, by its short name (the SDK has no listing API for this:
-    the language host puts the whole map in the runtime config, and PULUMI_CONFIG is its fallback)."""
-    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    """Every `glm-modal:*` key of the stack, by its short name."""
     prefix = f"{PROJECT}:"
-    return {key[len(prefix) :]: value for key, value in merged.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in _all_config().items() if key.startswith(prefix)}
+
+
+def _credential_problems(stack: str) -> list[str]:
+    """Credentials outside our own secret keys: in plaintext, or not shaped like one (never quoted)."""
+    problems = []
+    ours = {config_key(key) for key in SECRET_KEYS}
+    for key, value in sorted(_all_config().items()):
+        name = key.split(":", 1)[-1]
+        if key in ours or not (CREDENTIAL_LIKE_KEY.search(name) or key in MODAL_TOKEN_SHAPES):
+            continue
+        if not runtime_config.is_config_secret(key):
+            problems.append(
+                f"{key}: a credential stored in plaintext in the stack file; remove it and set it with "
+                f"`pulumi config set --secret {key} --stack {stack}`"
+            )
+        elif key in MODAL_TOKEN_SHAPES and not MODAL_TOKEN_SHAPES[key].fullmatch(str(value)):
+            problems.append(f"{key}: does not look like a Modal token ({MODAL_TOKEN_SHAPES[key].pattern[:3]}...)")
+    given = [key for key in MODAL_TOKEN_SHAPES if key in _all_config()]
+    if len(given) == 1:
+        missing = next(key for key in MODAL_TOKEN_SHAPES if key not in given)
+        problems.append(f"{missing}: missing; a Modal token is an id and a secret, set both or neither")
+    return problems
 
 
 def _deployment(value: Any, problems: list[str]) -> DeploymentConfig | None:
     if value is None:
         problems.append(f"{config_key(DEPLOYMENT_KEY)}: missing; the stack file must hold the whole deployment object")
+        return None
+    if value == "":
+        # What Pulumi hands over for a key with nothing under it (render says the same).
+        problems.append(f"{config_key(DEPLOYMENT_KEY)}: {EMPTY_DEPLOYMENT}")
         return None
     if runtime_config.is_config_secret(config_key(DEPLOYMENT_KEY)):
         # The deployment reaches the containers in plaintext (an image environment variable).
@@ -212,10 +259,15 @@ def _secret(raw: dict[str, Any], key: str, stack: str, problems: list[str]) -> s
         # Never echo the value: it may already be a real token committed in plaintext.
         problems.append(f"{config_key(key)}: stored in plaintext in the stack file; remove it and set it with `{how}`")
         return None
-    if not isinstance(value, str) or any(ch.isspace() for ch in value):
-        problems.append(f"{config_key(key)}: must be a single string without whitespace")
+    if not isinstance(value, str) or value != value.strip() or any(_is_control(ch) for ch in value):
+        # An HTTP header cannot carry a control character, and strips whitespace at either end.
+        problems.append(f"{config_key(key)}: must not start or end with whitespace or hold control characters")
         return None
     return value
+
+
+def _is_control(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("C")
 
 
 def _api_key_problems(api_key: str, infra: InfraSettings | None) -> list[str]:

@@ -24,6 +24,7 @@ MODAL_SERVER_URL) or the stack's secret config `modal:tokenId`/`modal:tokenSecre
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -36,6 +37,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResu
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
+from serving.log_redaction import Redactor
 from serving.modal_rules import check_environment_name, check_object_name
 
 from .engine_watch import watch_engine
@@ -96,14 +98,18 @@ def register_secrets(values: Iterable[str]) -> None:
 
 
 def redact(text: str, extra: Iterable[str] = ()) -> str:
-    """`text` with every registered (and `extra`) secret value replaced by REDACTED, longest first
-    so a value containing another is hidden whole."""
+    """`text` with every registered (and `extra`) secret value hidden in every spelling it can be
+    printed in (escaped, URL-encoded, base64, wrapped over lines: serving/log_redaction.py)."""
     with _secret_lock:
         values = set(_secret_values)
     values.update(v for v in extra if isinstance(v, str) and v)
-    for value in sorted(values, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
-    return text
+    return _redactor(frozenset(values))(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _redactor(values: frozenset[str]) -> Redactor:
+    # Listing a secret's spellings costs more than one redaction; the set of values rarely changes.
+    return Redactor(values, replacement=REDACTED)
 
 
 def progress(message: str, *, prefix: str = PROGRESS_PREFIX) -> None:

@@ -104,7 +104,7 @@ ImageReference = Annotated[
 # trailing '/'), which Modal's own check (`validate_mount_points`) and the image ENV both take as is.
 _MOUNT_PATH = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9._-]*)+")
 # Modal refuses "/", "/root" and "/tmp" themselves (our code runs from /root).
-MODAL_RESERVED_MOUNTS = ("/root", "/tmp")
+MODAL_RESERVED_MOUNTS = ("/root", "/tmp")  # noqa: S108 (names the directory, writes nothing)
 # A mount on or under a system directory would hide the image's own files (Python, CUDA, SGLang).
 SYSTEM_DIRECTORIES = (
     "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/proc", "/run", "/sbin",
@@ -114,7 +114,7 @@ SYSTEM_DIRECTORIES = (
 
 def _check_mount_path(value: str) -> str:
     if not _MOUNT_PATH.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
-        raise ValueError(f"{value!r} must be a canonical absolute path like /model-cache (no '.', '..' or trailing '/')")
+        raise ValueError(f"{value!r} must be a canonical absolute path like /model-cache (no '.', '..', trailing '/')")
     if value in MODAL_RESERVED_MOUNTS:
         raise ValueError(f"{value!r} is a directory Modal does not mount volumes on; use e.g. /model-cache")
     for system in SYSTEM_DIRECTORIES:

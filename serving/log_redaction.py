@@ -4,12 +4,14 @@ SGLang 0.5.23 logs its whole configuration at startup (`server_args={... 'api_ke
 and error paths can echo a request's headers. Everything SGLang prints reaches the Modal log, so
 every line passes through a `Redactor` before it is written anywhere.
 
-A secret can show up escaped: inside a Python repr (`'it\\'s'`), a JSON string, a URL, or a repr
-of a repr. The redactor replaces each of those spellings, wherever it sits in a longer string.
+A secret can show up escaped: inside a Python repr (`'it\\'s'`), a bytes repr, a JSON string, a URL
+(either hex case), base64 (HTTP Basic auth), a repr of a repr, or wrapped over two lines. The
+redactor replaces each of those spellings, wherever it sits in a longer string.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import re
@@ -29,43 +31,104 @@ ESCAPE_DEPTH = 2
 # Lines of (redacted) output kept for failure messages: enough to show a Python traceback.
 DEFAULT_TAIL_LINES = 60
 
+# The shortest piece of a spelling hidden at a line's edge when a secret is split across two lines.
+# Shorter pieces say too little to matter and would turn common text into REDACTED.
+MIN_EDGE_FRAGMENT = 4
+
+# Where a secret split across lines may break: a newline, with the indentation a wrapper adds.
+_LINE_BREAK = r"(?:\r?\n[ \t]*)?"
+
+
+def _percent_lowercase(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda match: match[0].lower(), text)
+
 
 def _escaped_once(text: str) -> set[str]:
     """The spellings `text` takes inside one layer of repr, JSON or URL quoting."""
+    quoted = {urllib.parse.quote(text, safe=""), urllib.parse.quote_plus(text, safe="")}
     return {
         repr(text)[1:-1],
         ascii(text)[1:-1],
         json.dumps(text)[1:-1],
         json.dumps(text, ensure_ascii=False)[1:-1],
-        urllib.parse.quote(text, safe=""),
-        urllib.parse.quote_plus(text, safe=""),
+        # A bytes repr: what `print(data)` shows of an encoded header or body.
+        repr(text.encode("utf-8"))[2:-1],
+        *quoted,
+        *(_percent_lowercase(spelling) for spelling in quoted),
     }
 
 
+def _base64_spellings(secret: str) -> set[str]:
+    """The secret as it shows inside base64 text (e.g. HTTP Basic auth of `user:<secret>`).
+
+    Base64 turns 3 bytes into 4 characters, so the characters a secret becomes depend on where it
+    starts within a 3-byte group: one spelling per offset, trimmed to the characters that depend on
+    the secret's bytes alone."""
+    data = secret.encode("utf-8")
+    spellings = set()
+    for offset in range(3):
+        total_bits = 8 * (offset + len(data))
+        first, last = -(-8 * offset // 6), total_bits // 6  # fully inside the secret's bits
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(bytes(offset) + data).decode("ascii")
+            spellings.add(encoded[first:last])
+    return {spelling for spelling in spellings if len(spelling) >= MIN_EDGE_FRAGMENT}
+
+
 def secret_spellings(secret: str) -> set[str]:
-    """Every spelling of `secret` the redactor looks for: the raw value and its escaped forms."""
+    """Every spelling of `secret` the redactor looks for: the raw value, its escaped forms, and its
+    base64 forms."""
     spellings = {secret}
     for _ in range(ESCAPE_DEPTH):
         spellings |= {escaped for spelling in spellings for escaped in _escaped_once(spelling)}
+    spellings |= _base64_spellings(secret)
     return {spelling for spelling in spellings if spelling}
 
 
 class Redactor:
-    """Replaces every known spelling of the given secret values with REDACTED.
+    """Replaces every known spelling of the given secret values with REDACTED, also when a line
+    break (and indentation) splits one, and hides the piece of a spelling a line ends or starts with
+    when the secret continues on the neighbouring line (a wrapped log line).
 
     Empty values are ignored (an unset optional secret must not turn every line into REDACTED).
     """
 
-    def __init__(self, secrets: Iterable[str]):
+    def __init__(self, secrets: Iterable[str], replacement: str = REDACTED):
+        self._replacement = replacement
         spellings = {spelling for secret in secrets if secret for spelling in secret_spellings(secret)}
         # Longest first, so a long spelling is replaced whole rather than around a shorter one inside it.
-        ordered = sorted(spellings, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._spellings = sorted(spellings, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, self._spellings))) if self._spellings else None
+        # The same spellings, each allowed to break across lines: only for text that has line breaks.
+        wrapped = (_LINE_BREAK.join(map(re.escape, spelling)) for spelling in self._spellings)
+        self._wrapped_pattern = re.compile("|".join(wrapped)) if self._spellings else None
+        self._edge_fragments = {
+            spelling[:cut] for spelling in self._spellings for cut in range(MIN_EDGE_FRAGMENT, len(spelling))
+        } | {spelling[cut:] for spelling in self._spellings for cut in range(1, len(spelling) - MIN_EDGE_FRAGMENT + 1)}
+        self._longest_fragment = max(map(len, self._edge_fragments), default=0)
 
     def __call__(self, text: str) -> str:
-        if self._pattern is None:
+        if self._pattern is None or self._wrapped_pattern is None:
             return text
-        return self._pattern.sub(REDACTED, text)
+        pattern = self._wrapped_pattern if "\n" in text else self._pattern
+        hidden = pattern.sub(self._replacement, text)
+        return "".join(self._hide_edges(line) for line in hidden.splitlines(keepends=True))
+
+    def _hide_edges(self, line: str) -> str:
+        """A line that ends with the start of a spelling, or starts with its end (longest piece)."""
+        body = line.rstrip("\r\n")
+        ending = line[len(body) :]
+        stripped = body.lstrip(" \t")
+        indent = body[: len(body) - len(stripped)]
+        for size in range(min(len(stripped), self._longest_fragment), MIN_EDGE_FRAGMENT - 1, -1):
+            if stripped[:size] in self._edge_fragments:
+                stripped = self._replacement + stripped[size:]
+                break
+        for size in range(min(len(stripped), self._longest_fragment), MIN_EDGE_FRAGMENT - 1, -1):
+            if stripped[-size:] in self._edge_fragments:
+                stripped = stripped[:-size] + self._replacement
+                break
+        return indent + stripped + ending
 
 
 # Where a line of log goes: our own progress lines and the lines forwarded from a subprocess.

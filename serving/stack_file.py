@@ -9,6 +9,8 @@ Pulumi or Modal, and secret values (`{secure: ...}` entries) are never read.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,93 @@ PROJECT = "glm-modal"
 DEPLOYMENT_KEY = "deployment"
 DEPLOYMENT_CONFIG_KEY = f"{PROJECT}:{DEPLOYMENT_KEY}"
 
+# Said of a deployment key with no value, by render and by the Pulumi program alike.
+EMPTY_DEPLOYMENT = "is empty: write the deployment object under it (`{}` deploys the production defaults)"
+
 # Stack files live next to Pulumi.yaml, at the repository root.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class StackFileError(ValueError):
     """The stack file cannot be read as a deployment (missing, not YAML, no deployment object)."""
+
+
+# Pulumi reads stack files with Go's yaml.v3, which differs from PyYAML's YAML 1.1 defaults in ways
+# that would let `render` accept what `pulumi preview` refuses (or the reverse). This loader reads the
+# way Pulumi does where it matters here: only true/false are booleans ("yes", "on" stay strings),
+# no sexagesimal numbers ("1:30" is text) and no timestamps (dates stay strings); a key given twice
+# is an error naming its path (yaml.v3 refuses it too, where PyYAML keeps the last); and aliases may
+# not expand the document beyond a bound (yaml.v3 refuses "excessive aliasing"; PyYAML would build
+# the billion laughs).
+MAX_EXPANDED_NODES = 100_000
+
+
+class _PulumiYamlLoader(yaml.SafeLoader):
+    pass
+
+
+_PulumiYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
+                                                                   "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}  # fmt: skip
+_PulumiYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_PulumiYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+)$"), list("-+0123456789")
+)
+# YAML 1.2 booleans: construct only the spellings the resolver above lets through.
+_PulumiYamlLoader.add_constructor("tag:yaml.org,2002:bool", lambda loader, node: node.value.lower() == "true")
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` stands for once every alias is expanded (counted without expanding)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a cycle counts once rather than forever
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    size = 1 + sum(_expanded_size(child, sizes) for child in children)
+    sizes[id(node)] = size
+    return size
+
+
+def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            where = f"{path}.{key}" if path else key
+            if key in lines:
+                raise yaml.YAMLError(f"{where}: given twice (lines {lines[key]} and {key_node.start_mark.line + 1})")
+            lines[key] = key_node.start_mark.line + 1
+            _refuse_duplicate_keys(value_node, where, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{path}[{index}]", seen)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python data, read as Pulumi reads a stack file (see _PulumiYamlLoader)."""
+    loader = _PulumiYamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise yaml.YAMLError(f"aliases expand the document beyond {MAX_EXPANDED_NODES} nodes")
+        _refuse_duplicate_keys(node, "", set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def stack_file_path(stack: str, root: Path = REPO_ROOT) -> Path:
@@ -41,7 +124,7 @@ def stack_file_path(stack: str, root: Path = REPO_ROOT) -> Path:
 def deployment_object(text: str, source: str = "stack file") -> dict[str, Any]:
     """The raw `glm-modal:deployment` object of a stack file's text."""
     try:
-        document = yaml.safe_load(text)
+        document = load_yaml(text)
     except yaml.YAMLError as error:
         raise StackFileError(f"{source}: not valid YAML ({error})") from None
     config = document.get("config") if isinstance(document, dict) else None
@@ -51,7 +134,13 @@ def deployment_object(text: str, source: str = "stack file") -> dict[str, Any]:
         raise StackFileError(f"{source}: no `{DEPLOYMENT_CONFIG_KEY}` key under `config:`")
     value = config[DEPLOYMENT_CONFIG_KEY]
     if value is None:
-        value = {}  # an empty key means "all defaults"
+        # A key with nothing under it is a lost indentation more often than a wish for the defaults;
+        # the Pulumi program refuses it the same way (infra/settings.py).
+        raise StackFileError(f"{source}: `{DEPLOYMENT_CONFIG_KEY}` {EMPTY_DEPLOYMENT}")
+    if isinstance(value, str):
+        # Pulumi hands every config value to the program as a string, an object as its JSON: a string
+        # that holds a JSON object reads as that object there, so it does here too.
+        value = _json_object(value)
     if not isinstance(value, dict):
         raise StackFileError(f"{source}: `{DEPLOYMENT_CONFIG_KEY}` must be a YAML object, got {type(value).__name__}")
     secure = _secure_paths(value)
@@ -77,6 +166,13 @@ def load_stack_file(path: str | Path) -> DeploymentConfig:
     except OSError as error:
         raise StackFileError(f"{path}: cannot read ({error.strerror or error})") from None
     return parse_deployment(text, source=str(path))
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _secure_paths(value: Any, path: str = "") -> list[str]:

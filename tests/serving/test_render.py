@@ -115,12 +115,16 @@ def test_stack_file_reader_explains_what_is_missing():
     with pytest.raises(StackFileError, match=f"no `{DEPLOYMENT_CONFIG_KEY}` key"):
         parse_deployment("config:\n  deployment: {}\n")  # not namespaced: Pulumi would not read it
     with pytest.raises(StackFileError, match="must be a YAML object"):
-        parse_deployment(f'config:\n  {DEPLOYMENT_CONFIG_KEY}: \'{{"app_name": "x"}}\'\n')
+        parse_deployment(f"config:\n  {DEPLOYMENT_CONFIG_KEY}: glm-5.1\n")
+    # Pulumi reads a string holding JSON as the object it holds; so does the reader.
+    assert parse_deployment(f'config:\n  {DEPLOYMENT_CONFIG_KEY}: \'{{"app_name": "x"}}\'\n').app_name == "x"
     with pytest.raises(StackFileError, match=r"secret values at secrets\.api_key"):
         parse_deployment(
             f"config:\n  {DEPLOYMENT_CONFIG_KEY}:\n    secrets:\n      api_key:\n        secure: {CIPHERTEXT}\n"
         )
-    assert parse_deployment(f"config:\n  {DEPLOYMENT_CONFIG_KEY}:\n") == DeploymentConfig()
+    with pytest.raises(StackFileError, match="is empty"):
+        parse_deployment(f"config:\n  {DEPLOYMENT_CONFIG_KEY}:\n")
+    assert parse_deployment(f"config:\n  {DEPLOYMENT_CONFIG_KEY}: {{}}\n") == DeploymentConfig()
 
 
 # --- the render command ---
