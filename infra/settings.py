@@ -165,7 +165,8 @@ def _namespace_config() -> dict[str, Any]:
 def _credential_problems(stack: str) -> list[str]:
     """Credentials outside our own secret keys: in plaintext, or not shaped like one (never quoted)."""
     problems = []
-    ours = {config_key(key) for key in SECRET_KEYS}
+    # Our own keys are checked by name above: the secrets as secrets, the plain settings as settings.
+    ours = {config_key(key) for key in (*SECRET_KEYS, *INFRA_KEYS, DEPLOYMENT_KEY)}
     for key, value in sorted(_all_config().items()):
         name = key.split(":", 1)[-1]
         if key in ours or not (CREDENTIAL_LIKE_KEY.search(name) or key in MODAL_TOKEN_SHAPES):

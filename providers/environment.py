@@ -1,9 +1,12 @@
 """A Modal environment as a Pulumi resource: created or adopted, never deleted while it holds objects.
 
-Inputs:  name, force_delete (default False: refuse to delete a non-empty environment).
+Inputs:  name, force_delete (default False: never delete a non-empty environment).
 Outputs: name, force_delete, environment_id.
 Id:      the environment name (what `pulumi import` takes).
 
+Deleting Modal environment deletes everything in it, so a delete of one that still holds objects
+(e.g. volumes kept because they hold data) keeps it on Modal: the resource leaves the stack and the
+output says what it holds. Refusing would leave the stack failing the same delete on every `up`.
 Changing `name` replaces the environment; changing `force_delete` only records the new value (no
 Modal call), so set it and run `pulumi up` before a destroy that should take the contents along.
 """
@@ -125,11 +128,11 @@ class EnvironmentProvider(ModalProvider):
             held = {kind: names for kind, names in _contents(name).items() if names}
             if held:
                 listing = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in held.items())
-                raise ProviderError(
-                    f"refusing to delete environment '{name}': it still holds {listing}. Delete those first, "
-                    "or set force_delete=True on the resource and run `pulumi up` before deleting it "
-                    "(that destroys everything in it)."
+                progress(
+                    f"environment '{name}' still holds {listing}: kept on Modal, no longer managed by this "
+                    f"stack. Once those are gone, `modal environment delete {name}` removes it."
                 )
+                return
 
         def remove() -> None:
             try:

@@ -1,13 +1,15 @@
 """A named Modal volume as a Pulumi resource: created, or adopted when one of that name exists.
 
-Inputs:  name, environment, delete_data (default False: refuse to delete a volume holding files).
+Inputs:  name, environment, delete_data (default False: never delete a volume holding files).
 Outputs: name, environment, delete_data, volume_id.
 Id:      "<environment>/<name>" (what `pulumi import` takes).
 
-A weights volume holds hundreds of GB that take up to an hour to download again, so deleting one
-with files in it is refused unless `delete_data=True` was recorded first (set it and `pulumi up`,
-then delete; changing it alone calls nothing on Modal). Changing name or environment replaces the
-volume, and the same refusal protects the old one. Use Pulumi's `protect` on top if you like.
+A weights volume holds hundreds of GB that take up to an hour to download again, so a delete of one
+with files in it (a destroy, or the old volume of a rename) keeps it on Modal: the resource leaves
+the stack, the volume stays, and the output says so and how to delete it by hand. Refusing instead
+would leave the stack stuck, failing the same delete on every later `up`. `delete_data=True`,
+recorded first (set it and `pulumi up`; changing it alone calls nothing on Modal), deletes the data
+along. Use Pulumi's `protect` on top to make a destroy or rename refuse at preview.
 """
 
 from __future__ import annotations
@@ -128,11 +130,11 @@ class VolumeProvider(ModalProvider):
             entries = _top_level_entries(volume, where)
             if entries:
                 shown = ", ".join(entries[:LISTED_ENTRIES]) + (", ..." if len(entries) > LISTED_ENTRIES else "")
-                raise ProviderError(
-                    f"refusing to delete {where}: it holds data ({shown}). Refilling it can take an hour. "
-                    "To delete it anyway, set delete_data=True on the resource and run `pulumi up` first; "
-                    "to keep it, remove it from state with `pulumi state delete` instead."
+                progress(
+                    f"{where} holds data ({shown}): kept on Modal, no longer managed by this stack. "
+                    f"Delete it by hand once nothing needs it: `modal volume delete {name} --env {environment}`"
                 )
+                return
         modal_call(
             modal.Volume.objects.delete,
             name,
@@ -144,7 +146,7 @@ class VolumeProvider(ModalProvider):
 
 
 class ModalVolume(Resource, module="modal", name="Volume"):
-    """A named Modal volume. Deleting it while it holds files needs `delete_data=True`."""
+    """A named Modal volume. Deleting it while it holds files keeps it on Modal unless `delete_data=True`."""
 
     name: pulumi.Output[str]
     environment: pulumi.Output[str]

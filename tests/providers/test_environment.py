@@ -108,7 +108,7 @@ def test_import_reads_an_existing_environment(modal_control_plane):
         assert {k: v for k, v in read.inputs.items() if k != "__provider"} == {"name": "prod", "force_delete": False}
 
 
-def test_delete_is_refused_while_the_environment_holds_objects(modal_control_plane):
+def test_a_delete_keeps_an_environment_that_holds_objects_on_modal_and_says_so(modal_control_plane):
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
@@ -122,16 +122,16 @@ def test_delete_is_refused_while_the_environment_holds_objects(modal_control_pla
                 cp.state.by_id[app.id] = app
 
         mark = cp.mark()
-        refused = eng.destroy()
-        assert not refused.ok
-        error = refused.errors[0]
-        assert "refusing to delete environment 'staging'" in error
-        assert "it still holds secrets: hf; volumes: weights; apps: server. Delete those first" in error
-        assert "force_delete=True" in error
+        kept = eng.destroy()
+        # Done, not failed (a refusal would fail again on every later `up`), and nothing deleted.
+        assert kept.ok, kept.errors
+        said = server.wait_for_stdout(lambda line: "environment 'staging' still holds" in line)
+        assert "still holds secrets: hf; volumes: weights; apps: server: kept on Modal" in said
+        assert "modal environment delete staging" in said
         assert "EnvironmentDelete" not in cp.rpcs_called(mark)
-        assert "staging" in cp.state.environments
+        assert "staging" in cp.state.environments and not eng.state.resources
 
-        assert eng.up([environment(force_delete=True)]).ok
+        assert eng.up([environment(force_delete=True)]).ok  # adopts it again
         assert eng.destroy().ok
         assert "staging" not in cp.state.environments
 

@@ -142,7 +142,7 @@ def test_import_reads_an_existing_volume_by_id(modal_control_plane):
     assert mutating_rpcs(cp, 0) == []
 
 
-def test_delete_is_refused_while_the_volume_holds_data(modal_control_plane):
+def test_a_delete_keeps_a_volume_that_holds_data_on_modal_and_says_so(modal_control_plane):
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
@@ -150,29 +150,41 @@ def test_delete_is_refused_while_the_volume_holds_data(modal_control_plane):
         cp.put_file("weights", "model.safetensors.index.json", b"{}")
 
         mark = cp.mark()
-        refused = eng.destroy()
-        assert not refused.ok
-        error = refused.errors[0]
-        assert "refusing to delete volume 'weights'" in error
-        assert "model.safetensors.index.json" in error and "delete_data=True" in error
+        destroyed = eng.destroy()
+        # Done, not failed: a refusal would fail this delete again on every later `up`.
+        assert destroyed.ok
+        said = server.wait_for_stdout(lambda line: "kept on Modal" in line)
+        assert "volume 'weights' in environment" in said
+        assert "model.safetensors.index.json" in said and f"modal volume delete weights --env {ENV}" in said
         assert "VolumeDelete" not in cp.rpcs_called(mark)
         assert cp.volume_files("weights")  # untouched
-        assert urn_of(ModalVolume, "weights") in eng.state.resources
+        assert urn_of(ModalVolume, "weights") not in eng.state.resources
 
+
+def test_delete_data_deletes_a_volume_with_its_data(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([volume()]).ok
+        cp.put_file("weights", "config.json", b"{}")
         assert eng.up([volume(delete_data=True)]).ok
         assert eng.destroy().ok
         assert "weights" not in cp.state.environments[ENV].volumes
 
 
-def test_a_replacement_never_deletes_the_old_volume_with_data(modal_control_plane):
+def test_a_rename_keeps_the_old_volume_with_data_and_converges(modal_control_plane):
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
         assert eng.up([volume()]).ok
         cp.put_file("weights", "config.json", b"{}")
         moved = eng.up([volume(name="weights-v2")])
-        assert not moved.ok and "refusing to delete volume 'weights'" in moved.errors[0]
+        assert moved.ok, moved.errors
         assert set(cp.state.environments[ENV].volumes) == {"weights", "weights-v2"}
+        assert cp.volume_files("weights")
+        mark = cp.mark()
+        again = eng.up([volume(name="weights-v2")])
+        assert again.ok and mutating_rpcs(cp, mark) == []
 
 
 @pytest.mark.parametrize("status", [Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED, Status.ABORTED])

@@ -45,7 +45,10 @@ RUN_ELSEWHERE = {
 # Commands that must fail, and what their failure must say.
 EXPECTED_FAILURES = {
     "pulumi destroy --stack prod": ("cannot be deleted\n", "because it is protected", "weights-volume"),
-    "pulumi destroy --stack staging": ("refusing to delete volume", "holds data"),
+}
+# What a command that succeeds must say.
+EXPECTED_OUTPUT = {
+    "pulumi destroy --stack staging": ("kept on Modal", "modal volume delete glm51-staging-model-weights"),
 }
 # What a command that prompts reads from its standard input.
 PROMPTED = {"pulumi config set --secret glm-modal:hfToken --stack staging": TEST_HF_TOKEN + "\n",
@@ -68,7 +71,7 @@ class Line:
     @property
     def executed_literally(self) -> bool:
         return re.search(r"(^|\| |\$\()pulumi ", self.command) is not None or self.command.startswith(
-            ".venv/bin/modal volume "
+            (".venv/bin/modal volume ", ".venv/bin/modal environment ")
         )
 
 
@@ -140,6 +143,7 @@ def test_the_operator_guide_runs_as_written() -> None:
             else:
                 assert exit_code != 0, f"{line.command} was expected to fail:\n{output}"
                 assert all(part in output for part in expected), f"{line.command}:\n{output}"
+            assert all(part in output for part in EXPECTED_OUTPUT.get(line.command, ())), f"{line.command}:\n{output}"
             if line.command.startswith("pulumi login"):
                 assert "Logged in" in output and "operator-state" in output
             if line.command == "pulumi version":
@@ -153,11 +157,14 @@ def test_the_operator_guide_runs_as_written() -> None:
                 assert curl.returncode == 0 and '"content": "ready"' in curl.stdout, curl.stdout + curl.stderr
                 assert [authorized for _, _, authorized in running.web.chat_requests()[chats_before:]] == [True]
         stack_files = {stack: world.stack_file(stack).read_text() for stack in ("staging", "prod")}
+        environments = set(running.cp.state.environments)
         remaining = json.loads(world.run("stack", "ls", "--json").stdout)
 
     # Everything the guide says was done: both stacks were applied and then destroyed.
     assert any(command.startswith("pulumi up --stack prod") for command in ran)
-    assert ran[-1] == "pulumi destroy --stack staging --yes"
+    assert "pulumi destroy --stack staging" in ran
+    assert ran[-1] == ".venv/bin/modal environment delete glm-staging --yes"
+    assert "glm-staging" not in environments and "glm-prod" in environments
     for text in stack_files.values():
         assert "encryptionsalt:" in text and "secure: v1:" in text and TEST_HF_TOKEN not in text
     counts = {stack["name"]: stack.get("resourceCount", 0) for stack in remaining}
