@@ -13,7 +13,8 @@ path. (The config
 itself also reaches the container, as JSON in `GLM_DEPLOYMENT_CONFIG`; it is the input of this
 command, so not repeated.)
 
-An invalid stack file prints one `field.path: message` line per problem to stderr and exits 2.
+An invalid stack file prints one `glm-modal:deployment.<field.path>: message` line per problem to
+stderr (the key as `pulumi preview` names it) and exits 2.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         print(f"error: {path}: invalid {DEPLOYMENT_CONFIG_KEY} ({count}):", file=sys.stderr)
         for line in problems:
-            print(line, file=sys.stderr)
+            # Named as the stack file and `pulumi preview` name it: glm-modal:deployment.<field>.
+            print(f"{DEPLOYMENT_CONFIG_KEY}.{line}", file=sys.stderr)
         return EXIT_INVALID
 
     print(json.dumps(rendered(cfg), indent=2))

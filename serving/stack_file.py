@@ -45,6 +45,9 @@ class StackFileError(ValueError):
 # not expand the document beyond a bound (yaml.v3 refuses "excessive aliasing"; PyYAML would build
 # the billion laughs).
 MAX_EXPANDED_NODES = 100_000
+# Go's JSON encoder writes a float64 this large or larger with an exponent (1e+21), which reads back
+# as a float; below it, a whole number reads back as an int.
+GO_JSON_EXPONENT_FROM = 1e21
 
 
 class _PulumiYamlLoader(yaml.SafeLoader):
@@ -100,6 +103,19 @@ def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
             _refuse_duplicate_keys(item, f"{path}[{index}]", seen)
 
 
+def _as_pulumi_passes_it(value: Any) -> Any:
+    """Values as they reach the Pulumi program: the CLI hands an object over as JSON written by Go,
+    which spells a whole float64 without its fraction (8.0 arrives as 8), so the program cannot
+    tell `8.0` from `8`; neither may render."""
+    if isinstance(value, dict):
+        return {key: _as_pulumi_passes_it(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_pulumi_passes_it(item) for item in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < GO_JSON_EXPONENT_FROM:
+        return int(value)
+    return value
+
+
 def load_yaml(text: str) -> Any:
     """YAML text -> Python data, read as Pulumi reads a stack file (see _PulumiYamlLoader)."""
     loader = _PulumiYamlLoader(text)
@@ -110,7 +126,7 @@ def load_yaml(text: str) -> Any:
         if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
             raise yaml.YAMLError(f"aliases expand the document beyond {MAX_EXPANDED_NODES} nodes")
         _refuse_duplicate_keys(node, "", set())
-        return loader.construct_document(node)
+        return _as_pulumi_passes_it(loader.construct_document(node))
     finally:
         loader.dispose()
 

@@ -180,13 +180,16 @@ def test_invalid_stack_file_lists_every_problem_with_its_field_and_exits_2(tmp_p
     lines = result.stderr.splitlines()
     assert lines[0].startswith("error: ") and "invalid glm-modal:deployment" in lines[0]
     paths = {line.split(": ", 1)[0] for line in lines[1:]}
-    assert paths == {"hardware.gpu_type", "scaling.min_containers", "storage.weights_mount", "typo_section"}
+    assert paths == {f"glm-modal:deployment.{path}" for path in
+                     ("hardware.gpu_type", "scaling.min_containers", "storage.weights_mount", "typo_section")}
 
 
 def test_cross_field_problem_is_reported_once_the_sections_are_valid(tmp_path):
     result = render("--file", str(write_stack(tmp_path, {"launch": {"memory": {"kv_cache_dtype": "fp8_e4m3"}}})))
     assert result.returncode == 2
-    assert result.stderr.splitlines()[1].startswith("launch.memory.kv_cache_dtype: 'fp8_e4m3' is an FP8 KV cache")
+    assert result.stderr.splitlines()[1].startswith(
+        "glm-modal:deployment.launch.memory.kv_cache_dtype: 'fp8_e4m3' is an FP8 KV cache"
+    )
 
 
 def test_secret_values_inside_the_deployment_are_refused_without_being_printed(tmp_path):

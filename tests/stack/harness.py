@@ -117,6 +117,9 @@ class StackConfig:
 
     values: dict[str, Any]
     secrets: dict[str, str] = field(default_factory=lambda: dict(SECRETS))
+    # A last edit of the stack file's text, for what a mapping cannot say (a key given twice,
+    # unquoted YAML spellings, aliases): applied after the secrets are set.
+    text_edit: Callable[[str], str] | None = None
 
     @classmethod
     def of(cls, stack: str) -> StackConfig:
@@ -218,6 +221,7 @@ class StackHarness:
         self.cp = cp
         self.config = config or StackConfig.of(stack)
         self._written: StackConfig | None = None  # what the stack file holds now
+        self._clean_text: str | None = None  # the stack file before the last text edit
         world.check("stack", "init", stack)
 
     # ---- the stack file ----------------------------------------------------------------------------
@@ -228,6 +232,9 @@ class StackHarness:
         if self._written == config:
             return
         path = self.world.stack_file(self.stack)
+        if self._clean_text is not None:
+            path.write_text(self._clean_text)  # undo the last text edit, which PyYAML may not read
+            self._clean_text = None
         document = yaml.safe_load(path.read_text())
         stored = document.get("config") or {}
         previous = self._written.secrets if self._written is not None else {}
@@ -239,6 +246,9 @@ class StackHarness:
         for key, value in config.secrets.items():
             if key not in unchanged:
                 self.world.check("config", "set", "--secret", key, "--stack", self.stack, input=value)
+        if config.text_edit is not None:
+            self._clean_text = path.read_text()
+            path.write_text(config.text_edit(self._clean_text))
         self._written = copy.deepcopy(config)
 
     # ---- operations --------------------------------------------------------------------------------

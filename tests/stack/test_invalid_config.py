@@ -1,14 +1,27 @@
-"""A stack file that cannot be deployed fails `pulumi preview` (the real CLI) before anything is
-registered, naming the property, with no stack trace and no secret value in what the CLI prints."""
+"""A stack file that cannot be deployed, by mistake or on purpose, fails `pulumi preview` (the real CLI)
+before anything is registered, naming the property, with no stack trace, no secret value in what the
+CLI prints, and no Modal call; `python -m serving.render` refuses the same deployments the same way.
+
+The corpus is grouped by kind (`Case.kind`): the deployment model's own rules, Modal's limits, strict
+types, cross-field safety, values that would reach an argv or an image, names, the keep-alive's
+target, infra keys, credentials, and YAML that Pulumi and PyYAML read differently."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
+import yaml
+
+from serving import render
+from serving.config import DeploymentConfig
+from serving.versions import SGLANG_VERSION
 
 from .conftest import rig
 from .harness import (
@@ -32,6 +45,16 @@ class Case:
     edit: Edit
     # Every property the error must name, as "<config key>[.<path>]".
     names: tuple[str, ...]
+    kind: str = "model"
+    # Where the CLI refuses the file itself (it cannot parse it), what it says instead of naming a key.
+    cli_says: tuple[str, ...] = ()
+    # What `serving.render` says besides naming `names` (for a file it cannot read at all).
+    render_says: tuple[str, ...] = ()
+
+    @property
+    def deployment_names(self) -> tuple[str, ...]:
+        """What `serving.render`, which reads only the deployment object, must name of this case."""
+        return tuple(name for name in self.names if name.startswith(D))
 
 
 def deployment(path: str, value: object) -> Edit:
@@ -90,6 +113,16 @@ def as_secret(key: str) -> Edit:
     return edit
 
 
+def infra_plain(key: str, value: object) -> Edit:
+    """A plain value under a key of any namespace (`pulumi config set <key> <value>`)."""
+    return lambda config: config.values.__setitem__(key, value)
+
+
+def secret_any(key: str, value: str) -> Edit:
+    """`pulumi config set --secret <key>` for a key of any namespace."""
+    return lambda config: config.secrets.__setitem__(key, value)
+
+
 def both(*edits: Edit) -> Edit:
     def edit(config: StackConfig) -> None:
         for one in edits:
@@ -100,7 +133,7 @@ def both(*edits: Edit) -> Edit:
 
 D = f"{PROJECT}:deployment"
 
-CASES = [
+MODEL = [
     # --- the deployment model: wrong types, out of range, unknown keys --------------------------
     Case("unknown-gpu-type", "prod", deployment("hardware.gpu_type", "X100"), (f"{D}.hardware.gpu_type",)),
     Case("gpu-the-kernels-do-not-fit", "prod", deployment("hardware.gpu_type", "H100"), (f"{D}.hardware.gpu_type",)),
@@ -157,14 +190,15 @@ CASES = [
     Case("invalid-app-name", "prod", deployment("app_name", "glm/5"), (f"{D}.app_name",)),
     Case("unknown-deployment-key", "prod", deployment("replicas", 2), (f"{D}.replicas",)),
     Case("unknown-nested-key", "staging", deployment("hardware.gpus", 8), (f"{D}.hardware.gpus",)),
-    Case("keepalive-without-url", "prod", deployment("keepalive.enabled", True), (f"{D}.keepalive.url",)),
     Case("keepalive-bad-cron", "prod", deployment("keepalive.schedule", "every 10 minutes"),
          (f"{D}.keepalive.schedule",)),
     Case("section-not-an-object", "prod", deployment("scaling", 3), (f"{D}.scaling",)),
     Case("deployment-not-an-object", "prod", infra("deployment", "glm-5.1"), (D,)),
     Case("deployment-missing", "staging", drop("deployment"), (D,)),
     Case("deployment-holding-a-secret", "prod", as_secret("deployment"), (D,)),
-    # --- infra keys -----------------------------------------------------------------------------
+]  # fmt: skip
+
+INFRA = [
     Case("environment-missing", "prod", drop("modalEnvironment"), (f"{PROJECT}:modalEnvironment",)),
     Case("environment-invalid-name", "staging", infra("modalEnvironment", "glm staging"),
          (f"{PROJECT}:modalEnvironment",)),
@@ -183,7 +217,9 @@ CASES = [
          (f"{PROJECT}:smokeTest",)),
     Case("prod-unprotected", "prod", infra("protectVolumes", False), (f"{PROJECT}:protectVolumes",)),
     Case("prod-without-required-key", "prod", infra("requireApiKey", False), (f"{PROJECT}:requireApiKey",)),
-    # --- secrets --------------------------------------------------------------------------------
+]  # fmt: skip
+
+CREDENTIALS = [
     Case("hf-token-missing", "prod", drop("hfToken"), (f"{PROJECT}:hfToken",)),
     Case("api-key-missing", "staging", drop("apiKey"), (f"{PROJECT}:apiKey",)),
     Case("hf-token-empty", "staging", secret("hfToken", ""), (f"{PROJECT}:hfToken",)),
@@ -193,7 +229,7 @@ CASES = [
          (f"{PROJECT}:hfToken",)),
     Case("api-key-too-short-for-prod", "prod", secret("apiKey", "canary-short"), (f"{PROJECT}:apiKey",)),
     Case("api-key-looks-like-a-flag", "staging", secret("apiKey", "--canary-flag-like-key"), (f"{PROJECT}:apiKey",)),
-    Case("api-key-with-whitespace", "staging", secret("apiKey", "canary key"), (f"{PROJECT}:apiKey",)),
+    Case("api-key-with-whitespace-around", "staging", secret("apiKey", " canary key"), (f"{PROJECT}:apiKey",)),
     # --- several at once: every one is named ----------------------------------------------------
     Case("several-problems", "prod",
          both(deployment("hardware.gpu_type", "X100"), deployment("scaling.min_containers", 9), drop("apiKey"),
@@ -201,9 +237,243 @@ CASES = [
          (f"{D}.hardware.gpu_type", f"{D}.scaling.min_containers", f"{PROJECT}:apiKey", f"{PROJECT}:smokeTest")),
 ]  # fmt: skip
 
+
+def copy_secret_name(into: str, source: str = "hf_token") -> Edit:
+    """Point one secret name of the deployment at the Modal secret another one names."""
+
+    def edit(config: StackConfig) -> None:
+        cfg = DeploymentConfig.model_validate(config.deployment)
+        set_path(config.deployment, f"secrets.{into}", getattr(cfg.secrets, source))
+
+    return edit
+
+
+def text(old: str, new: str) -> Edit:
+    """Replace the first `old` in the stack file's text with `new` (YAML a mapping cannot say)."""
+
+    def edit(config: StackConfig) -> None:
+        config.text_edit = lambda stack_file: stack_file.replace(old, new, 1)
+
+    return edit
+
+
+def under_deployment(yaml_lines: str) -> Edit:
+    """Raw YAML lines added at the top of the deployment object (indented as the harness writes it)."""
+    return text(f"{D}:\n", f"{D}:\n" + "".join(f"    {line}\n" for line in yaml_lines.splitlines()))
+
+
+# An app id as Modal spells them: a name like it would be taken for one.
+APP_ID_LIKE = "ap-" + "A1b2C3d4E5f6G7h8I9j0K1"
+ALIAS_BOMB = "\n".join([f"x0: &a0 [{', '.join(['lol'] * 10)}]"] + [
+    f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)
+])  # fmt: skip
+
+MODAL_LIMITS = [
+    Case("scaledown-above-modal-max", "staging", deployment("scaling.scaledown_window", 3601),
+         (f"{D}.scaling.scaledown_window",)),
+    Case("scaledown-below-modal-min", "prod", deployment("scaling.scaledown_window", 1),
+         (f"{D}.scaling.scaledown_window",)),
+    Case("server-timeout-above-24h", "prod", deployment("timeouts.server", 86401), (f"{D}.timeouts.server",)),
+    Case("download-timeout-above-24h", "prod", deployment("timeouts.download", 100000), (f"{D}.timeouts.download",)),
+    Case("compile-timeout-above-24h", "staging", deployment("timeouts.compile", 90000), (f"{D}.timeouts.compile",)),
+    Case("verify-timeout-absurd", "prod", deployment("timeouts.verify", 10**12), (f"{D}.timeouts.verify",)),
+    Case("watchdog-above-24h", "prod", deployment("launch.stability.watchdog_timeout", 86401),
+         (f"{D}.launch.stability.watchdog_timeout",)),
+    Case("shutdown-grace-absurd", "prod", deployment("timeouts.shutdown_grace", 100000),
+         (f"{D}.timeouts.shutdown_grace",)),
+    Case("warmup-not-below-startup", "prod", deployment("timeouts.warmup_request", 900),
+         (f"{D}.timeouts.warmup_request",)),
+    Case("retries-outlast-the-download", "prod",
+         deployment_edits(download__attempts=10, download__backoff_seconds=3600), (f"{D}.download.backoff_seconds",)),
+    Case("max-containers-absurd", "prod", deployment("scaling.max_containers", 100000),
+         (f"{D}.scaling.max_containers",)),
+    Case("min-containers-absurd", "staging",
+         deployment_edits(scaling__min_containers=5000, scaling__max_containers=5000),
+         (f"{D}.scaling.min_containers", f"{D}.scaling.max_containers")),
+    Case("concurrent-inputs-absurd", "prod", deployment("scaling.max_concurrent_inputs", 10**6),
+         (f"{D}.scaling.max_concurrent_inputs",)),
+    Case("download-cpu-zero", "prod", deployment("download.cpu", 0.0), (f"{D}.download.cpu",)),
+    Case("download-cpu-absurd", "prod", deployment("download.cpu", 1000.0), (f"{D}.download.cpu",)),
+    Case("download-memory-below-modal-min", "staging", deployment("download.memory_mib", 16),
+         (f"{D}.download.memory_mib",)),
+    Case("download-memory-absurd", "prod", deployment("download.memory_mib", 10**9), (f"{D}.download.memory_mib",)),
+    Case("download-workers-absurd", "prod", deployment("download.max_workers", 10000),
+         (f"{D}.download.max_workers",)),
+    Case("total-tokens-absurd", "prod", deployment("launch.memory.max_total_tokens", 10**30),
+         (f"{D}.launch.memory.max_total_tokens",)),
+    Case("port-above-65535", "staging", deployment("launch.port", 70000), (f"{D}.launch.port",)),
+    Case("mount-at-root", "prod", deployment("storage.weights_mount", "/"), (f"{D}.storage.weights_mount",)),
+    Case("mount-at-modal-root-dir", "prod", deployment("storage.kernels_mount", "/root"),
+         (f"{D}.storage.kernels_mount",)),
+    Case("mount-at-tmp", "staging", deployment("storage.kernels_mount", "/tmp"), (f"{D}.storage.kernels_mount",)),
+    Case("mount-escaping-with-dotdot", "prod", deployment("storage.weights_mount", "/model-cache/../etc"),
+         (f"{D}.storage.weights_mount",)),
+    Case("mount-with-dot", "prod", deployment("storage.weights_mount", "/./model-cache"),
+         (f"{D}.storage.weights_mount",)),
+    Case("mount-in-a-system-directory", "prod", deployment("storage.weights_mount", "/usr/local/model-cache"),
+         (f"{D}.storage.weights_mount",)),
+    Case("mount-over-proc", "staging", deployment("storage.kernels_mount", "/proc/kernels"),
+         (f"{D}.storage.kernels_mount",)),
+    Case("mount-with-trailing-slash", "prod", deployment("storage.weights_mount", "/model-cache/"),
+         (f"{D}.storage.weights_mount",)),
+    Case("mount-with-double-slash", "prod", deployment("storage.kernels_mount", "//dg-cache"),
+         (f"{D}.storage.kernels_mount",)),
+]  # fmt: skip
+
+STRICT_TYPES = [
+    Case("boolean-as-a-count", "prod", deployment("scaling.min_containers", True), (f"{D}.scaling.min_containers",)),
+    Case("number-as-a-boolean", "prod", deployment("keepalive.enabled", 1), (f"{D}.keepalive.enabled",)),
+    Case("word-as-a-boolean", "staging", deployment("launch.stability.trust_remote_code", "yes"),
+         (f"{D}.launch.stability.trust_remote_code",)),
+    Case("quoted-number", "prod", deployment("scaling.max_containers", "3"), (f"{D}.scaling.max_containers",)),
+    Case("fractional-gpu-count", "prod", deployment("hardware.gpu_count", 7.5), (f"{D}.hardware.gpu_count",)),
+    Case("fractional-timeout", "prod", deployment("timeouts.server", 3600.5), (f"{D}.timeouts.server",)),
+    Case("infinite-cpu", "staging", under_deployment("download:\n  cpu: .inf"), (f"{D}.download.cpu",),
+         cli_says=("unsupported value: +Inf",)),
+    Case("list-as-a-name", "prod", deployment("model.served_name", ["glm"]), (f"{D}.model.served_name",)),
+    Case("object-as-a-port", "prod", deployment("launch.port", {"value": 8000}), (f"{D}.launch.port",)),
+    Case("null-port", "staging", deployment("launch.port", None), (f"{D}.launch.port",)),
+    Case("negative-port", "prod", deployment("launch.port", -1), (f"{D}.launch.port",)),
+    Case("string-mem-fraction", "prod", deployment("launch.memory.mem_fraction_static", "0.88"),
+         (f"{D}.launch.memory.mem_fraction_static",)),
+]  # fmt: skip
+
+CROSS_FIELD = [
+    Case("both-secrets-one-modal-secret", "prod", copy_secret_name("api_key"), (f"{D}.secrets.api_key",)),
+    Case("both-secrets-one-modal-secret-staging", "staging", copy_secret_name("hf_token", "api_key"),
+         (f"{D}.secrets.api_key",)),
+    Case("both-secret-keys-the-same", "prod", deployment("secrets.api_key_key", "HF_TOKEN"),
+         (f"{D}.secrets.api_key_key",)),
+    Case("secret-key-over-the-config-variable", "prod", deployment("secrets.api_key_key", "GLM_DEPLOYMENT_CONFIG"),
+         (f"{D}.secrets.api_key_key",)),
+    Case("secret-key-over-hub-offline", "staging", deployment("secrets.hf_token_key", "HF_HUB_OFFLINE"),
+         (f"{D}.secrets.hf_token_key",)),
+    Case("secret-key-over-path", "prod", deployment("secrets.api_key_key", "PATH"), (f"{D}.secrets.api_key_key",)),
+    Case("secret-key-ld-preload", "prod", deployment("secrets.hf_token_key", "LD_PRELOAD"),
+         (f"{D}.secrets.hf_token_key",)),
+    Case("secret-key-pythonpath", "staging", deployment("secrets.api_key_key", "PYTHONPATH"),
+         (f"{D}.secrets.api_key_key",)),
+    Case("secret-key-over-modal-token", "prod", deployment("secrets.hf_token_key", "MODAL_TOKEN_ID"),
+         (f"{D}.secrets.hf_token_key",)),
+    Case("secret-key-over-the-kernel-cache", "prod", deployment("secrets.api_key_key", "SGLANG_DG_CACHE_DIR"),
+         (f"{D}.secrets.api_key_key",)),
+    Case("kernels-mounted-inside-weights", "prod", deployment("storage.kernels_mount", "/model-cache/dg"),
+         (f"{D}.storage.kernels_mount",)),
+    Case("weights-mounted-inside-kernels", "staging", deployment("storage.weights_mount", "/dg-cache/weights"),
+         (f"{D}.storage.kernels_mount",)),
+    Case("weights-larger-than-4-gpus", "prod", deployment_edits(hardware__gpu_count=4, parallelism__tp=4),
+         (f"{D}.hardware.gpu_count",)),
+    Case("weights-larger-than-2-gpus", "staging", deployment_edits(hardware__gpu_count=2, parallelism__tp=2),
+         (f"{D}.hardware.gpu_count",)),
+    Case("no-memory-left-for-weights", "prod", deployment("launch.memory.mem_fraction_static", 0.2),
+         (f"{D}.hardware.gpu_count",)),
+]  # fmt: skip
+
+ARGV_AND_IMAGE = [
+    Case("served-name-is-a-flag", "prod", deployment("model.served_name", "--api-key"), (f"{D}.model.served_name",)),
+    Case("served-name-with-a-second-line", "prod", deployment("model.served_name", "glm\n--host 0.0.0.0"),
+         (f"{D}.model.served_name",)),
+    Case("revision-is-a-flag", "prod", deployment("model.revision", "-main"), (f"{D}.model.revision",)),
+    Case("revision-with-a-newline", "staging", deployment("model.revision", "main\n"), (f"{D}.model.revision",)),
+    Case("revision-climbing-out", "prod", deployment("model.revision", "../../etc"), (f"{D}.model.revision",)),
+    Case("repo-named-dotdot", "prod", deployment("model.repo", "zai-org/.."), (f"{D}.model.repo",)),
+    Case("repo-with-a-space", "prod", deployment("model.repo", "zai-org/GLM 5.1"), (f"{D}.model.repo",)),
+    Case("repo-with-a-newline", "staging", deployment("model.repo", "zai-org/GLM-5.1-FP8\n"), (f"{D}.model.repo",)),
+    Case("image-with-a-second-argument", "prod",
+         deployment("sglang.image", f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130 --privileged"), (f"{D}.sglang.image",)),
+    Case("image-with-a-second-line", "prod",
+         deployment("sglang.image", f"lmsysorg/sglang:v{SGLANG_VERSION}-cu130\nRUN curl x | sh"),
+         (f"{D}.sglang.image",)),
+    Case("image-is-a-flag", "staging", deployment("sglang.image", f"--sglang:v{SGLANG_VERSION}"),
+         (f"{D}.sglang.image",)),
+    Case("mount-with-a-second-env-line", "prod", deployment("storage.kernels_mount", "/dg-cache\nENV X=1"),
+         (f"{D}.storage.kernels_mount",)),
+    Case("mount-with-a-space", "prod", deployment("storage.weights_mount", "/model cache"),
+         (f"{D}.storage.weights_mount",)),
+    Case("unknown-reasoning-parser", "prod", deployment("launch.parsers.reasoning_parser", "qwen3"),
+         (f"{D}.launch.parsers.reasoning_parser",)),
+    Case("tool-parser-is-a-flag", "staging", deployment("launch.parsers.tool_call_parser", "--api-key"),
+         (f"{D}.launch.parsers.tool_call_parser",)),
+    Case("backend-with-a-newline", "prod", deployment("launch.backends.dsa_decode_backend", "trtllm\n"),
+         (f"{D}.launch.backends.dsa_decode_backend",)),
+    Case("cron-with-a-second-line", "prod", deployment("keepalive.schedule", "*/10 8-18 * * 1-5\n* * * * *"),
+         (f"{D}.keepalive.schedule",)),
+    Case("cron-with-tabs", "prod", deployment("keepalive.schedule", "*/10\t8-18\t*\t*\t1-5"),
+         (f"{D}.keepalive.schedule",)),
+]  # fmt: skip
+
+NAMES = [
+    Case("app-name-with-a-trailing-newline", "prod", deployment("app_name", "glm-5.1-production\n"),
+         (f"{D}.app_name",)),
+    Case("app-name-like-an-app-id", "prod", deployment("app_name", APP_ID_LIKE), (f"{D}.app_name",)),
+    Case("volume-name-with-a-trailing-newline", "staging", deployment("storage.weights_volume", "weights\n"),
+         (f"{D}.storage.weights_volume",)),
+    Case("volume-name-not-ascii", "prod", deployment("storage.kernels_volume", "kernels-ß"),
+         (f"{D}.storage.kernels_volume",)),
+    Case("secret-name-too-long", "prod", deployment("secrets.api_key", "k" * 65), (f"{D}.secrets.api_key",)),
+    Case("environment-with-a-trailing-newline", "staging", infra("modalEnvironment", "glm-staging\n"),
+         (f"{PROJECT}:modalEnvironment",)),
+    Case("environment-not-ascii", "prod", infra("modalEnvironment", "glm-prød"), (f"{PROJECT}:modalEnvironment",)),
+    Case("environment-too-long", "prod", infra("modalEnvironment", "e" * 65), (f"{PROJECT}:modalEnvironment",)),
+]  # fmt: skip
+
+KEEPALIVE = [
+    Case("keepalive-to-another-host", "prod",
+         deployment_edits(keepalive__enabled=True, keepalive__url="https://collector.example"),
+         (f"{D}.keepalive.url",)),
+    Case("keepalive-url-while-disabled", "staging", deployment("keepalive.url", "http://169.254.169.254/"),
+         (f"{D}.keepalive.url",)),
+]  # fmt: skip
+
+MORE_CREDENTIALS = [
+    Case("modal-token-secret-in-plaintext", "prod", infra_plain("modal:tokenSecret", "as-canaryModalSecret0000000"),
+         ("modal:tokenSecret",)),
+    Case("modal-token-id-in-plaintext", "staging", infra_plain("modal:tokenId", "ak-canaryModalTokenId0000000"),
+         ("modal:tokenId",)),
+    Case("modal-token-not-shaped-like-one", "prod",
+         both(secret_any("modal:tokenId", "canary-not-a-token-id"), secret_any("modal:tokenSecret", "as-" + "s" * 22)),
+         ("modal:tokenId",)),
+    Case("modal-token-id-without-its-secret", "staging", secret_any("modal:tokenId", "ak-" + "a" * 22),
+         ("modal:tokenSecret",)),
+    Case("other-namespace-password-in-plaintext", "prod", infra_plain("registry:password", "canary-registry-pw"),
+         ("registry:password",)),
+    Case("api-key-with-a-newline", "staging", secret("apiKey", "canary-api\nkey-with-a-newline"),
+         (f"{PROJECT}:apiKey",)),
+    Case("api-key-with-a-control-character", "prod", secret("apiKey", "canary-api-key-with-bell\x07-0123456789abcdef"),
+         (f"{PROJECT}:apiKey",)),
+    Case("hf-token-too-short", "prod", secret("hfToken", "hf_canary"), (f"{PROJECT}:hfToken",)),
+]  # fmt: skip
+
+YAML = [
+    # `glm-modal:deployment:` with nothing under it (a lost indentation): refused, not read as "defaults".
+    Case("deployment-left-empty", "prod", infra("deployment", None), (D,)),
+    Case("key-given-twice", "prod", under_deployment("app_name: glm-a\napp_name: glm-b"), (f"{D}.app_name",),
+         cli_says=('mapping key "app_name" already defined',)),
+    Case("aliases-expanding-exponentially", "staging", under_deployment(ALIAS_BOMB), (),
+         cli_says=("excessive aliasing",), render_says=("aliases expand the document",)),
+    Case("unquoted-yes", "prod", under_deployment("keepalive:\n  enabled: yes"), (f"{D}.keepalive.enabled",)),
+    Case("sexagesimal-minutes", "staging", under_deployment("timeouts:\n  warmup_request: 5:00"),
+         (f"{D}.timeouts.warmup_request",)),
+]  # fmt: skip
+
+CASES = [
+    *(replace(case, kind="model") for case in MODEL),
+    *(replace(case, kind="infra keys") for case in INFRA),
+    *(replace(case, kind="credentials") for case in (*CREDENTIALS, *MORE_CREDENTIALS)),
+    *(replace(case, kind="modal limits") for case in MODAL_LIMITS),
+    *(replace(case, kind="strict types") for case in STRICT_TYPES),
+    *(replace(case, kind="cross-field") for case in CROSS_FIELD),
+    *(replace(case, kind="argv and image") for case in ARGV_AND_IMAGE),
+    *(replace(case, kind="names") for case in NAMES),
+    *(replace(case, kind="keep-alive target") for case in KEEPALIVE),
+    *(replace(case, kind="yaml") for case in YAML),
+]
+
 # Secret values an error message must never contain.
 CANARIES = (TEST_API_KEY, TEST_HF_TOKEN, "canary-not-a-hub-token-81c2", "canary-short", "--canary-flag-like-key",
-            "canary key", "canary infra secret", "canary-bool-secret")  # fmt: skip
+            "canary key", "canary infra secret", "canary-bool-secret", "as-canaryModalSecret0000000",
+            "ak-canaryModalTokenId0000000", "canary-not-a-token-id", "canary-registry-pw", "canary-api\nkey",
+            "canary-api-key-with-bell", "hf_canary\n")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -213,14 +483,21 @@ def stacks() -> Iterator[dict[str, StackHarness]]:
         yield {stack: running.harness(stack) for stack in STACKS}
 
 
-def test_there_are_at_least_forty_cases() -> None:
-    assert len(CASES) >= 40
+def test_the_corpus_holds_at_least_a_hundred_cases_of_every_kind() -> None:
+    assert len(CASES) >= 100
     assert len({case.id for case in CASES}) == len(CASES)
+    kinds = {case.kind for case in CASES}
+    assert kinds == {"model", "infra keys", "credentials", "modal limits", "strict types", "cross-field",
+                     "argv and image", "names", "keep-alive target", "yaml"}  # fmt: skip
 
 
 def names_the_property(text: str, name: str) -> bool:
     """The CLI prints the program's error under the stack's diagnostics, each problem on its own line."""
     return re.search(rf"^\s*{re.escape(name)}: ", text, re.MULTILINE) is not None
+
+
+def leaks_nothing(text: str) -> bool:
+    return "Traceback" not in text and not any(canary in text for canary in CANARIES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -230,14 +507,46 @@ def test_an_invalid_config_fails_preview_naming_the_property(case: Case, stacks:
     run = stacks[case.stack].preview(config)
 
     assert not run.ok
-    for name in case.names:
-        assert names_the_property(run.text, name), run.text
+    if case.cli_says:
+        # The CLI cannot read the file at all: its own error, before any program runs.
+        assert all(part in run.text for part in case.cli_says), run.text
+    else:
+        for name in case.names:
+            assert names_the_property(run.text, name), run.text
+        assert f"Pulumi.{case.stack}.yaml" in run.text
     # A pulumi.RunError: the message alone, no stack trace, no secret.
-    assert "Traceback" not in run.text and "inline source runtime error" not in run.text
-    assert not any(canary in run.text for canary in CANARIES), run.text
-    assert f"Pulumi.{case.stack}.yaml" in run.text
+    assert leaks_nothing(run.text) and "inline source runtime error" not in run.text, run.text
     # Nothing was registered, so neither the provider nor Modal was called.
     assert run.ops() == {} and run.modal_calls == []
+
+
+def rendered_stack_file(case: Case, directory: Path) -> Path:
+    """The stack file of the case as the harness writes it (secrets as ciphertext placeholders)."""
+    config = StackConfig.of(case.stack)
+    case.edit(config)
+    values = {**config.values, **{key: {"secure": "v1:canary-ciphertext"} for key in config.secrets}}
+    text = yaml.safe_dump({"config": values}, sort_keys=False)
+    path = directory / f"Pulumi.{case.stack}.yaml"
+    path.write_text(config.text_edit(text) if config.text_edit else text)
+    return path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_render_refuses_the_same_deployments_the_same_way(case: Case, tmp_path: Path) -> None:
+    path = rendered_stack_file(case, tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = render.main(["--file", str(path)])
+
+    if not case.deployment_names and case.kind != "yaml":
+        # Infra keys and credentials are the program's: render reads only the deployment, valid here.
+        assert status == 0, err.getvalue()
+        return
+    assert status == render.EXIT_INVALID and out.getvalue() == ""
+    for name in case.deployment_names:
+        assert name in err.getvalue(), err.getvalue()
+    assert all(part in err.getvalue() for part in case.render_says), err.getvalue()
+    assert leaks_nothing(err.getvalue()), err.getvalue()
 
 
 def test_an_invalid_config_fails_up_the_same_way(stacks: dict[str, StackHarness]) -> None:
