@@ -35,8 +35,13 @@ DEFAULT_TAIL_LINES = 60
 # Shorter pieces say too little to matter and would turn common text into REDACTED.
 MIN_EDGE_FRAGMENT = 4
 
+# Pieces at line edges are looked up in a set of every prefix and suffix of each spelling, which grows
+# with the square of its length: spellings longer than this (escapes of escapes of non-ASCII text)
+# are matched whole only.
+MAX_WRAPPED_SPELLING = 256
+
 # Where a secret split across lines may break: a newline, with the indentation a wrapper adds.
-_LINE_BREAK = r"(?:\r?\n[ \t]*)?"
+_LINE_BREAK_RE = re.compile(r"\r?\n[ \t]*")
 
 
 def _percent_lowercase(text: str) -> str:
@@ -49,6 +54,9 @@ def _escaped_once(text: str) -> set[str]:
     return {
         repr(text)[1:-1],
         ascii(text)[1:-1],
+        # Inside a longer string that holds both quote characters, repr escapes every "'" instead.
+        repr(text + '"')[1:-2],
+        ascii(text + '"')[1:-2],
         json.dumps(text)[1:-1],
         json.dumps(text, ensure_ascii=False)[1:-1],
         # A bytes repr: what `print(data)` shows of an encoded header or body.
@@ -99,24 +107,44 @@ class Redactor:
         # Longest first, so a long spelling is replaced whole rather than around a shorter one inside it.
         self._spellings = sorted(spellings, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, self._spellings))) if self._spellings else None
-        # The same spellings, each allowed to break across lines: only for text that has line breaks.
-        wrapped = (_LINE_BREAK.join(map(re.escape, spelling)) for spelling in self._spellings)
-        self._wrapped_pattern = re.compile("|".join(wrapped)) if self._spellings else None
+
+        wrappable = [spelling for spelling in self._spellings if len(spelling) <= MAX_WRAPPED_SPELLING]
         self._edge_fragments = {
-            spelling[:cut] for spelling in self._spellings for cut in range(MIN_EDGE_FRAGMENT, len(spelling))
-        } | {spelling[cut:] for spelling in self._spellings for cut in range(1, len(spelling) - MIN_EDGE_FRAGMENT + 1)}
+            spelling[:cut] for spelling in wrappable for cut in range(MIN_EDGE_FRAGMENT, len(spelling))
+        } | {spelling[cut:] for spelling in wrappable for cut in range(1, len(spelling) - MIN_EDGE_FRAGMENT + 1)}
         self._longest_fragment = max(map(len, self._edge_fragments), default=0)
 
     def __call__(self, text: str) -> str:
-        if self._pattern is None or self._wrapped_pattern is None:
+        if self._pattern is None:
             return text
-        pattern = self._wrapped_pattern if "\n" in text else self._pattern
-        hidden = pattern.sub(self._replacement, text)
-        return "".join(self._hide_edges(line) for line in hidden.splitlines(keepends=True))
+        hidden = self._hide_wrapped(text) if "\n" in text else self._pattern.sub(self._replacement, text)
+        # Lines as a log has them: split at "\n" only (str.splitlines would also split at \x1e, \x85,
+        # ..., which a secret may hold).
+        return "\n".join(self._hide_edges(line) for line in hidden.split("\n"))
+
+    def _hide_wrapped(self, text: str) -> str:
+        """Spellings that a line break (and indentation) splits: found in the text with its breaks
+        taken out, then replaced in the text as it is, breaks and all."""
+        assert self._pattern is not None
+        kept: list[str] = []
+        origin: list[int] = []  # index in `text` of each character of `kept`
+        position = 0
+        for match in _LINE_BREAK_RE.finditer(text):
+            kept.append(text[position : match.start()])
+            origin.extend(range(position, match.start()))
+            position = match.end()
+        kept.append(text[position:])
+        origin.extend(range(position, len(text)))
+        pieces, done = [], 0
+        for match in self._pattern.finditer("".join(kept)):
+            start, end = origin[match.start()], origin[match.end() - 1] + 1
+            pieces += [text[done:start], self._replacement]
+            done = end
+        return "".join(pieces) + text[done:]
 
     def _hide_edges(self, line: str) -> str:
         """A line that ends with the start of a spelling, or starts with its end (longest piece)."""
-        body = line.rstrip("\r\n")
+        body = line.removesuffix("\r")
         ending = line[len(body) :]
         stripped = body.lstrip(" \t")
         indent = body[: len(body) - len(stripped)]
