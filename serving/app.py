@@ -263,10 +263,10 @@ class Server:
 KEEPALIVE_REQUEST_TIMEOUT_SECONDS = 60
 
 
-def health_request(web_url: str, api_key: str) -> urllib.request.Request:
-    """The keep-alive's GET of /health on our own deployment (refuses anything but https)."""
-    if not web_url.startswith("https://"):
-        raise RuntimeError(f"the Server's web endpoint is not an https URL ({web_url!r}); is the app deployed?")
+def health_request(web_url: str | None, api_key: str) -> urllib.request.Request:
+    """The keep-alive's GET of /health on our own deployment, whose URL Modal gives (`web_url`)."""
+    if not web_url:
+        raise RuntimeError(f"{cfg.app_name}'s Server has no web endpoint URL: is the app deployed?")
     return urllib.request.Request(f"{web_url.rstrip('/')}/health", headers={"Authorization": f"Bearer {api_key}"})
 
 
@@ -279,7 +279,7 @@ if cfg.keepalive.enabled:
         timeout=cfg.timeouts.startup + KEEPALIVE_REQUEST_TIMEOUT_SECONDS,
     )
     def keep_warm() -> int:
-        request = health_request(Server().serve.get_web_url() or "", os.environ.get(cfg.secrets.api_key_key, ""))
+        request = health_request(Server().serve.get_web_url(), os.environ.get(cfg.secrets.api_key_key, ""))
         # A cold container answers only after its start-up, hence a timeout covering it.
         with urllib.request.urlopen(request, timeout=cfg.timeouts.startup) as response:
             print_line(f"[keep-warm] /health -> {response.status}")
