@@ -34,6 +34,7 @@ from serving.config import (
     DsaBackend,
     Memory,
     MoeRunnerBackend,
+    Parsers,
     Speculative,
 )
 from serving.lifecycle import secret_config_args, write_secret_config
@@ -289,7 +290,9 @@ def test_config_choices_are_choices_of_the_pinned_parser():
     fusion = literal_values(Backends.model_fields["flashinfer_allreduce_fusion_backend"].annotation) - {"disabled"}
     assert fusion <= choices("--flashinfer-allreduce-fusion-backend")
     assert {"dsa", "dummy", "auto"} <= choices("--attention-backend") | choices("--load-format")
-    assert {"glm45"} <= choices("--reasoning-parser") and {"glm47", "glm"} <= choices("--tool-call-parser")
+    parsers = Parsers.model_fields
+    assert literal_values(parsers["reasoning_parser"].annotation) <= choices("--reasoning-parser")
+    assert literal_values(parsers["tool_call_parser"].annotation) <= choices("--tool-call-parser")
 
 
 def test_every_speculative_algorithm_we_allow_drafts_with_the_checkpoints_own_mtp_head():
