@@ -13,7 +13,14 @@ import pytest
 from pydantic import ValidationError
 
 from serving import commands
-from serving.config import CONFIG_ENV_VAR, DeploymentConfig, SGLangRelease, format_errors, load_from_env
+from serving.config import (
+    CONFIG_ENV_VAR,
+    DeploymentConfig,
+    SGLangRelease,
+    format_errors,
+    is_reserved_env_var,
+    load_from_env,
+)
 from serving.versions import SGLANG_VERSION
 
 # The reference recipe's production launch command (README: "The reference recipe"), every flag in
@@ -356,3 +363,13 @@ def test_fingerprint_is_stable_across_processes_and_key_order():
         env={**os.environ, "PYTHONHASHSEED": "12345"},
     )
     assert other.stdout.strip() == cfg.kernel_fingerprint()
+
+
+def test_every_variable_the_deployment_sets_is_one_a_secret_key_may_not_override():
+    # A secret's keys become environment variables of the container, over the image's own.
+    cfg = DeploymentConfig()
+    ours = {CONFIG_ENV_VAR, *commands.subprocess_env(commands.serve_env(cfg)), *commands.image_env(cfg)}
+    assert all(is_reserved_env_var(name) for name in ours), sorted(n for n in ours if not is_reserved_env_var(n))
+    for name in ours:
+        changes = {"secrets.api_key_key": name}
+        assert "secrets.api_key_key" in " ".join(errors_of(data(**changes)))
