@@ -568,13 +568,15 @@ class DeploymentConfig(_Section):
                 f"download.backoff_seconds: {self.download.attempts} attempts backing off "
                 f"{self.download.backoff_seconds} s each do not fit in timeouts.download ({self.timeouts.download} s)"
             )
+        # Only the GPUs' memory, not launch.memory.mem_fraction_static: the jobs' views of this config
+        # (infra/job_views.py) reset launch flags that do not shape kernels, and must stay valid.
         weights_gb = KNOWN_WEIGHTS_GB.get(self.model.repo)
-        per_gpu_gb = GPU_MEMORY_GB[self.hardware.gpu_type] * self.launch.memory.mem_fraction_static
-        if weights_gb is not None and weights_gb / self.hardware.gpu_count >= per_gpu_gb:
+        gpu_gb = GPU_MEMORY_GB[self.hardware.gpu_type]
+        if weights_gb is not None and weights_gb / self.hardware.gpu_count >= gpu_gb:
             raise ValueError(
                 f"hardware.gpu_count: {self.model.repo} is ~{weights_gb} GB of weights, "
-                f"{weights_gb / self.hardware.gpu_count:.0f} GB per GPU at {self.hardware.gpu_count} GPUs, more than "
-                f"the {per_gpu_gb:.0f} GB launch.memory.mem_fraction_static leaves of a {self.hardware.gpu_type}"
+                f"{weights_gb / self.hardware.gpu_count:.0f} GB per GPU at {self.hardware.gpu_count} GPUs, "
+                f"more than a {self.hardware.gpu_type} holds ({gpu_gb} GB)"
             )
         return self
 

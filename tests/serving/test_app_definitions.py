@@ -146,7 +146,7 @@ CUSTOM = DeploymentConfig.model_validate(
         "model": {"revision": "0123456789abcdef", "served_name": "glm-staging", "weights": "dummy"},
         "hardware": {"gpu_count": 4},
         "parallelism": {"tp": 4},
-        "launch": {"port": 8080, "memory": {"mem_fraction_static": 0.95}},
+        "launch": {"port": 8080},
         "scaling": {"min_containers": 1, "max_containers": 2, "scaledown_window": 300, "max_concurrent_inputs": 12},
         "timeouts": {"server": 7200, "startup": 1500, "download": 3000, "compile": 1800, "verify": 120},
         "download": {"cpu": 2.0, "memory_mib": 16384},

@@ -293,7 +293,7 @@ SAME_KERNELS = {
 OTHER_KERNELS = {
     "revision": {"model.revision": "0123456789abcdef"},
     "repo": {"model.repo": "zai-org/GLM-5.1-FP8-other"},
-    "gpu count": {"hardware.gpu_count": 4, "parallelism.tp": 4, "launch.memory.mem_fraction_static": 0.95},
+    "gpu count": {"hardware.gpu_count": 4, "parallelism.tp": 4},
     "expert parallelism": {"parallelism.ep": 2},
     "image": {"sglang.image": f"lmsysorg/sglang:v{SGLANG_VERSION}-cu129"},
     "dsa backend": {"launch.backends.dsa_decode_backend": "flashmla_sparse"},

@@ -83,8 +83,7 @@ VARIANTS = {
             "parsers": {"reasoning_parser": "glm45", "tool_call_parser": "glm"},
             "memory": {
                 "kv_cache_dtype": "fp8_e4m3",
-                # 700 GB of weights over 4 GPUs need nearly all of each one's memory.
-                "mem_fraction_static": 0.95,
+                "mem_fraction_static": 0.8,
                 "max_running_requests": 16,
                 "max_prefill_tokens": 8192,
                 "max_total_tokens": 16384,

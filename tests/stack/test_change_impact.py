@@ -67,8 +67,7 @@ CHANGES = [
     Change("keepalive", deployment(keepalive__enabled=True), APP),
     # Kernel-shaping settings: compile (and verify) again.
     Change("expert-parallelism", deployment(parallelism__ep=2), RERUN_COMPILE),
-    Change("gpu-count-and-tp", deployment(hardware__gpu_count=4, parallelism__tp=4, parallelism__ep=1,
-                                          launch__memory__mem_fraction_static=0.95), RERUN_COMPILE),
+    Change("gpu-count-and-tp", deployment(hardware__gpu_count=4, parallelism__tp=4, parallelism__ep=1), RERUN_COMPILE),
     Change("moe-backend", deployment(launch__backends__moe_runner_backend="triton"), RERUN_COMPILE),
     Change("speculative-steps", deployment(launch__speculative__num_steps=2, launch__speculative__num_draft_tokens=3),
            RERUN_COMPILE),

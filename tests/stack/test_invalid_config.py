@@ -361,11 +361,9 @@ CROSS_FIELD = [
          (f"{D}.storage.kernels_mount",)),
     Case("weights-mounted-inside-kernels", "staging", deployment("storage.weights_mount", "/dg-cache/weights"),
          (f"{D}.storage.kernels_mount",)),
-    Case("weights-larger-than-4-gpus", "prod", deployment_edits(hardware__gpu_count=4, parallelism__tp=4),
+    Case("weights-larger-than-2-gpus", "prod", deployment_edits(hardware__gpu_count=2, parallelism__tp=2),
          (f"{D}.hardware.gpu_count",)),
-    Case("weights-larger-than-2-gpus", "staging", deployment_edits(hardware__gpu_count=2, parallelism__tp=2),
-         (f"{D}.hardware.gpu_count",)),
-    Case("no-memory-left-for-weights", "prod", deployment("launch.memory.mem_fraction_static", 0.2),
+    Case("weights-larger-than-1-gpu", "staging", deployment_edits(hardware__gpu_count=1, parallelism__tp=1),
          (f"{D}.hardware.gpu_count",)),
 ]  # fmt: skip
 
