@@ -49,7 +49,7 @@ from .base import (
     split_id,
     strip_internal,
 )
-from .modal_internals import deployment_info
+from .deployments import deployment_info
 from .module_runs import ModuleEnv, ModulePath
 from .retry import modal_call
 from .supervisor import format_elapsed, run_with_retries

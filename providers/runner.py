@@ -45,7 +45,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from providers.modal_internals import app_functions, deployment_info
+from providers.deployments import deployment_info
 from providers.module_runs import (
     PHASE_DEPLOY,
     PHASE_IMPORT,
@@ -85,6 +85,13 @@ def find_app(module: Any, module_name: str) -> Any:
         return apps[0]
     found = "no modal.App" if not apps else f"{len(apps)} modal.App objects and none named `app`"
     raise RunnerFailure(f"module {module_name!r} has {found}", phase=PHASE_IMPORT)
+
+
+def module_functions(module: Any) -> dict[str, Any]:
+    """The module's Modal functions by their name in it (a class's methods are not among them)."""
+    import modal
+
+    return {name: value for name, value in vars(module).items() if isinstance(value, modal.Function)}
 
 
 def import_app(module_name: str) -> Any:
@@ -128,7 +135,7 @@ def _raise_interrupted(_signum: int, _frame: Any) -> None:
 def run_function(module_name: str, function_name: str, environment: str) -> dict[str, Any]:
     """Run `function_name` of the module's app once, ephemerally, and wait for its result."""
     app = import_app(module_name)
-    functions = app_functions(app)
+    functions = module_functions(sys.modules[module_name])
     function = functions.get(function_name)
     if function is None:
         known = ", ".join(sorted(functions)) or "none"

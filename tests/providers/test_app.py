@@ -191,8 +191,9 @@ def test_deploy_survives_two_transient_failures(modal_control_plane):
         assert len([line for line in redeploy.stdout_lines if "transient failure" in line]) == 2
         assert cp.app(APP).deployment_version == 2
 
-        cp.fail_next("AppGetByDeploymentName", 2, Status.RESOURCE_EXHAUSTED, "rate limited")
+        cp.fail_next("AppGetOrCreate", 2, Status.RESOURCE_EXHAUSTED, "rate limited")  # App.lookup
         assert eng.refresh().ok
+        assert cp.pending_failures("AppGetOrCreate") == 0
 
         cp.fail_next("AppStop", 2, Status.RESOURCE_EXHAUSTED, "rate limited")
         destroyed = eng.destroy()

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,7 @@ def test_deploy_reports_id_version_and_web_urls(modal_control_plane):
         "ok": True,
         "app_id": deployed.id,
         "deployment_version": 1,
+        "deployed_at": datetime.fromtimestamp(deployed.deployed_at, UTC).isoformat(timespec="seconds"),
         "web_urls": {"Web.serve": "https://control-plane-test--runner-app-web-serve.modal.run"},
         "duration_seconds": result["duration_seconds"],
     }
