@@ -67,6 +67,10 @@ def export_all(settings: StackSettings, resources: StackResources) -> None:
     pulumi.export("app_name", cfg.app_name)
     pulumi.export("app_id", resources.app.app_id)
     pulumi.export("deployment_version", resources.app.deployment_version.apply(deployment_version_number))
+    # The deployment this stack made: its tag, the commit it came from, when (ISO 8601, UTC).
+    pulumi.export("deployment_tag", resources.app.tag)
+    pulumi.export("deployment_commit", resources.app.commit)
+    pulumi.export("deployed_at", resources.app.deployed_at)
     pulumi.export("served_model_name", served_name)
     pulumi.export("modal_environment", resources.environment.name)
     pulumi.export("weights_volume", resources.weights_volume.name)

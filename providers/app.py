@@ -19,10 +19,10 @@ app deployed by hand or by an earlier `up` that failed half-way.
 
 What changes do: module, module_env, source_digest or redeploy_triggers redeploy the same app in
 place (a new deployment version, same app id); app_name or environment replace it (the new one is
-deployed, then the old one stopped). web_endpoint, timeout_seconds and strategy change nothing on
-Modal. tag and commit are never diffed: each deploy carries them (Modal's deployment tag, shown by
-`modal app history`), but a new commit alone is no reason to deploy; the outputs keep the tag and
-commit of the deployment this resource made.
+deployed, then the old one stopped). web_endpoint and timeout_seconds change nothing on Modal.
+tag, commit and strategy are never diffed: they say how the next deploy is made (the tag is Modal's
+deployment tag, shown by `modal app history`), and a new commit alone is no reason to deploy; the
+outputs keep those of the deployment this resource made.
 
 redeploy_triggers is for what the module does not read but its containers depend on, e.g. a digest
 of a Modal secret's values (a running container reads its secrets once, at start). Its values may be
@@ -75,14 +75,13 @@ FIELDS = (
     "redeploy_triggers",
     "web_endpoint",
     "timeout_seconds",
-    "strategy",
 )
 # Inputs whose change means another app.
 REPLACE_ON = ("app_name", "environment")
 # Inputs whose change means a new deployment of the same app.
 REDEPLOY_ON = ("module", "module_env", "source_digest", "redeploy_triggers")
-# What each deploy carries without being a reason for one: never diffed.
-DEPLOY_METADATA = ("tag", "commit")
+# How each deploy is made, never a reason for one: not diffed.
+DEPLOY_METADATA = ("tag", "commit", "strategy")
 # Outputs of a deployment.
 DEPLOYMENT_OUTPUTS = ("app_id", "deployment_version", "deployed_at", "web_url", "web_urls", "stack_deployment_version")
 # Image builds of a large serving image can take a while the first time.
@@ -228,8 +227,8 @@ class AppProvider(ModalProvider):
         new_values = inputs.model_dump(mode="json")
         if drifted(olds) or any(olds.get(name) != new_values.get(name) for name in REDEPLOY_ON):
             return UpdateResult(_deployed_outputs(inputs, _deploy(inputs)))
-        # web_endpoint, timeout_seconds or strategy only: nothing to do on Modal. The deployment
-        # stays the one made with the old tag and commit.
+        # web_endpoint or timeout_seconds only: nothing to do on Modal. The deployment stays the
+        # one made with the old tag, commit and strategy.
         _check_web_endpoint(inputs, olds.get("web_urls") or {}, just_deployed=False)
         kept = {name: olds.get(name, "") for name in DEPLOY_METADATA}
         return UpdateResult({**_deployed_outputs(inputs, olds), **kept,

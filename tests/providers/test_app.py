@@ -194,14 +194,15 @@ def test_each_deploy_carries_the_tag_and_strategy_and_a_new_tag_alone_deploys_no
 
         mark = cp.mark()
         rolling = eng.up([app(tag="def456", commit="def456", strategy="rolling")])
-        assert rolling.ok and rolling.counts["update"] == 1
+        assert rolling.ok and rolling.counts["same"] == 1
         assert cp.calls_since(mark) == []  # the strategy is how the next deploy goes, not a reason for one
-        assert (rolling.outputs[URN]["tag"], rolling.outputs[URN]["deployment_version"]) == ("abc123-dirty", 1)
+        assert rolling.outputs[URN]["strategy"] == "recreate"  # the live deployment's
 
         mark = cp.mark()
         redeploy = eng.up([app(tag="def456", commit="def456", source_digest="sha256:two")])
         assert redeploy.ok, redeploy.errors
         assert cp.app(APP).deployment.tag == "def456" and redeploy.outputs[URN]["tag"] == "def456"
+        assert redeploy.outputs[URN]["strategy"] == "rolling"
         assert "TaskList" not in cp.rpcs_called(mark)  # rolling: the old containers drain
 
 
