@@ -4,7 +4,8 @@ Inputs:  module (e.g. "serving.app"), function, environment, module_env (environ
          module reads at import), triggers (any JSON object; a change re-runs the job), artifact
          ({volume, path} that a successful run leaves behind), timeout_seconds, require_ok.
 Outputs: the inputs, plus artifact_present, function_call_id, run_app_id, duration_seconds,
-         completed_at.
+         completed_at, result (what the function returned, as JSON: it lands in state and outputs
+         in plaintext, so a job function returns no secret).
 Id:      the function call id of the run that succeeded.
 
 How it runs: `create` starts `python -m providers.runner run` (runner.py; supervisor.py follows it),
@@ -61,7 +62,7 @@ FIELDS = ("module", "function", "environment", "module_env", "triggers", "artifa
 # Inputs whose change means another job, hence a new run.
 REPLACE_ON = ("module", "function", "environment", "triggers", "artifact")
 # Outputs of a run, which an in-place update (no run) carries over unchanged.
-RUN_OUTPUTS = ("artifact_present", "function_call_id", "run_app_id", "duration_seconds", "completed_at")
+RUN_OUTPUTS = ("artifact_present", "function_call_id", "run_app_id", "duration_seconds", "completed_at", "result")
 # A Modal function tag: a Python identifier (class methods are not jobs).
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Long enough for a 700 GB download on a slow day; Modal caps a function at 24 h anyway.
@@ -190,6 +191,7 @@ class JobProvider(ModalProvider):
             "run_app_id": details.get("app_id"),
             "duration_seconds": details.get("duration_seconds"),
             "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "result": details.get("result"),
         }
         progress(f"{what}: done in {format_elapsed(float(details.get('duration_seconds') or 0))}")
         return CreateResult(details["function_call_id"], _outputs(inputs, run))
@@ -241,6 +243,7 @@ class ModalJob(Resource, module="modal", name="Job"):
     run_app_id: pulumi.Output[str]
     duration_seconds: pulumi.Output[float]
     completed_at: pulumi.Output[str]
+    result: pulumi.Output[Any]
 
     def __init__(
         self,

@@ -16,13 +16,14 @@ import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from serving import commands
-from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, DeploymentConfig
+from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, WEIGHT_SENTINEL, DeploymentConfig
 from serving.log_redaction import LineSink, print_line
 
 if TYPE_CHECKING:
@@ -33,6 +34,18 @@ if TYPE_CHECKING:
 # `modal run` through the CONFIG_ENV_VAR environment variable (JSON of DeploymentConfig).
 FIX_DOWNLOAD = "run `modal run serving/app.py::download_model` (Pulumi-managed stack: `pulumi up`)"
 FIX_COMPILE = "run `modal run serving/app.py::compile_deepgemm` (Pulumi-managed stack: `pulumi up`)"
+# Kernels whose marker is still there but were built for other weights: Pulumi sees the marker and
+# would not run the compile job again by itself.
+FIX_RECOMPILE = (
+    "run `modal run serving/app.py::compile_deepgemm` (Pulumi-managed stack: `pulumi up --replace <URN>` "
+    "with the compile-kernels job's URN from `pulumi stack --show-urns`)"
+)
+
+# Where huggingface_hub's snapshot_download(local_dir=...) keeps what it knows of each file it wrote:
+# "<file>.metadata", whose first line is the commit the requested revision resolved to. The commit a
+# branch like `main` pointed at when the download ran is read from there, without asking the Hub.
+HUB_DOWNLOAD_METADATA_DIR = os.path.join(".cache", "huggingface", "download")
+_COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
 # Dummy-weights mode fetches what SGLang needs to build the model with random weights: configs,
@@ -110,6 +123,24 @@ def read_download_record(cfg: DeploymentConfig) -> dict | None:
     return _read_json(cfg.download_record_path)
 
 
+def snapshot_commit(cfg: DeploymentConfig) -> str | None:
+    """The commit the snapshot in cfg.model_path was downloaded at (its index's Hub metadata), or
+    None when the files did not come from snapshot_download(local_dir=...)."""
+    path = os.path.join(cfg.model_path, HUB_DOWNLOAD_METADATA_DIR, f"{WEIGHT_SENTINEL}.metadata")
+    try:
+        with open(path) as handle:
+            first_line = handle.readline().strip()
+    except OSError:
+        return None
+    return first_line if _COMMIT_HASH.fullmatch(first_line) else None
+
+
+def recorded_commit(cfg: DeploymentConfig) -> str | None:
+    """The commit the download record says the weights on the volume come from."""
+    record = read_download_record(cfg)
+    return record.get("commit") if isinstance(record, dict) else None
+
+
 def weights_present(cfg: DeploymentConfig) -> bool:
     """The sentinel exists and the completion record describes the weights this config asks for."""
     record = read_download_record(cfg)
@@ -133,7 +164,7 @@ def download(
     summary = {"path": cfg.model_path, "sentinel": cfg.sentinel_path, "weights": cfg.weights_inputs()}
     if weights_present(cfg):
         log(f"[download] {cfg.model.repo}@{cfg.model.revision} already in {cfg.model_path}; skipping")
-        return {**summary, "skipped": True, "attempts": 0}
+        return {**summary, "skipped": True, "attempts": 0, "commit": recorded_commit(cfg)}
 
     os.makedirs(cfg.model_path, exist_ok=True)
     log(f"[download] {cfg.model.repo}@{cfg.model.revision} ({cfg.model.weights} weights) -> {cfg.model_path}")
@@ -141,8 +172,9 @@ def download(
     _fetch(cfg, retrying, downloader, _snapshot_arguments(cfg, os.environ if environ is None else environ))
     attempts = retrying.statistics.get("attempt_number", 1)
     _record_download(cfg, attempts, now())
-    log(f"[download] done after {attempts} attempt(s)")
-    return {**summary, "skipped": False, "attempts": attempts}
+    commit = recorded_commit(cfg)
+    log(f"[download] done after {attempts} attempt(s); {cfg.model.revision} was commit {commit or 'unknown'}")
+    return {**summary, "skipped": False, "attempts": attempts, "commit": commit}
 
 
 def _snapshot_arguments(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -209,7 +241,12 @@ def _record_download(cfg: DeploymentConfig, attempts: int, finished_at: datetime
         )
     _write_json(
         cfg.download_record_path,
-        {"weights": cfg.weights_inputs(), "finished_at": finished_at.isoformat(), "attempts": attempts},
+        {
+            "weights": cfg.weights_inputs(),
+            "commit": snapshot_commit(cfg),
+            "finished_at": finished_at.isoformat(),
+            "attempts": attempts,
+        },
     )
 
 
@@ -224,6 +261,7 @@ def compile_marker(cfg: DeploymentConfig, argv: Sequence[str], finished_at: date
     """What the compile ran for; verify compares kernel_fingerprint against the current config."""
     return {
         "model": cfg.weights_inputs(),
+        "model_commit": recorded_commit(cfg),
         "gpu": cfg.hardware.modal_gpu,
         "sglang_version": cfg.sglang.version,
         "sglang_image": cfg.sglang.image,
@@ -235,9 +273,27 @@ def compile_marker(cfg: DeploymentConfig, argv: Sequence[str], finished_at: date
 
 
 def current_compile_marker(cfg: DeploymentConfig) -> dict | None:
-    """The marker of a finished compile for this config's kernel fingerprint, else None."""
+    """The marker of a finished compile for this config's kernel fingerprint and for the weights on
+    the volume, else None."""
+    marker = _fingerprint_marker(cfg)
+    return marker if marker is not None and _commit_mismatch(cfg, marker) is None else None
+
+
+def _fingerprint_marker(cfg: DeploymentConfig) -> dict | None:
     marker = _read_json(cfg.compile_marker_path)
-    return marker if marker is not None and marker.get("kernel_fingerprint") == cfg.kernel_fingerprint() else None
+    if not isinstance(marker, dict) or marker.get("kernel_fingerprint") != cfg.kernel_fingerprint():
+        return None
+    return marker
+
+
+def _commit_mismatch(cfg: DeploymentConfig, marker: dict) -> tuple[str, str] | None:
+    """(compiled for, on the volume) when the kernels were built for weights at another commit: a
+    revision like `main` moved and the weights were downloaded again. None when they agree or
+    either is unknown (a marker or record written before commits were recorded)."""
+    compiled, downloaded = marker.get("model_commit"), recorded_commit(cfg)
+    if compiled and downloaded and compiled != downloaded:
+        return compiled, downloaded
+    return None
 
 
 def kernels_present(cfg: DeploymentConfig) -> bool:
@@ -364,9 +420,19 @@ def _verify_weights(cfg: DeploymentConfig, failures: list[str]) -> dict:
 
 def _verify_kernels(cfg: DeploymentConfig, failures: list[str]) -> dict:
     report: dict[str, Any] = {"marker": cfg.compile_marker_path, "kernel_fingerprint": cfg.kernel_fingerprint()}
-    marker = current_compile_marker(cfg)
-    if marker is not None:
-        report.update(compiled_at=marker.get("finished_at"), sglang_version=marker.get("sglang_version"))
+    marker = _fingerprint_marker(cfg)
+    mismatch = _commit_mismatch(cfg, marker) if marker is not None else None
+    if marker is not None and mismatch is None:
+        report.update(compiled_at=marker.get("finished_at"), sglang_version=marker.get("sglang_version"),
+                      model_commit=marker.get("model_commit"))  # fmt: skip
+        return report
+    if mismatch is not None:
+        compiled, downloaded = mismatch
+        failures.append(
+            f"kernels: compiled for {cfg.model.repo} at commit {compiled}, but the weights volume holds commit "
+            f"{downloaded} (model.revision '{cfg.model.revision}' moved and the weights were downloaded again); "
+            f"{FIX_RECOMPILE}"
+        )
         return report
 
     others = _other_markers(cfg)

@@ -25,6 +25,9 @@ FIXED_NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 SHARD_COUNT = 3
 TENSOR_BYTES_PER_SHARD = 100
 SHARD_HEADER_BYTES = 16  # a safetensors file is header + tensors, so files are larger than the tensors
+# The commit `main` resolves to on the fake Hub, and the one it moves to.
+MAIN_COMMIT = "1f0c" + "a" * 36
+MOVED_MAIN_COMMIT = "7b2e" + "b" * 36
 
 
 def make_cfg(tmp_path: Path, **sections: dict) -> DeploymentConfig:
@@ -53,8 +56,9 @@ class FakeHub:
     """Stands in for huggingface_hub.snapshot_download: raises the scripted errors first, then writes
     a snapshot (index + shards + config, or only the JSON files when allow_patterns excludes shards)."""
 
-    def __init__(self, *errors: Exception):
+    def __init__(self, *errors: Exception, commit: str = MAIN_COMMIT):
         self.errors = list(errors)
+        self.commit = commit
         self.calls: list[dict] = []
 
     def __call__(self, **kwargs):
@@ -68,11 +72,15 @@ class FakeHub:
             "metadata": {"total_size": SHARD_COUNT * TENSOR_BYTES_PER_SHARD},
             "weight_map": {f"layers.{i}.weight": shard for i, shard in enumerate(shards)},
         }
-        (local_dir / "model.safetensors.index.json").write_text(json.dumps(index))
-        (local_dir / "config.json").write_text("{}")
+        files = {"model.safetensors.index.json": json.dumps(index).encode(), "config.json": b"{}"}
         if kwargs.get("allow_patterns") is None:
-            for shard in shards:
-                (local_dir / shard).write_bytes(b"\0" * (SHARD_HEADER_BYTES + TENSOR_BYTES_PER_SHARD))
+            files.update({shard: b"\0" * (SHARD_HEADER_BYTES + TENSOR_BYTES_PER_SHARD) for shard in shards})
+        for name, data in files.items():
+            (local_dir / name).write_bytes(data)
+            # What snapshot_download(local_dir=...) keeps per file: commit, etag, timestamp.
+            metadata = local_dir / jobs.HUB_DOWNLOAD_METADATA_DIR / f"{name}.metadata"
+            metadata.parent.mkdir(parents=True, exist_ok=True)
+            metadata.write_text(f"{self.commit}\netag-{len(data)}\n1767322800.0\n")
         return str(local_dir)
 
 
@@ -137,10 +145,35 @@ def test_download_fetches_the_pinned_snapshot_into_the_volume_and_records_it(tmp
         "weights": cfg.weights_inputs(),
         "skipped": False,
         "attempts": 1,
+        "commit": MAIN_COMMIT,
     }
     assert cfg.model_path == str(tmp_path / "model-cache" / "GLM-5.1-FP8")
     record = json.loads(Path(cfg.model_path, jobs.DOWNLOAD_RECORD).read_text())
-    assert record == {"weights": cfg.weights_inputs(), "finished_at": FIXED_NOW.isoformat(), "attempts": 1}
+    assert record == {"weights": cfg.weights_inputs(), "commit": MAIN_COMMIT, "finished_at": FIXED_NOW.isoformat(),
+                      "attempts": 1}  # fmt: skip
+
+
+def test_the_download_records_the_commit_a_branch_resolved_to_and_reports_it_when_skipping(tmp_path):
+    cfg = make_cfg(tmp_path, model={"revision": "main"})
+    download(cfg, FakeHub(commit=MAIN_COMMIT))
+
+    again = download(cfg, FakeHub(commit=MOVED_MAIN_COMMIT))
+
+    assert again["skipped"] is True and again["commit"] == MAIN_COMMIT  # what the volume holds
+    assert jobs.recorded_commit(cfg) == MAIN_COMMIT
+
+
+def test_a_snapshot_without_hub_metadata_records_no_commit(tmp_path):
+    cfg = make_cfg(tmp_path)
+
+    def copied_by_hand(**kwargs):  # e.g. files rsynced into the volume, not snapshot_download's work
+        FakeHub()(**kwargs)
+        for metadata in Path(kwargs["local_dir"], jobs.HUB_DOWNLOAD_METADATA_DIR).iterdir():
+            metadata.unlink()
+
+    result = download(cfg, copied_by_hand)
+
+    assert result["commit"] is None and jobs.recorded_commit(cfg) is None
 
 
 def test_download_skips_when_the_sentinel_and_record_exist(tmp_path):
@@ -366,6 +399,7 @@ def test_compile_writes_a_marker_of_what_it_compiled_for(tmp_path):
     marker = json.loads(Path(cfg.compile_marker_path).read_text())
     assert marker == {
         "model": {"repo": "zai-org/GLM-5.1-FP8", "revision": "0123abc", "weights": "full"},
+        "model_commit": MAIN_COMMIT,
         "gpu": "B200:8",
         "sglang_version": "0.5.23",
         "sglang_image": cfg.sglang.image,
@@ -400,6 +434,27 @@ def test_compile_skips_when_its_marker_matches_and_force_recompiles(tmp_path):
     with pytest.raises(jobs.CompileFailed):
         compile_kernels(cfg, FAILING_COMPILE, force=True)
     assert not os.path.exists(cfg.compile_marker_path)
+
+
+def test_weights_downloaded_again_at_a_moved_main_never_pair_with_the_old_kernels(tmp_path):
+    cfg = make_cfg(tmp_path, model={"revision": "main"})
+    set_up(cfg)
+    # The weights volume is emptied and the download runs again; `main` has moved meanwhile.
+    os.remove(cfg.download_record_path)
+    download(cfg, FakeHub(commit=MOVED_MAIN_COMMIT))
+
+    report = jobs.verify(cfg)
+    with pytest.raises(jobs.SetupIncomplete, match=MOVED_MAIN_COMMIT):
+        jobs.require_ready(cfg)  # the server refuses to start on them
+    recompiled = compile_kernels(cfg, SUCCEEDING_COMPILE)  # the marker's fingerprint alone does not skip it
+
+    assert report["ok"] is False
+    [failure] = report["failures"]
+    assert f"compiled for zai-org/GLM-5.1-FP8 at commit {MAIN_COMMIT}" in failure
+    assert f"holds commit {MOVED_MAIN_COMMIT}" in failure and "pulumi up --replace" in failure
+    assert recompiled["skipped"] is False
+    assert json.loads(Path(cfg.compile_marker_path).read_text())["model_commit"] == MOVED_MAIN_COMMIT
+    assert jobs.verify(cfg)["ok"] is True
 
 
 # --- verify -------------------------------------------------------------------------------------

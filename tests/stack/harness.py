@@ -324,21 +324,28 @@ def mounted(cfg: DeploymentConfig, volumes: VolumeAccess, *mounts: str) -> Itera
         yield cfg.model_copy(update={"storage": cfg.storage.model_copy(update=storage)})
 
 
-# A snapshot as the Hub would deliver it: two tiny shards and the index mapping tensors to them.
+# A snapshot as the Hub would deliver it: two tiny shards and the index mapping tensors to them, at
+# the commit the requested revision resolves to.
 SHARDS = {"model-00001-of-00002.safetensors": b"shard-one", "model-00002-of-00002.safetensors": b"shard-two"}
+HUB_COMMIT = "c0ffee" + "5" * 34
 
 
 def fake_snapshot_download(*, local_dir: str, allow_patterns: list[str] | None = None, **_: Any) -> str:
-    """Stand-in for huggingface_hub.snapshot_download: writes a complete tiny snapshot."""
+    """Stand-in for huggingface_hub.snapshot_download: writes a complete tiny snapshot, and per file
+    the metadata snapshot_download(local_dir=...) keeps (commit, etag, timestamp)."""
     root = Path(local_dir)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps({"architectures": ["GlmMoeDsaForCausalLM"]}))
     weight_map = {f"layer.{i}.weight": name for i, name in enumerate(SHARDS)}
     index = {"metadata": {"total_size": sum(len(v) for v in SHARDS.values())}, "weight_map": weight_map}
-    (root / WEIGHT_SENTINEL).write_text(json.dumps(index))
+    files = {"config.json": json.dumps({"architectures": ["GlmMoeDsaForCausalLM"]}).encode(),
+             WEIGHT_SENTINEL: json.dumps(index).encode()}  # fmt: skip
     if allow_patterns is None:  # full weights; dummy mode fetches only *.json and friends
-        for name, data in SHARDS.items():
-            (root / name).write_bytes(data)
+        files.update(SHARDS)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+        metadata = root / jobs.HUB_DOWNLOAD_METADATA_DIR / f"{name}.metadata"
+        metadata.parent.mkdir(parents=True, exist_ok=True)
+        metadata.write_text(f"{HUB_COMMIT}\netag-{len(data)}\n1767322800.0\n")
     return str(root)
 
 
