@@ -11,6 +11,7 @@ Every failure tells the operator what to run next.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import glob
 import hashlib
@@ -165,6 +166,14 @@ def download(
     if weights_present(cfg):
         log(f"[download] {cfg.model.repo}@{cfg.model.revision} already in {cfg.model_path}; skipping")
         return {**summary, "skipped": True, "attempts": 0, "commit": recorded_commit(cfg)}
+    if _adoptable_snapshot(cfg):
+        # Written by someone else's snapshot_download (e.g. the reference recipe): every shard its
+        # index names is there, so there is nothing to fetch. Only the completion record is ours.
+        _record_download(cfg, 0, now())
+        commit = recorded_commit(cfg)
+        log(f"[download] complete snapshot found in {cfg.model_path} (commit {commit or 'unknown'}): "
+            "recorded it, downloaded nothing")  # fmt: skip
+        return {**summary, "skipped": False, "adopted": True, "attempts": 0, "commit": commit}
 
     os.makedirs(cfg.model_path, exist_ok=True)
     log(f"[download] {cfg.model.repo}@{cfg.model.revision} ({cfg.model.weights} weights) -> {cfg.model_path}")
@@ -175,6 +184,19 @@ def download(
     commit = recorded_commit(cfg)
     log(f"[download] done after {attempts} attempt(s); {cfg.model.revision} was commit {commit or 'unknown'}")
     return {**summary, "skipped": False, "attempts": attempts, "commit": commit}
+
+
+def _adoptable_snapshot(cfg: DeploymentConfig) -> bool:
+    """A complete full-weights snapshot without a completion record of ours: the index and every shard
+    it names, holding at least the bytes it lists, and (when both are commits) of the pinned one. A
+    record of other weights means the config changed them: that is a download, not an adoption."""
+    if cfg.model.weights != "full" or read_download_record(cfg) is not None:
+        return False
+    shards = _shard_check(cfg)
+    if shards is None or shards.missing or shards.truncated:
+        return False
+    commit = snapshot_commit(cfg)
+    return commit is None or not _COMMIT_HASH.fullmatch(cfg.model.revision) or commit == cfg.model.revision
 
 
 def _snapshot_arguments(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -328,6 +350,10 @@ def compile_kernels(
         # A marker must only ever describe a finished compile; a forced run may fail half-way.
         os.remove(cfg.compile_marker_path)
 
+    legacy_marker = os.path.join(cfg.storage.kernels_mount, f".compiled-{cfg.model.directory}")
+    if os.path.exists(legacy_marker):
+        log(f"[compile] {legacy_marker} (the reference recipe's marker) names no SGLang release, GPU or settings, "
+            f"so it proves nothing about SGLang {cfg.sglang.version}: compiling")  # fmt: skip
     argv = list(argv) if argv is not None else commands.compile_command(cfg)
     # The server's environment (DeepGEMM cache dir, offline Hub, unbuffered Python, so the compiler's
     # progress reaches Modal's log as it happens rather than at exit).
@@ -395,27 +421,50 @@ def _verify_weights(cfg: DeploymentConfig, failures: list[str]) -> dict:
         report["shards"] = "skipped (dummy weights)"
         return report
 
+    shards = _shard_check(cfg)
+    if shards is None:
+        failures.append(f"weights: {cfg.sentinel_path} has no weight_map (truncated or corrupt); {FIX_DOWNLOAD}")
+        return report
+    report.update(shards=len(shards.names), missing_shards=len(shards.missing), size_bytes=shards.size_on_disk,
+                  index_bytes=shards.expected_size)  # fmt: skip
+    if shards.missing:
+        missing = shards.missing
+        shown = ", ".join(missing[:MISSING_SHARDS_SHOWN]) + (" ..." if len(missing) > MISSING_SHARDS_SHOWN else "")
+        failures.append(f"weights: {len(missing)} of {len(shards.names)} shards missing ({shown}); {FIX_DOWNLOAD}")
+    elif shards.truncated:
+        failures.append(
+            f"weights: shards hold {shards.size_on_disk} bytes but the index lists {shards.expected_size} bytes of "
+            f"tensors (truncated files); {FIX_DOWNLOAD}"
+        )
+    return report
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardCheck:
+    """The shards a snapshot's index names, against what is on disk."""
+
+    names: list[str]
+    missing: list[str]
+    size_on_disk: int
+    expected_size: int | None  # the index's metadata.total_size: the bytes of tensors
+
+    @property
+    def truncated(self) -> bool:
+        # Each shard holds its tensors plus a small header, so the files can only be larger.
+        return not self.missing and isinstance(self.expected_size, int) and self.size_on_disk < self.expected_size
+
+
+def _shard_check(cfg: DeploymentConfig) -> ShardCheck | None:
+    """The index's shards against the files in cfg.model_path; None without a readable weight_map."""
     index = _read_json(cfg.sentinel_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
-        failures.append(f"weights: {cfg.sentinel_path} has no weight_map (truncated or corrupt); {FIX_DOWNLOAD}")
-        return report
-
-    shards = sorted(set(weight_map.values()))
-    missing = [name for name in shards if not os.path.isfile(os.path.join(cfg.model_path, name))]
-    size_on_disk = sum(os.path.getsize(os.path.join(cfg.model_path, name)) for name in shards if name not in missing)
+        return None
+    names = sorted(set(weight_map.values()))
+    missing = [name for name in names if not os.path.isfile(os.path.join(cfg.model_path, name))]
+    size_on_disk = sum(os.path.getsize(os.path.join(cfg.model_path, name)) for name in names if name not in missing)
     expected_size = (index.get("metadata") or {}).get("total_size")
-    report.update(shards=len(shards), missing_shards=len(missing), size_bytes=size_on_disk, index_bytes=expected_size)
-    if missing:
-        shown = ", ".join(missing[:MISSING_SHARDS_SHOWN]) + (" ..." if len(missing) > MISSING_SHARDS_SHOWN else "")
-        failures.append(f"weights: {len(missing)} of {len(shards)} shards missing ({shown}); {FIX_DOWNLOAD}")
-    elif isinstance(expected_size, int) and size_on_disk < expected_size:
-        # Each shard holds its tensors plus a small header, so the files can only be larger.
-        failures.append(
-            f"weights: shards hold {size_on_disk} bytes but the index lists {expected_size} bytes of tensors "
-            f"(truncated files); {FIX_DOWNLOAD}"
-        )
-    return report
+    return ShardCheck(names, missing, size_on_disk, expected_size if isinstance(expected_size, int) else None)
 
 
 def _verify_kernels(cfg: DeploymentConfig, failures: list[str]) -> dict:

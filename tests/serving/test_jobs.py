@@ -11,6 +11,7 @@ import datetime
 import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class FakeHub:
         self.errors = list(errors)
         self.commit = commit
         self.calls: list[dict] = []
+        self.fetched: list[str] = []  # files it had to transfer
 
     def __call__(self, **kwargs):
         self.calls.append(kwargs)
@@ -76,9 +78,13 @@ class FakeHub:
         if kwargs.get("allow_patterns") is None:
             files.update({shard: b"\0" * (SHARD_HEADER_BYTES + TENSOR_BYTES_PER_SHARD) for shard in shards})
         for name, data in files.items():
-            (local_dir / name).write_bytes(data)
-            # What snapshot_download(local_dir=...) keeps per file: commit, etag, timestamp.
+            # What snapshot_download(local_dir=...) keeps per file: commit, etag, timestamp. Like it, a
+            # file already there at this commit is not transferred again: a download resumes.
             metadata = local_dir / jobs.HUB_DOWNLOAD_METADATA_DIR / f"{name}.metadata"
+            if (local_dir / name).exists() and metadata.exists() and metadata.read_text().startswith(self.commit):
+                continue
+            (local_dir / name).write_bytes(data)
+            self.fetched.append(name)
             metadata.parent.mkdir(parents=True, exist_ok=True)
             metadata.write_text(f"{self.commit}\netag-{len(data)}\n1767322800.0\n")
         return str(local_dir)
@@ -161,6 +167,46 @@ def test_the_download_records_the_commit_a_branch_resolved_to_and_reports_it_whe
 
     assert again["skipped"] is True and again["commit"] == MAIN_COMMIT  # what the volume holds
     assert jobs.recorded_commit(cfg) == MAIN_COMMIT
+
+
+def recipe_snapshot(cfg: DeploymentConfig) -> None:
+    """What the reference recipe leaves: a snapshot_download into the volume, and no record of ours."""
+    FakeHub()(repo_id=cfg.model.repo, revision="main", local_dir=cfg.model_path, allow_patterns=None)
+
+
+def test_a_complete_snapshot_without_our_record_is_adopted_without_asking_the_hub(tmp_path):
+    cfg = make_cfg(tmp_path)
+    recipe_snapshot(cfg)
+    hub = FakeHub()
+
+    result = download(cfg, hub)
+
+    assert hub.calls == []
+    assert result["adopted"] is True and result["skipped"] is False  # the record is new: commit the volume
+    assert result["commit"] == MAIN_COMMIT
+    assert jobs.weights_present(cfg) and jobs.verify(cfg)["weights"]["missing_shards"] == 0
+
+
+def test_a_snapshot_missing_a_shard_is_completed_not_restarted(tmp_path):
+    cfg = make_cfg(tmp_path)
+    recipe_snapshot(cfg)
+    os.remove(Path(cfg.model_path, f"model-00002-of-{SHARD_COUNT:05d}.safetensors"))
+    hub = FakeHub()
+
+    result = download(cfg, hub)
+
+    assert len(hub.calls) == 1 and hub.fetched == [f"model-00002-of-{SHARD_COUNT:05d}.safetensors"]
+    assert "adopted" not in result and jobs.weights_present(cfg)
+
+
+def test_a_snapshot_of_another_pinned_commit_is_not_adopted(tmp_path):
+    cfg = make_cfg(tmp_path, model={"revision": MOVED_MAIN_COMMIT})
+    recipe_snapshot(cfg)  # at MAIN_COMMIT
+    hub = FakeHub(commit=MOVED_MAIN_COMMIT)
+
+    download(cfg, hub)
+
+    assert len(hub.calls) == 1 and jobs.recorded_commit(cfg) == MOVED_MAIN_COMMIT
 
 
 def test_a_snapshot_without_hub_metadata_records_no_commit(tmp_path):
@@ -440,7 +486,7 @@ def test_weights_downloaded_again_at_a_moved_main_never_pair_with_the_old_kernel
     cfg = make_cfg(tmp_path, model={"revision": "main"})
     set_up(cfg)
     # The weights volume is emptied and the download runs again; `main` has moved meanwhile.
-    os.remove(cfg.download_record_path)
+    shutil.rmtree(cfg.model_path)
     download(cfg, FakeHub(commit=MOVED_MAIN_COMMIT))
 
     report = jobs.verify(cfg)
