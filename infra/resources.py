@@ -168,6 +168,13 @@ def _declare_setup_jobs(
         module_env=job_module_env(cfg, "compile"),
         triggers={"kernels": cfg.kernel_inputs()},
         artifact={"volume": cfg.storage.kernels_volume, "path": cfg.compile_marker_name},
+        # A kernels volume adopted from elsewhere (the reference recipe's `.compiled-<model>` marker)
+        # does not say which SGLang built its kernels: the preview says why the compile runs anyway.
+        first_run_note=(
+            f"any kernels already in volume '{cfg.storage.kernels_volume}' (e.g. the reference recipe's "
+            f"'.compiled-{cfg.model.directory}' marker) prove nothing about SGLang {cfg.sglang.version} with this "
+            f"config: the compile runs ({cfg.hardware.modal_gpu}, up to an hour)"
+        ),
         timeout_seconds=cfg.timeouts.compile + JOB_TIMEOUT_MARGIN_SECONDS,
         opts=pulumi.ResourceOptions(depends_on=[*foundation, download]),
     )

@@ -75,6 +75,8 @@ def test_the_first_up_adopts_a_recipe_deployment_downloads_nothing_and_redeploys
         hub_requests = list(running.hub.requests)
 
     assert preview.ok and preview.modal_calls == [], preview.text
+    # The preview cannot see the volumes, but says why the compile runs over kernels already there.
+    assert f"'.compiled-GLM-5.1-FP8' marker) prove nothing about SGLang {cfg.sglang.version}" in preview.text
     assert first.ok, first.text
     # Adopted, not duplicated: every object is the recipe's, under its name.
     assert set(first.ops().values()) == {"create"}
