@@ -95,9 +95,16 @@ def test_module_env_travels_in_the_environment_never_in_argv(modal_control_plane
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "providers.runner" in cmdline:
+            if "providers.runner" not in cmdline:
+                continue
+            try:
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            # Only the child of this test: other runners (other tests, other checkouts) may be alive.
+            if cp.url.encode() in environ:
                 seen["argv has canary"] = CANARY in cmdline
-                seen["env has canary"] = CANARY.encode() in (proc / "environ").read_bytes()
+                seen["env has canary"] = CANARY.encode() in environ
         return {"ok": True}
 
     cp.on_function("write_artifact", inspect_runner)
