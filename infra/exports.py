@@ -58,6 +58,11 @@ def openai_snippet(base_url: str, served_name: str) -> str:
     )
 
 
+def downloaded_commit(result: object) -> str:
+    """The commit the download job recorded ("" when its files carried no Hub metadata)."""
+    return (result.get("commit") or "") if isinstance(result, dict) else ""
+
+
 def export_all(settings: StackSettings, resources: StackResources) -> None:
     cfg = settings.deployment
     served_name = cfg.model.served_name
@@ -67,6 +72,12 @@ def export_all(settings: StackSettings, resources: StackResources) -> None:
     pulumi.export("app_name", cfg.app_name)
     pulumi.export("app_id", resources.app.app_id)
     pulumi.export("deployment_version", resources.app.deployment_version.apply(deployment_version_number))
+    # The deployment this stack made: its tag, the commit it came from, when (ISO 8601, UTC).
+    pulumi.export("deployment_tag", resources.app.tag)
+    pulumi.export("deployment_commit", resources.app.commit)
+    pulumi.export("deployed_at", resources.app.deployed_at)
+    # The commit the model revision resolved to when the weights were downloaded (pin it on prod).
+    pulumi.export("model_commit", resources.download.result.apply(downloaded_commit))
     pulumi.export("served_model_name", served_name)
     pulumi.export("modal_environment", resources.environment.name)
     pulumi.export("weights_volume", resources.weights_volume.name)

@@ -19,8 +19,9 @@ from pathlib import Path, PurePosixPath
 import pulumi
 
 from infra.job_views import job_module_env
-from infra.settings import StackSettings
+from infra.settings import InfraSettings, StackSettings
 from infra.smoke import declare_smoke_test
+from infra.source_version import source_version
 from providers.app import ModalAppDeployment
 from providers.environment import ModalEnvironment
 from providers.http_check import HttpCheck
@@ -84,7 +85,7 @@ def declare(settings: StackSettings) -> StackResources:
     # class name, so each job waits for all of them, not only for the ones its function uses.
     foundation: list[pulumi.Resource] = [hf_token_secret, api_key_secret, weights_volume, kernels_volume]
     download, compile_job, verify = _declare_setup_jobs(cfg, environment.name, foundation)
-    app = _declare_app(cfg, environment.name, api_key_secret, depends_on=[*foundation, verify])
+    app = _declare_app(cfg, settings.infra, environment.name, api_key_secret, depends_on=[*foundation, verify])
 
     smoke_test = None
     if settings.infra.smoke_test:
@@ -167,6 +168,13 @@ def _declare_setup_jobs(
         module_env=job_module_env(cfg, "compile"),
         triggers={"kernels": cfg.kernel_inputs()},
         artifact={"volume": cfg.storage.kernels_volume, "path": cfg.compile_marker_name},
+        # A kernels volume adopted from elsewhere (the reference recipe's `.compiled-<model>` marker)
+        # does not say which SGLang built its kernels: the preview says why the compile runs anyway.
+        first_run_note=(
+            f"any kernels already in volume '{cfg.storage.kernels_volume}' (e.g. the reference recipe's "
+            f"'.compiled-{cfg.model.directory}' marker) prove nothing about SGLang {cfg.sglang.version} with this "
+            f"config: the compile runs ({cfg.hardware.modal_gpu}, up to an hour)"
+        ),
         timeout_seconds=cfg.timeouts.compile + JOB_TIMEOUT_MARGIN_SECONDS,
         opts=pulumi.ResourceOptions(depends_on=[*foundation, download]),
     )
@@ -191,11 +199,14 @@ def _declare_setup_jobs(
 
 def _declare_app(
     cfg: DeploymentConfig,
+    infra: InfraSettings,
     env_name: pulumi.Output[str],
     api_key_secret: ModalSecret,
     depends_on: list[pulumi.Resource],
 ) -> ModalAppDeployment:
-    """The deployment of serving.app with the whole config, after the verify job passed."""
+    """The deployment of serving.app with the whole config, after the verify job passed, tagged with
+    the stack's deployTag or the checkout's commit."""
+    source = source_version()
     return ModalAppDeployment(
         "app",
         module=SERVING_MODULE,
@@ -205,5 +216,8 @@ def _declare_app(
         source_digest=serving_source_digest(),
         redeploy_triggers={API_KEY_TRIGGER: api_key_secret.values_digest},
         web_endpoint=WEB_ENDPOINT,
+        strategy=infra.deploy_strategy,
+        tag=infra.deploy_tag if infra.deploy_tag is not None else source.tag,
+        commit=source.commit,
         opts=pulumi.ResourceOptions(depends_on=depends_on),
     )

@@ -19,14 +19,15 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pulumi
 from pulumi.runtime import config as runtime_config
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from providers.base import EnvironmentName
 from serving.config import DeploymentConfig, format_errors
+from serving.modal_rules import check_deployment_tag
 
 # The config namespace (the project name in Pulumi.yaml, so keys read `glm-modal:<key>`) and the
 # structured key holding the whole deployment, as the stack-file reader spells them.
@@ -78,6 +79,15 @@ class InfraSettings(BaseModel):
     smoke_test: bool = Field(False, alias="smokeTest")
     # Demand a strong API key (at least MIN_REQUIRED_API_KEY_LENGTH characters).
     require_api_key: bool = Field(True, alias="requireApiKey")
+
+    # --- how the app is deployed (Modal's `App.deploy(tag=, strategy=)`) ---
+    # The tag each deploy carries (`modal app history` shows it). Unset: the git commit of this
+    # checkout, "<commit>-dirty" when it has uncommitted changes (infra/source_version.py).
+    deploy_tag: Annotated[str, AfterValidator(check_deployment_tag)] | None = Field(None, alias="deployTag")
+    # "rolling": new containers take over while the old ones drain (no gap in serving).
+    # "recreate": the old containers are stopped as part of the deploy (never two versions at once,
+    # and never 16 GPUs for one model during the switch; requests wait for a cold start).
+    deploy_strategy: Literal["rolling", "recreate"] = Field("rolling", alias="deployStrategy")
 
 
 # Config keys InfraSettings reads, by their stack-file spelling.

@@ -4,9 +4,12 @@ Inputs:  module (e.g. "serving.app"), app_name, environment, module_env (environ
          module reads at import, e.g. its serialized config), source_digest (a digest of the module's
          source, so a code change redeploys), redeploy_triggers (any JSON object; a change redeploys,
          and the module never sees it), web_endpoint (which web endpoint's URL is `web_url`;
-         optional when the app has exactly one), timeout_seconds.
-Outputs: the inputs, plus app_id, deployment_version, web_url, web_urls ({endpoint: url}, endpoints
-         named "function" or "Class.method").
+         optional when the app has exactly one), timeout_seconds, strategy ("rolling": new
+         containers take over while the old ones drain; "recreate": the old ones are stopped as
+         part of the deploy), tag and commit (what the next deploy carries, see below).
+Outputs: the inputs, plus app_id, deployment_version, deployed_at (ISO 8601, UTC), web_url,
+         web_urls ({endpoint: url}, endpoints named "function" or "Class.method"), and
+         stack_deployment_version (the version this resource's last deploy made).
 Id:      "<environment>/<app_name>" (what `pulumi import` takes).
 
 Deploying runs `python -m providers.runner deploy` (see runner.py) in a child process that imports
@@ -17,6 +20,9 @@ app deployed by hand or by an earlier `up` that failed half-way.
 What changes do: module, module_env, source_digest or redeploy_triggers redeploy the same app in
 place (a new deployment version, same app id); app_name or environment replace it (the new one is
 deployed, then the old one stopped). web_endpoint and timeout_seconds change nothing on Modal.
+tag, commit and strategy are never diffed: they say how the next deploy is made (the tag is Modal's
+deployment tag, shown by `modal app history`), and a new commit alone is no reason to deploy; the
+outputs keep those of the deployment this resource made.
 
 redeploy_triggers is for what the module does not read but its containers depend on, e.g. a digest
 of a Modal secret's values (a running container reads its secrets once, at start). Its values may be
@@ -24,18 +30,23 @@ Pulumi secrets: the engine marks each output key secret whose input was, so a se
 module_env free of secrets, and the module's config readable in state and in `pulumi preview --diff`.
 
 `read` looks the deployment up by name: a stopped app shows as gone, and the next `up` deploys it.
+A deployment version other than stack_deployment_version was made by someone else (a `modal deploy`
+by hand, a `modal app rollback`): `pulumi refresh` shows it as a changed deployment_version, and the
+diff of the next `up` reports the app changed, whose update deploys the declared config again.
 `delete` stops the app (its containers end; its volumes and secrets are untouched).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import modal
 import pulumi
 import pydantic
 from modal.exception import NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+
+from serving.modal_rules import check_deployment_tag
 
 from .base import (
     EnvironmentName,
@@ -49,7 +60,7 @@ from .base import (
     split_id,
     strip_internal,
 )
-from .modal_internals import deployment_info
+from .deployments import deployment_info
 from .module_runs import ModuleEnv, ModulePath
 from .retry import modal_call
 from .supervisor import format_elapsed, run_with_retries
@@ -69,8 +80,10 @@ FIELDS = (
 REPLACE_ON = ("app_name", "environment")
 # Inputs whose change means a new deployment of the same app.
 REDEPLOY_ON = ("module", "module_env", "source_digest", "redeploy_triggers")
+# How each deploy is made, never a reason for one: not diffed.
+DEPLOY_METADATA = ("tag", "commit", "strategy")
 # Outputs of a deployment.
-DEPLOYMENT_OUTPUTS = ("app_id", "deployment_version", "web_url", "web_urls")
+DEPLOYMENT_OUTPUTS = ("app_id", "deployment_version", "deployed_at", "web_url", "web_urls", "stack_deployment_version")
 # Image builds of a large serving image can take a while the first time.
 DEFAULT_TIMEOUT_SECONDS = 3600
 MAX_TIMEOUT_SECONDS = 6 * 3600
@@ -88,6 +101,9 @@ class AppInputs(InputModel):
     redeploy_triggers: dict[str, Any] = {}
     web_endpoint: str | None = None
     timeout_seconds: int = pydantic.Field(DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
+    strategy: Literal["rolling", "recreate"] = "rolling"
+    tag: Annotated[str, pydantic.AfterValidator(check_deployment_tag)] = ""
+    commit: str = ""
 
 
 def _where(app_name: str, environment: str) -> str:
@@ -102,18 +118,32 @@ def _web_url(web_urls: dict[str, str], web_endpoint: str | None) -> str:
 
 
 def _deployment_outputs(deployment: dict[str, Any], web_endpoint: str | None) -> dict[str, Any]:
-    """DEPLOYMENT_OUTPUTS of a deployment (as `deployment_info` returns it, or as old outputs hold it)."""
+    """What Modal says of a deployment (as `deployment_info` returns it, or as old outputs hold it)."""
     web_urls = dict(deployment.get("web_urls") or {})
     return {
         "app_id": deployment.get("app_id"),
         "deployment_version": deployment.get("deployment_version"),
+        "deployed_at": deployment.get("deployed_at", ""),
         "web_urls": web_urls,
         "web_url": _web_url(web_urls, web_endpoint),
     }
 
 
-def _outputs(inputs: AppInputs, deployment: dict[str, Any]) -> dict[str, Any]:
-    return {**inputs.model_dump(mode="json"), **_deployment_outputs(deployment, inputs.web_endpoint)}
+def _deployed_outputs(inputs: AppInputs, deployment: dict[str, Any]) -> dict[str, Any]:
+    """The outputs after this resource deployed `inputs` as `deployment`."""
+    return {
+        **inputs.model_dump(mode="json"),
+        **_deployment_outputs(deployment, inputs.web_endpoint),
+        "stack_deployment_version": deployment.get("deployment_version"),
+    }
+
+
+def drifted(outputs: dict[str, Any]) -> bool:
+    """Whether the live deployment (as the last refresh saw it) is not the one this resource made."""
+    # Pulumi numbers travel as floats: 3.0 is version 3.
+    ours, live = outputs.get("stack_deployment_version"), outputs.get("deployment_version")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (ours, live))
+    return numbers and ours != live
 
 
 def _check_web_endpoint(inputs: AppInputs, web_urls: dict[str, str], *, just_deployed: bool) -> None:
@@ -137,7 +167,8 @@ def _deploy(inputs: AppInputs) -> dict[str, Any]:
     progress(f"deploying {where} from {inputs.module} (timeout {format_elapsed(inputs.timeout_seconds)})")
     deployment = run_with_retries(
         "deploy",
-        {"module": inputs.module, "app_name": inputs.app_name, "environment": inputs.environment},
+        {"module": inputs.module, "app_name": inputs.app_name, "environment": inputs.environment,
+         "tag": inputs.tag, "strategy": inputs.strategy},  # fmt: skip
         inputs.module_env,
         label=f"deploy {inputs.app_name}",
         what=f"deploy of {where}",
@@ -153,13 +184,18 @@ class AppProvider(ModalProvider):
     inputs_model = AppInputs
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return precise_diff(olds, news, FIELDS, replace_on=REPLACE_ON, stables=("app_id",))
+        result = precise_diff(olds, news, FIELDS, replace_on=REPLACE_ON, stables=("app_id",))
+        if drifted(olds) and not result.replaces:
+            # Someone else's deployment is live: the update deploys the declared config again.
+            result.changed.append("deployment_version")
+            result.changes = True
+        return result
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = self.validated(props)
         assert isinstance(inputs, AppInputs)
         deployment = _deploy(inputs)
-        return CreateResult(join_id(inputs.environment, inputs.app_name), _outputs(inputs, deployment))
+        return CreateResult(join_id(inputs.environment, inputs.app_name), _deployed_outputs(inputs, deployment))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         current = strip_internal(props)
@@ -176,17 +212,27 @@ class AppProvider(ModalProvider):
             # program's module, module_env, source_digest and triggers redeploys once, then tracks them.
             recovered = {"app_name": app_name, "environment": environment}
             return ReadResult(id_, {**recovered, **_deployment_outputs(deployment, None)}, recovered)
-        return ReadResult(id_, {**current, **_deployment_outputs(deployment, current.get("web_endpoint"))})
+        outputs = {**current, **_deployment_outputs(deployment, current.get("web_endpoint"))}
+        if drifted(outputs):
+            progress(
+                f"{_where(app_name, environment)}: version {int(outputs['deployment_version'])} is live, not "
+                f"version {int(outputs['stack_deployment_version'])} that this stack deployed (a `modal deploy` "
+                "by hand or a `modal app rollback`); the next `pulumi up` deploys the declared config again"
+            )
+        return ReadResult(id_, outputs)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         inputs = self.validated(news)
         assert isinstance(inputs, AppInputs)
         new_values = inputs.model_dump(mode="json")
-        if any(olds.get(name) != new_values.get(name) for name in REDEPLOY_ON):
-            return UpdateResult(_outputs(inputs, _deploy(inputs)))
-        # web_endpoint or timeout_seconds only: nothing to do on Modal.
+        if drifted(olds) or any(olds.get(name) != new_values.get(name) for name in REDEPLOY_ON):
+            return UpdateResult(_deployed_outputs(inputs, _deploy(inputs)))
+        # web_endpoint or timeout_seconds only: nothing to do on Modal. The deployment stays the
+        # one made with the old tag, commit and strategy.
         _check_web_endpoint(inputs, olds.get("web_urls") or {}, just_deployed=False)
-        return UpdateResult(_outputs(inputs, olds))
+        kept = {name: olds.get(name, "") for name in DEPLOY_METADATA}
+        return UpdateResult({**_deployed_outputs(inputs, olds), **kept,
+                             "stack_deployment_version": olds.get("stack_deployment_version")})  # fmt: skip
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         if props.get("app_name"):
@@ -220,10 +266,15 @@ class ModalAppDeployment(Resource, module="modal", name="AppDeployment"):
     redeploy_triggers: pulumi.Output[dict]
     web_endpoint: pulumi.Output[str]
     timeout_seconds: pulumi.Output[int]
+    strategy: pulumi.Output[str]
+    tag: pulumi.Output[str]
+    commit: pulumi.Output[str]
     app_id: pulumi.Output[str]
     deployment_version: pulumi.Output[int]
+    deployed_at: pulumi.Output[str]
     web_url: pulumi.Output[str]
     web_urls: pulumi.Output[dict]
+    stack_deployment_version: pulumi.Output[int]
 
     def __init__(
         self,
@@ -237,6 +288,9 @@ class ModalAppDeployment(Resource, module="modal", name="AppDeployment"):
         redeploy_triggers: pulumi.Input[dict] | None = None,
         web_endpoint: pulumi.Input[str] | None = None,
         timeout_seconds: pulumi.Input[int] = DEFAULT_TIMEOUT_SECONDS,
+        strategy: pulumi.Input[str] = "rolling",
+        tag: pulumi.Input[str] = "",
+        commit: pulumi.Input[str] = "",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
@@ -248,6 +302,9 @@ class ModalAppDeployment(Resource, module="modal", name="AppDeployment"):
             "redeploy_triggers": redeploy_triggers if redeploy_triggers is not None else {},
             "web_endpoint": web_endpoint,
             "timeout_seconds": timeout_seconds,
+            "strategy": strategy,
+            "tag": tag,
+            "commit": commit,
             **dict.fromkeys(DEPLOYMENT_OUTPUTS),
         }
         super().__init__(AppProvider(), resource_name, props, opts)

@@ -2,9 +2,12 @@
 
 Inputs:  module (e.g. "serving.app"), function, environment, module_env (environment variables the
          module reads at import), triggers (any JSON object; a change re-runs the job), artifact
-         ({volume, path} that a successful run leaves behind), timeout_seconds, require_ok.
+         ({volume, path} that a successful run leaves behind), timeout_seconds, require_ok,
+         first_run_note (printed by the preview, and the `up`, that will run the job the first time:
+         what a reader should know about that run; never diffed).
 Outputs: the inputs, plus artifact_present, function_call_id, run_app_id, duration_seconds,
-         completed_at.
+         completed_at, result (what the function returned, as JSON: it lands in state and outputs
+         in plaintext, so a job function returns no secret).
 Id:      the function call id of the run that succeeded.
 
 How it runs: `create` starts `python -m providers.runner run` (runner.py; supervisor.py follows it),
@@ -37,7 +40,7 @@ from typing import Any
 import pulumi
 import pydantic
 from modal.exception import NotFoundError
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
 from .base import (
     EnvironmentName,
@@ -61,7 +64,7 @@ FIELDS = ("module", "function", "environment", "module_env", "triggers", "artifa
 # Inputs whose change means another job, hence a new run.
 REPLACE_ON = ("module", "function", "environment", "triggers", "artifact")
 # Outputs of a run, which an in-place update (no run) carries over unchanged.
-RUN_OUTPUTS = ("artifact_present", "function_call_id", "run_app_id", "duration_seconds", "completed_at")
+RUN_OUTPUTS = ("artifact_present", "function_call_id", "run_app_id", "duration_seconds", "completed_at", "result")
 # A Modal function tag: a Python identifier (class methods are not jobs).
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Long enough for a 700 GB download on a slow day; Modal caps a function at 24 h anyway.
@@ -99,6 +102,7 @@ class JobInputs(InputModel):
     artifact: Artifact | None = None
     timeout_seconds: int = pydantic.Field(DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
     require_ok: bool = False
+    first_run_note: str = ""
 
     @pydantic.field_validator("function")
     @classmethod
@@ -151,6 +155,13 @@ def _outputs(inputs: JobInputs, run: dict[str, Any]) -> dict[str, Any]:
 class JobProvider(ModalProvider):
     inputs_model = JobInputs
 
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        result = super().check(olds, news)
+        note = news.get("first_run_note")
+        if not strip_internal(olds) and isinstance(note, str) and note and not result.failures:
+            progress(f"job {news.get('module')}.{news.get('function')}, first run: {note}")  # a create
+        return result
+
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         diff = precise_diff(olds, news, FIELDS, replace_on=REPLACE_ON, stables=RUN_OUTPUTS[1:])
         if olds.get("artifact_present") is False and "artifact" not in diff.replaces:
@@ -190,6 +201,7 @@ class JobProvider(ModalProvider):
             "run_app_id": details.get("app_id"),
             "duration_seconds": details.get("duration_seconds"),
             "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "result": details.get("result"),
         }
         progress(f"{what}: done in {format_elapsed(float(details.get('duration_seconds') or 0))}")
         return CreateResult(details["function_call_id"], _outputs(inputs, run))
@@ -236,11 +248,13 @@ class ModalJob(Resource, module="modal", name="Job"):
     artifact: pulumi.Output[dict]
     timeout_seconds: pulumi.Output[int]
     require_ok: pulumi.Output[bool]
+    first_run_note: pulumi.Output[str]
     artifact_present: pulumi.Output[bool]
     function_call_id: pulumi.Output[str]
     run_app_id: pulumi.Output[str]
     duration_seconds: pulumi.Output[float]
     completed_at: pulumi.Output[str]
+    result: pulumi.Output[Any]
 
     def __init__(
         self,
@@ -254,6 +268,7 @@ class ModalJob(Resource, module="modal", name="Job"):
         artifact: pulumi.Input[dict] | None = None,
         timeout_seconds: pulumi.Input[int] = DEFAULT_TIMEOUT_SECONDS,
         require_ok: pulumi.Input[bool] = False,
+        first_run_note: pulumi.Input[str] = "",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
@@ -265,6 +280,7 @@ class ModalJob(Resource, module="modal", name="Job"):
             "artifact": artifact,
             "timeout_seconds": timeout_seconds,
             "require_ok": require_ok,
+            "first_run_note": first_run_note,
             **dict.fromkeys(RUN_OUTPUTS),
         }
         super().__init__(JobProvider(), resource_name, props, opts)

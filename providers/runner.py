@@ -8,7 +8,7 @@ stack's config with the next resource's and could never be re-imported with othe
 can be killed when a job outlives its timeout.
 
     python -m providers.runner run    --module M --function F --environment E
-    python -m providers.runner deploy --module M --app-name N --environment E
+    python -m providers.runner deploy --module M --app-name N --environment E [--tag T] [--strategy S]
 
 - The module's own settings (`module_env`, e.g. {"APP_CONFIG": "<json>"}) arrive in the
   child's ENVIRONMENT, not in argv: they can be large, argv is visible to every user of the machine
@@ -21,7 +21,7 @@ can be killed when a job outlives its timeout.
 - It imports M, finds its `modal.App` (the attribute `app`, or the only App in the module), then
   - `run`: starts the app ephemerally (`with app.run(environment_name=E)`), spawns F with no
     arguments, and waits for its result. Nothing needs to be deployed first.
-  - `deploy`: `app.deploy(name=N, environment_name=E)`, then looks the deployment up by name for its
+  - `deploy`: `app.deploy(name=N, environment_name=E, tag=T, strategy=S)`, then looks the deployment up by name for its
     app id, deployment version and the URLs of its web endpoints.
 - It prints human progress lines (`say`), then its result line (module_runs.py): {"ok": true, ...}
   with exit status 0, or a RunnerFailure with exit status 1.
@@ -45,7 +45,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from providers.modal_internals import app_functions, deployment_info
+from providers.deployments import deployment_info
 from providers.module_runs import (
     PHASE_DEPLOY,
     PHASE_IMPORT,
@@ -85,6 +85,13 @@ def find_app(module: Any, module_name: str) -> Any:
         return apps[0]
     found = "no modal.App" if not apps else f"{len(apps)} modal.App objects and none named `app`"
     raise RunnerFailure(f"module {module_name!r} has {found}", phase=PHASE_IMPORT)
+
+
+def module_functions(module: Any) -> dict[str, Any]:
+    """The module's Modal functions by their name in it (a class's methods are not among them)."""
+    import modal
+
+    return {name: value for name, value in vars(module).items() if isinstance(value, modal.Function)}
 
 
 def import_app(module_name: str) -> Any:
@@ -128,7 +135,7 @@ def _raise_interrupted(_signum: int, _frame: Any) -> None:
 def run_function(module_name: str, function_name: str, environment: str) -> dict[str, Any]:
     """Run `function_name` of the module's app once, ephemerally, and wait for its result."""
     app = import_app(module_name)
-    functions = app_functions(app)
+    functions = module_functions(sys.modules[module_name])
     function = functions.get(function_name)
     if function is None:
         known = ", ".join(sorted(functions)) or "none"
@@ -177,12 +184,12 @@ def run_function(module_name: str, function_name: str, environment: str) -> dict
     }
 
 
-def deploy_app(module_name: str, app_name: str, environment: str) -> dict[str, Any]:
+def deploy_app(module_name: str, app_name: str, environment: str, tag: str, strategy: str) -> dict[str, Any]:
     app = import_app(module_name)
     started_at = time.monotonic()
     say(f"deploying app {app_name!r} to environment {environment!r}")
     try:
-        app.deploy(name=app_name, environment_name=environment)
+        app.deploy(name=app_name, environment_name=environment, tag=tag, strategy=strategy)
         info = deployment_info(app_name, environment)
     except _Interrupted:
         raise RunnerFailure("stopped by the provider (timeout)", phase=PHASE_DEPLOY) from None
@@ -207,6 +214,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     deploy.add_argument("--module", required=True)
     deploy.add_argument("--app-name", required=True)
     deploy.add_argument("--environment", required=True)
+    deploy.add_argument("--tag", default="")
+    deploy.add_argument("--strategy", default="rolling", choices=("rolling", "recreate"))
     return parser.parse_args(argv)
 
 
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "run":
             details = run_function(args.module, args.function, args.environment)
         else:
-            details = deploy_app(args.module, args.app_name, args.environment)
+            details = deploy_app(args.module, args.app_name, args.environment, args.tag, args.strategy)
     except RunnerFailure as failure:
         emit_result(failure.result())
         return 1

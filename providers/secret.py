@@ -46,7 +46,7 @@ from .base import (
     progress,
     split_id,
 )
-from .modal_internals import secret_key_names, write_secret
+from .modal_internals import remove_secret_keys, secret_key_names
 from .retry import modal_call
 
 # Inputs whose change means another secret.
@@ -113,15 +113,25 @@ def _lookup(environment: str, name: str) -> Any | None:
     return modal_call(get, what=f"look up secret '{name}' in environment '{environment}'")
 
 
-def _write(inputs: SecretInputs, *, overwrite: bool) -> str | None:
-    """Create the secret, or with `overwrite` replace the whole of an existing one, in one call;
-    returns its id, or None when it exists and `overwrite` is False."""
+def _write(inputs: SecretInputs) -> tuple[str, bool]:
+    """Create the secret, or make the existing one of that name hold exactly the declared values (keys
+    no longer declared are removed; its id stays, so deployed apps keep finding it).
+    (its id, whether it existed). Safe to repeat: a retry after a partial write ends the same."""
+    values = dict(inputs.values)
 
-    def write() -> str | None:
+    def write() -> tuple[str, bool]:
         try:
-            return write_secret(inputs.name, inputs.values, environment=inputs.environment, overwrite=overwrite)
+            modal.Secret.objects.create(inputs.name, values, environment_name=inputs.environment)
+            existed = False
         except AlreadyExistsError:
-            return None
+            existed = True
+        secret = modal.Secret.from_name(inputs.name, environment_name=inputs.environment).hydrate()
+        if existed:
+            undeclared = set(secret_key_names(secret)) - set(values)
+            secret.update(values)
+            if undeclared:
+                remove_secret_keys(secret, undeclared)
+        return secret.object_id, existed
 
     return modal_call(write, what=f"write secret '{inputs.name}' in environment '{inputs.environment}'")
 
@@ -152,11 +162,9 @@ class SecretProvider(ModalProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = self.validated(props)
         where = f"secret '{inputs.name}' in environment '{inputs.environment}'"
-        # Create first (the one mutating call), so a name that exists shows up as AlreadyExists.
-        secret_id = _write(inputs, overwrite=False)
-        if secret_id is None:
-            progress(f"{where} already exists: adopting it and overwriting its values with the declared ones")
-            secret_id = _write(inputs, overwrite=True)
+        secret_id, existed = _write(inputs)
+        if existed:
+            progress(f"{where} already existed: adopted, its values overwritten with the declared ones")
         progress(f"{where} written ({len(inputs.values)} keys)")
         return CreateResult(join_id(inputs.environment, inputs.name), _outputs(inputs, secret_id))
 
@@ -192,7 +200,7 @@ class SecretProvider(ModalProvider):
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         inputs = self.validated(news)
-        secret_id = _write(inputs, overwrite=True)
+        secret_id, _existed = _write(inputs)
         progress(f"secret '{inputs.name}' in environment '{inputs.environment}' overwritten")
         return UpdateResult(_outputs(inputs, secret_id))
 

@@ -11,18 +11,20 @@ Every failure tells the operator what to run next.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from serving import commands
-from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, DeploymentConfig
+from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, WEIGHT_SENTINEL, DeploymentConfig
 from serving.log_redaction import LineSink, print_line
 
 if TYPE_CHECKING:
@@ -33,6 +35,18 @@ if TYPE_CHECKING:
 # `modal run` through the CONFIG_ENV_VAR environment variable (JSON of DeploymentConfig).
 FIX_DOWNLOAD = "run `modal run serving/app.py::download_model` (Pulumi-managed stack: `pulumi up`)"
 FIX_COMPILE = "run `modal run serving/app.py::compile_deepgemm` (Pulumi-managed stack: `pulumi up`)"
+# Kernels whose marker is still there but were built for other weights: Pulumi sees the marker and
+# would not run the compile job again by itself.
+FIX_RECOMPILE = (
+    "run `modal run serving/app.py::compile_deepgemm` (Pulumi-managed stack: `pulumi up --replace <URN>` "
+    "with the compile-kernels job's URN from `pulumi stack --show-urns`)"
+)
+
+# Where huggingface_hub's snapshot_download(local_dir=...) keeps what it knows of each file it wrote:
+# "<file>.metadata", whose first line is the commit the requested revision resolved to. The commit a
+# branch like `main` pointed at when the download ran is read from there, without asking the Hub.
+HUB_DOWNLOAD_METADATA_DIR = os.path.join(".cache", "huggingface", "download")
+_COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
 # Dummy-weights mode fetches what SGLang needs to build the model with random weights: configs,
@@ -110,6 +124,24 @@ def read_download_record(cfg: DeploymentConfig) -> dict | None:
     return _read_json(cfg.download_record_path)
 
 
+def snapshot_commit(cfg: DeploymentConfig) -> str | None:
+    """The commit the snapshot in cfg.model_path was downloaded at (its index's Hub metadata), or
+    None when the files did not come from snapshot_download(local_dir=...)."""
+    path = os.path.join(cfg.model_path, HUB_DOWNLOAD_METADATA_DIR, f"{WEIGHT_SENTINEL}.metadata")
+    try:
+        with open(path) as handle:
+            first_line = handle.readline().strip()
+    except OSError:
+        return None
+    return first_line if _COMMIT_HASH.fullmatch(first_line) else None
+
+
+def recorded_commit(cfg: DeploymentConfig) -> str | None:
+    """The commit the download record says the weights on the volume come from."""
+    record = read_download_record(cfg)
+    return record.get("commit") if isinstance(record, dict) else None
+
+
 def weights_present(cfg: DeploymentConfig) -> bool:
     """The sentinel exists and the completion record describes the weights this config asks for."""
     record = read_download_record(cfg)
@@ -133,7 +165,15 @@ def download(
     summary = {"path": cfg.model_path, "sentinel": cfg.sentinel_path, "weights": cfg.weights_inputs()}
     if weights_present(cfg):
         log(f"[download] {cfg.model.repo}@{cfg.model.revision} already in {cfg.model_path}; skipping")
-        return {**summary, "skipped": True, "attempts": 0}
+        return {**summary, "skipped": True, "attempts": 0, "commit": recorded_commit(cfg)}
+    if _adoptable_snapshot(cfg):
+        # Written by someone else's snapshot_download (e.g. the reference recipe): every shard its
+        # index names is there, so there is nothing to fetch. Only the completion record is ours.
+        _record_download(cfg, 0, now())
+        commit = recorded_commit(cfg)
+        log(f"[download] complete snapshot found in {cfg.model_path} (commit {commit or 'unknown'}): "
+            "recorded it, downloaded nothing")  # fmt: skip
+        return {**summary, "skipped": False, "adopted": True, "attempts": 0, "commit": commit}
 
     os.makedirs(cfg.model_path, exist_ok=True)
     log(f"[download] {cfg.model.repo}@{cfg.model.revision} ({cfg.model.weights} weights) -> {cfg.model_path}")
@@ -141,8 +181,22 @@ def download(
     _fetch(cfg, retrying, downloader, _snapshot_arguments(cfg, os.environ if environ is None else environ))
     attempts = retrying.statistics.get("attempt_number", 1)
     _record_download(cfg, attempts, now())
-    log(f"[download] done after {attempts} attempt(s)")
-    return {**summary, "skipped": False, "attempts": attempts}
+    commit = recorded_commit(cfg)
+    log(f"[download] done after {attempts} attempt(s); {cfg.model.revision} was commit {commit or 'unknown'}")
+    return {**summary, "skipped": False, "attempts": attempts, "commit": commit}
+
+
+def _adoptable_snapshot(cfg: DeploymentConfig) -> bool:
+    """A complete full-weights snapshot without a completion record of ours: the index and every shard
+    it names, holding at least the bytes it lists, and (when both are commits) of the pinned one. A
+    record of other weights means the config changed them: that is a download, not an adoption."""
+    if cfg.model.weights != "full" or read_download_record(cfg) is not None:
+        return False
+    shards = _shard_check(cfg)
+    if shards is None or shards.missing or shards.truncated:
+        return False
+    commit = snapshot_commit(cfg)
+    return commit is None or not _COMMIT_HASH.fullmatch(cfg.model.revision) or commit == cfg.model.revision
 
 
 def _snapshot_arguments(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -209,7 +263,12 @@ def _record_download(cfg: DeploymentConfig, attempts: int, finished_at: datetime
         )
     _write_json(
         cfg.download_record_path,
-        {"weights": cfg.weights_inputs(), "finished_at": finished_at.isoformat(), "attempts": attempts},
+        {
+            "weights": cfg.weights_inputs(),
+            "commit": snapshot_commit(cfg),
+            "finished_at": finished_at.isoformat(),
+            "attempts": attempts,
+        },
     )
 
 
@@ -224,6 +283,7 @@ def compile_marker(cfg: DeploymentConfig, argv: Sequence[str], finished_at: date
     """What the compile ran for; verify compares kernel_fingerprint against the current config."""
     return {
         "model": cfg.weights_inputs(),
+        "model_commit": recorded_commit(cfg),
         "gpu": cfg.hardware.modal_gpu,
         "sglang_version": cfg.sglang.version,
         "sglang_image": cfg.sglang.image,
@@ -235,9 +295,27 @@ def compile_marker(cfg: DeploymentConfig, argv: Sequence[str], finished_at: date
 
 
 def current_compile_marker(cfg: DeploymentConfig) -> dict | None:
-    """The marker of a finished compile for this config's kernel fingerprint, else None."""
+    """The marker of a finished compile for this config's kernel fingerprint and for the weights on
+    the volume, else None."""
+    marker = _fingerprint_marker(cfg)
+    return marker if marker is not None and _commit_mismatch(cfg, marker) is None else None
+
+
+def _fingerprint_marker(cfg: DeploymentConfig) -> dict | None:
     marker = _read_json(cfg.compile_marker_path)
-    return marker if marker is not None and marker.get("kernel_fingerprint") == cfg.kernel_fingerprint() else None
+    if not isinstance(marker, dict) or marker.get("kernel_fingerprint") != cfg.kernel_fingerprint():
+        return None
+    return marker
+
+
+def _commit_mismatch(cfg: DeploymentConfig, marker: dict) -> tuple[str, str] | None:
+    """(compiled for, on the volume) when the kernels were built for weights at another commit: a
+    revision like `main` moved and the weights were downloaded again. None when they agree or
+    either is unknown (a marker or record written before commits were recorded)."""
+    compiled, downloaded = marker.get("model_commit"), recorded_commit(cfg)
+    if compiled and downloaded and compiled != downloaded:
+        return compiled, downloaded
+    return None
 
 
 def kernels_present(cfg: DeploymentConfig) -> bool:
@@ -272,6 +350,10 @@ def compile_kernels(
         # A marker must only ever describe a finished compile; a forced run may fail half-way.
         os.remove(cfg.compile_marker_path)
 
+    legacy_marker = os.path.join(cfg.storage.kernels_mount, f".compiled-{cfg.model.directory}")
+    if os.path.exists(legacy_marker):
+        log(f"[compile] {legacy_marker} (the reference recipe's marker) names no SGLang release, GPU or settings, "
+            f"so it proves nothing about SGLang {cfg.sglang.version}: compiling")  # fmt: skip
     argv = list(argv) if argv is not None else commands.compile_command(cfg)
     # The server's environment (DeepGEMM cache dir, offline Hub, unbuffered Python, so the compiler's
     # progress reaches Modal's log as it happens rather than at exit).
@@ -339,34 +421,67 @@ def _verify_weights(cfg: DeploymentConfig, failures: list[str]) -> dict:
         report["shards"] = "skipped (dummy weights)"
         return report
 
-    index = _read_json(cfg.sentinel_path)
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
+    shards = _shard_check(cfg)
+    if shards is None:
         failures.append(f"weights: {cfg.sentinel_path} has no weight_map (truncated or corrupt); {FIX_DOWNLOAD}")
         return report
-
-    shards = sorted(set(weight_map.values()))
-    missing = [name for name in shards if not os.path.isfile(os.path.join(cfg.model_path, name))]
-    size_on_disk = sum(os.path.getsize(os.path.join(cfg.model_path, name)) for name in shards if name not in missing)
-    expected_size = (index.get("metadata") or {}).get("total_size")
-    report.update(shards=len(shards), missing_shards=len(missing), size_bytes=size_on_disk, index_bytes=expected_size)
-    if missing:
+    report.update(shards=len(shards.names), missing_shards=len(shards.missing), size_bytes=shards.size_on_disk,
+                  index_bytes=shards.expected_size)  # fmt: skip
+    if shards.missing:
+        missing = shards.missing
         shown = ", ".join(missing[:MISSING_SHARDS_SHOWN]) + (" ..." if len(missing) > MISSING_SHARDS_SHOWN else "")
-        failures.append(f"weights: {len(missing)} of {len(shards)} shards missing ({shown}); {FIX_DOWNLOAD}")
-    elif isinstance(expected_size, int) and size_on_disk < expected_size:
-        # Each shard holds its tensors plus a small header, so the files can only be larger.
+        failures.append(f"weights: {len(missing)} of {len(shards.names)} shards missing ({shown}); {FIX_DOWNLOAD}")
+    elif shards.truncated:
         failures.append(
-            f"weights: shards hold {size_on_disk} bytes but the index lists {expected_size} bytes of tensors "
-            f"(truncated files); {FIX_DOWNLOAD}"
+            f"weights: shards hold {shards.size_on_disk} bytes but the index lists {shards.expected_size} bytes of "
+            f"tensors (truncated files); {FIX_DOWNLOAD}"
         )
     return report
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardCheck:
+    """The shards a snapshot's index names, against what is on disk."""
+
+    names: list[str]
+    missing: list[str]
+    size_on_disk: int
+    expected_size: int | None  # the index's metadata.total_size: the bytes of tensors
+
+    @property
+    def truncated(self) -> bool:
+        # Each shard holds its tensors plus a small header, so the files can only be larger.
+        return not self.missing and isinstance(self.expected_size, int) and self.size_on_disk < self.expected_size
+
+
+def _shard_check(cfg: DeploymentConfig) -> ShardCheck | None:
+    """The index's shards against the files in cfg.model_path; None without a readable weight_map."""
+    index = _read_json(cfg.sentinel_path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        return None
+    names = sorted(set(weight_map.values()))
+    missing = [name for name in names if not os.path.isfile(os.path.join(cfg.model_path, name))]
+    size_on_disk = sum(os.path.getsize(os.path.join(cfg.model_path, name)) for name in names if name not in missing)
+    expected_size = (index.get("metadata") or {}).get("total_size")
+    return ShardCheck(names, missing, size_on_disk, expected_size if isinstance(expected_size, int) else None)
+
+
 def _verify_kernels(cfg: DeploymentConfig, failures: list[str]) -> dict:
     report: dict[str, Any] = {"marker": cfg.compile_marker_path, "kernel_fingerprint": cfg.kernel_fingerprint()}
-    marker = current_compile_marker(cfg)
-    if marker is not None:
-        report.update(compiled_at=marker.get("finished_at"), sglang_version=marker.get("sglang_version"))
+    marker = _fingerprint_marker(cfg)
+    mismatch = _commit_mismatch(cfg, marker) if marker is not None else None
+    if marker is not None and mismatch is None:
+        report.update(compiled_at=marker.get("finished_at"), sglang_version=marker.get("sglang_version"),
+                      model_commit=marker.get("model_commit"))  # fmt: skip
+        return report
+    if mismatch is not None:
+        compiled, downloaded = mismatch
+        failures.append(
+            f"kernels: compiled for {cfg.model.repo} at commit {compiled}, but the weights volume holds commit "
+            f"{downloaded} (model.revision '{cfg.model.revision}' moved and the weights were downloaded again); "
+            f"{FIX_RECOMPILE}"
+        )
         return report
 
     others = _other_markers(cfg)

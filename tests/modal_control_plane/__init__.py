@@ -23,7 +23,8 @@ Faults:        cp.fail_next(rpc, n=1, status=Status.UNAVAILABLE, message=...),
                The client retries some statuses itself: see client_retries.py.
 State:         cp.state.environments[env].{settings, secrets[name].values, volumes[name].files,
                apps[name]} (App: id, state, deployment_version, functions, classes, images,
-               image_env, web_urls, web_url); cp.state.ephemeral_apps; cp.app(name, environment).
+               image_env, web_urls, web_url, history/deployment: each version's tag, commit_info
+               and rollback_version); cp.state.ephemeral_apps; cp.app(name, environment).
                Helpers: create_environment, create_secret, secret_values, create_volume,
                put_file, remove_file, volume_files, read_file.
 Functions:     cp.script_function(tag, seconds=, result=, error=, writes=),

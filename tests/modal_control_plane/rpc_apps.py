@@ -16,6 +16,7 @@ Images are never built: each requested layer is recorded (`state.images`, and pe
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import re
 import sys
@@ -27,7 +28,7 @@ from grpclib import GRPCError, Status
 from modal_proto import api_pb2
 
 from .rpc_objects import ObjectRpcs
-from .state import IMAGE_BUILDER_VERSION, WORKSPACE, App, FunctionRecord, ImageLayer, Mount
+from .state import IMAGE_BUILDER_VERSION, WORKSPACE, App, Deployment, FunctionRecord, ImageLayer, Mount
 
 if TYPE_CHECKING:
     from .functions import FunctionRunner
@@ -172,14 +173,50 @@ class AppRpcs(ObjectRpcs):
                     raise GRPCError(Status.ALREADY_EXISTS, f"App '{request.name}' is already deployed")
                 app.name = request.name
                 app.state = "deployed"
-                app.deployment_version += 1
-                app.deployed_at = self.now()
+                commit_info = api_pb2.CommitInfo()
+                commit_info.CopyFrom(request.commit_info)
+                self._record_deployment(app, tag=request.deployment_tag, commit_info=commit_info)
                 env.apps[app.name] = app
             else:
                 app.state = APP_STATES.get(request.app_state, app.state)
         # Like Modal, the URL printed after "View Deployment:" is the app's dashboard page.
         page = f"https://modal.com/apps/{WORKSPACE}/{app.environment}/deployed/{app.name}"
         return api_pb2.AppPublishResponse(url=page, deployed_at=app.deployed_at)
+
+    def _record_deployment(self, app: App, *, tag: str, commit_info: object, rollback_version: int = 0) -> None:
+        app.deployment_version += 1
+        app.deployed_at = self.now()
+        app.history.append(
+            Deployment(
+                version=app.deployment_version,
+                deployed_at=app.deployed_at,
+                tag=tag,
+                commit_info=commit_info,
+                functions={tag_: copy.copy(record) for tag_, record in app.functions.items()},
+                classes=dict(app.classes),
+                rollback_version=rollback_version,
+            )
+        )
+
+    async def AppRollback(self, request: api_pb2.AppRollbackRequest) -> api_pb2.AppRollbackResponse:
+        """Like Modal: a new version that brings back the functions of an earlier one (version -1:
+        the one before the current), with that version's tag."""
+        with self.state.lock:
+            app = self._object(request.app_id, App, "App")
+            if app.state != "deployed":
+                raise GRPCError(Status.FAILED_PRECONDITION, f"App '{app.name}' is not deployed")
+            wanted = request.version if request.version > 0 else app.deployment_version - 1
+            target = next((d for d in app.history if d.version == wanted), None)
+            if target is None or wanted == app.deployment_version:
+                raise GRPCError(Status.NOT_FOUND, f"App '{app.name}' has no earlier version {wanted} to roll back to")
+            for tag, saved in target.functions.items():
+                record = app.functions.get(tag)
+                if record is not None:
+                    vars(record).update(vars(copy.copy(saved)))
+            app.classes = dict(target.classes)
+            self._record_deployment(app, tag=target.tag, commit_info=target.commit_info, rollback_version=wanted)
+        page = f"https://modal.com/apps/{WORKSPACE}/{app.environment}/deployed/{app.name}"
+        return api_pb2.AppRollbackResponse(url=page, deployed_at=app.deployed_at)
 
     async def AppStop(self, request: api_pb2.AppStopRequest) -> Empty:
         with self.state.lock:
@@ -227,8 +264,16 @@ class AppRpcs(ObjectRpcs):
         with self.state.lock:
             app = self._object(request.app_id, App, "App")
             history = [
-                api_pb2.AppDeploymentHistory(app_id=app.id, version=version, deployed_at=app.deployed_at)
-                for version in range(1, app.deployment_version + 1)
+                api_pb2.AppDeploymentHistory(
+                    app_id=app.id,
+                    version=deployment.version,
+                    deployed_at=deployment.deployed_at,
+                    tag=deployment.tag,
+                    commit_info=deployment.commit_info,
+                    rollback_version=deployment.rollback_version,
+                    rollback_allowed=deployment.version != app.deployment_version,
+                )
+                for deployment in app.history
             ]
         return api_pb2.AppDeploymentHistoryResponse(app_deployment_histories=history)
 

@@ -186,7 +186,10 @@ class ObjectRpcs:
         with self.state.lock:
             secret = self._object(request.secret_id, Secret, "Secret")
             for update in request.updates:
-                secret.values[update.key] = update.value
+                if update.HasField("value"):
+                    secret.values[update.key] = update.value
+                else:  # like Modal: an update without a value removes its key
+                    secret.values.pop(update.key, None)
         return Empty()
 
     async def SecretDelete(self, request: api_pb2.SecretDeleteRequest) -> Empty:

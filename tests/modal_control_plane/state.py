@@ -89,6 +89,20 @@ class FunctionRecord:
 
 
 @dataclass
+class Deployment:
+    """One version of a deployed app, as `modal app history` lists it; `functions` keeps what its
+    functions were (copies of their records), so a rollback can bring them back."""
+
+    version: int
+    deployed_at: float
+    tag: str
+    commit_info: Any | None  # api_pb2.CommitInfo, when the client sent one
+    functions: dict[str, FunctionRecord]
+    classes: dict[str, str]
+    rollback_version: int = 0  # the version a rollback restored, 0 for an ordinary deploy
+
+
+@dataclass
 class App:
     id: str
     name: str  # the deployment name, or the description of an ephemeral app
@@ -103,6 +117,12 @@ class App:
     mounts: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     stopped_at: float = 0.0
+    history: list[Deployment] = field(default_factory=list)  # oldest first
+
+    @property
+    def deployment(self) -> Deployment | None:
+        """The version serving now."""
+        return self.history[-1] if self.history else None
 
     @property
     def web_urls(self) -> dict[str, str]:

@@ -265,3 +265,40 @@ def test_modal_run_cli_in_a_subprocess_runs_the_function_and_ends(cp):
     assert "AppGetLogs" in cp.rpcs_called()
     assert all(app.state == "stopped" for env in cp.state.environments.values() for app in env.apps.values()
                if app.state != "deployed")  # fmt: skip
+
+
+def _modal_cli(cp: ControlPlane, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modal", *args], env=cp.subprocess_env(), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_tagged_deploys_their_history_and_a_rollback(cp):
+    sample_app.app.deploy(name="sample", tag="v1")
+    first_definition = cp.app("sample").functions["write_marker"].definition_id
+    sample_app.app.deploy(name="sample", tag="v2")
+    assert cp.app("sample").functions["write_marker"].definition_id != first_definition
+
+    rollback = _modal_cli(cp, "app", "rollback", "sample")  # to the version before the current one
+    history = _modal_cli(cp, "app", "history", "sample", "--json")
+
+    assert rollback.returncode == 0, rollback.stderr
+    app = cp.app("sample")
+    # A rollback is a new version, serving the functions (and carrying the tag) of the old one.
+    assert app.deployment_version == 3 and app.deployment.rollback_version == 1
+    assert app.functions["write_marker"].definition_id == first_definition
+    assert history.returncode == 0, history.stderr
+    rows = json.loads(history.stdout)
+    assert [(row["version"], row["tag"]) for row in rows] == [("v3", "v1"), ("v2", "v2"), ("v1", "v1")]
+    # The client sends the commit of the repository it deploys from.
+    assert app.deployment.commit_info.commit_hash
+
+
+def test_a_recreate_deploy_stops_the_old_containers(cp):
+    sample_app.app.deploy(name="sample")
+    mark = cp.mark()
+    sample_app.app.deploy(name="sample", strategy="recreate")
+
+    called = [rpc for rpc in cp.rpcs_called(since=mark) if rpc != "AppHeartbeat"]
+    # After publishing, the client lists the containers started before the deploy to stop them
+    # (none run here); a rolling deploy leaves them to drain.
+    assert called[called.index("AppPublish") + 1 :] == ["TaskList"]

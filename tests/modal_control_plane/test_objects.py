@@ -6,6 +6,8 @@ import modal
 import pytest
 from modal.exception import AlreadyExistsError, NotFoundError
 
+from providers.modal_internals import remove_secret_keys
+
 
 def test_client_hello_authenticates(modal_control_plane):
     modal.Client.from_env().hello()
@@ -123,6 +125,14 @@ def test_secret_update_merges_values(modal_control_plane):
     modal.Secret.from_name("hf").update({"B": "2"})
 
     assert modal_control_plane.secret_values("hf") == {"A": "1", "B": "2"}
+
+
+def test_secret_update_without_a_value_removes_the_key(modal_control_plane):
+    modal.Secret.objects.create("hf", {"A": "1", "B": "2"})
+    secret = modal.Secret.from_name("hf").hydrate()
+    remove_secret_keys(secret, ["B"])
+
+    assert modal_control_plane.secret_values("hf") == {"A": "1"}
 
 
 def test_secret_required_keys_are_checked(modal_control_plane):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import modal
@@ -148,6 +149,16 @@ def test_refresh_sees_redeploys_and_stops(modal_control_plane):
         redeployed = eng.refresh()
         assert redeployed.ok, redeployed.errors
         assert redeployed.outputs[URN]["deployment_version"] == 2
+        assert redeployed.outputs[URN]["stack_deployment_version"] == 1
+        server.wait_for_stdout(lambda line: "version 2 is live, not version 1 that this stack deployed" in line)
+
+        # The next up deploys the declared config again, in place.
+        mark = cp.mark()
+        restored = eng.up([app()])
+        assert restored.ok and restored.counts["update"] == 1, restored.errors
+        assert restored.outputs[URN]["deployment_version"] == restored.outputs[URN]["stack_deployment_version"] == 3
+        assert cp.rpcs_called(mark).count("AppPublish") == 1
+        assert eng.up([app()]).counts["same"] == 1
 
         modal.App.lookup(APP, environment_name=ENV).stop()
         stopped = eng.refresh()
@@ -157,6 +168,64 @@ def test_refresh_sees_redeploys_and_stops(modal_control_plane):
         back = eng.up([app()])
         assert back.ok and back.counts["create"] == 1
         assert cp.app(APP).state == "deployed"
+
+
+def test_each_deploy_carries_the_tag_and_strategy_and_a_new_tag_alone_deploys_nothing(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        mark = cp.mark()
+        up = eng.up([app(tag="abc123-dirty", commit="abc123", strategy="recreate")])
+        assert up.ok, up.errors
+        deployed = cp.app(APP)
+        assert deployed.deployment.tag == "abc123-dirty"
+        outputs = up.outputs[URN]
+        assert (outputs["tag"], outputs["commit"], outputs["strategy"]) == ("abc123-dirty", "abc123", "recreate")
+        assert outputs["deployed_at"] == datetime.fromtimestamp(deployed.deployed_at, UTC).isoformat(timespec="seconds")
+        # recreate: after publishing, the client looks for the old containers to stop them.
+        called = [rpc for rpc in cp.rpcs_called(mark) if rpc != "AppHeartbeat"]
+        assert "TaskList" in called[called.index("AppPublish") :]
+
+        mark = cp.mark()
+        new_commit = eng.up([app(tag="def456", commit="def456", strategy="recreate")])
+        assert new_commit.ok and new_commit.counts["same"] == 1
+        assert cp.calls_since(mark) == []
+        assert new_commit.outputs[URN]["tag"] == "abc123-dirty"  # still the deployment made with it
+
+        mark = cp.mark()
+        rolling = eng.up([app(tag="def456", commit="def456", strategy="rolling")])
+        assert rolling.ok and rolling.counts["same"] == 1
+        assert cp.calls_since(mark) == []  # the strategy is how the next deploy goes, not a reason for one
+        assert rolling.outputs[URN]["strategy"] == "recreate"  # the live deployment's
+
+        mark = cp.mark()
+        redeploy = eng.up([app(tag="def456", commit="def456", source_digest="sha256:two")])
+        assert redeploy.ok, redeploy.errors
+        assert cp.app(APP).deployment.tag == "def456" and redeploy.outputs[URN]["tag"] == "def456"
+        assert redeploy.outputs[URN]["strategy"] == "rolling"
+        assert "TaskList" not in cp.rpcs_called(mark)  # rolling: the old containers drain
+
+
+def test_a_rollback_shows_as_drift_and_the_next_up_deploys_the_declared_config(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([app(tag="one")]).ok
+        assert eng.up([app(tag="two", source_digest="sha256:two")]).ok
+        declared = cp.app(APP).functions["Web.*"].definition_id
+        rolled_back = subprocess.run([sys.executable, "-m", "modal", "app", "rollback", APP, "--env", ENV],
+                                     env=cp.subprocess_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert rolled_back.returncode == 0, rolled_back.stderr
+        assert cp.app(APP).functions["Web.*"].definition_id != declared
+
+        refreshed = eng.refresh()
+        assert refreshed.ok and refreshed.outputs[URN]["deployment_version"] == 3
+        assert eng.preview([app(tag="two", source_digest="sha256:two")]).counts["update"] == 1
+
+        up = eng.up([app(tag="two", source_digest="sha256:two")])
+        assert up.ok and up.counts["update"] == 1, up.errors
+        assert cp.app(APP).deployment_version == 4 and cp.app(APP).deployment.tag == "two"
+        assert up.outputs[URN]["stack_deployment_version"] == 4
 
 
 def test_import_reads_an_existing_deployment(modal_control_plane):
@@ -191,8 +260,9 @@ def test_deploy_survives_two_transient_failures(modal_control_plane):
         assert len([line for line in redeploy.stdout_lines if "transient failure" in line]) == 2
         assert cp.app(APP).deployment_version == 2
 
-        cp.fail_next("AppGetByDeploymentName", 2, Status.RESOURCE_EXHAUSTED, "rate limited")
+        cp.fail_next("AppGetOrCreate", 2, Status.RESOURCE_EXHAUSTED, "rate limited")  # App.lookup
         assert eng.refresh().ok
+        assert cp.pending_failures("AppGetOrCreate") == 0
 
         cp.fail_next("AppStop", 2, Status.RESOURCE_EXHAUSTED, "rate limited")
         destroyed = eng.destroy()

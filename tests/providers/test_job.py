@@ -291,6 +291,20 @@ def test_import_failure_names_the_cause(modal_control_plane):
         assert cp.mutating_calls() == []
 
 
+def test_the_first_run_note_is_printed_when_the_job_is_new_only(modal_control_plane):
+    cp = modal_control_plane
+    note = "old kernels prove nothing about this release"
+    with serve(cp) as server:
+        inputs = job(first_run_note=note).inputs
+        assert server.check(URN, inputs).failures == []  # a create: the engine hands no old inputs
+        server.wait_for_stdout(lambda line: line.endswith(f"write_artifact, first run: {note}"))
+        before = len(server.stdout_lines)
+        server.check(URN, inputs, olds=inputs)  # an existing job: nothing to say
+        time.sleep(0.2)
+        assert not any(note in line for line in server.stdout_lines[before:])
+    assert cp.calls == []
+
+
 def test_check_rejects_bad_inputs_per_property(modal_control_plane):
     cp = modal_control_plane
     with serve(cp) as server:

@@ -7,7 +7,6 @@ calls themselves are exercised against the local control plane by the secret, ap
 from __future__ import annotations
 
 import importlib
-import inspect
 from unittest import mock
 
 import grpclib
@@ -22,22 +21,19 @@ USED_BY = "providers/modal_internals.py (written for modal 1.6.4)"
 
 # (module, dotted attribute path) of each private or pinned attribute that module calls.
 ATTRIBUTES = [
-    ("modal", "Secret._create_deployed"),
     ("modal", "Secret._get_keys"),
-    ("modal", "App.registered_functions"),
     ("modal.client", "_Client.from_env"),
     ("modal.client", "_Client._stub"),
     ("modal._utils.async_utils", "synchronizer.create_blocking"),
 ]
 
-# The control-plane RPCs `deployment_info` calls through `_Client._stub`.
-RPCS = ["AppGetByDeploymentName", "AppGetLayout"]
+# The control-plane RPCs it calls through `_Client._stub`.
+RPCS = ["SecretUpdate", "AppGetLayout"]
 
-# message -> the fields `deployment_info` sets (requests) or reads (responses).
+# message -> the fields it sets (requests) or reads (responses).
 FIELDS = {
-    "AppGetByDeploymentNameRequest": {"name", "environment_name"},
-    "AppGetByDeploymentNameResponse": {"app_id", "lifecycle"},
-    "AppLifecycle": {"version"},
+    "SecretUpdateRequest": {"secret_id", "updates"},
+    "SecretUpdateRequest.Update": {"key", "value"},
     "AppGetLayoutRequest": {"app_id"},
     "AppGetLayoutResponse": {"app_layout"},
     "AppLayout": {"objects", "function_ids"},
@@ -54,10 +50,12 @@ def test_the_private_attributes_exist(module_name: str, path: str):
         value = getattr(value, part)
 
 
-def test_create_deployed_still_takes_environment_and_overwrite():
-    parameters = inspect.signature(modal.Secret._create_deployed).parameters
-    missing = {"deployment_name", "env_dict", "environment_name", "overwrite"} - set(parameters)
-    assert not missing, f"modal {modal.__version__}: Secret._create_deployed lost {sorted(missing)}, used by {USED_BY}"
+def test_an_update_without_a_value_still_means_remove_the_key():
+    # `remove_secret_keys` relies on `value` being optional (proto3 `optional`): unset, the key goes.
+    update = api_pb2.SecretUpdateRequest.Update(key="K")
+    assert not update.HasField("value"), (
+        f"modal {modal.__version__}: SecretUpdateRequest.Update.value is no longer optional ({USED_BY})"
+    )
 
 
 @pytest.mark.parametrize("rpc", RPCS)
@@ -70,7 +68,10 @@ def test_the_rpcs_exist_on_the_service_and_the_client_stub(rpc: str):
 
 @pytest.mark.parametrize(("message", "fields"), sorted(FIELDS.items()))
 def test_the_messages_have_the_fields_we_use(message: str, fields: set[str]):
-    descriptor = api_pb2.DESCRIPTOR.message_types_by_name.get(message)
+    outer, _, nested = message.partition(".")
+    descriptor = api_pb2.DESCRIPTOR.message_types_by_name.get(outer)
+    if descriptor is not None and nested:
+        descriptor = descriptor.nested_types_by_name.get(nested)
     assert descriptor is not None, f"modal {modal.__version__}: modal_proto has no message {message} ({USED_BY})"
     missing = fields - set(descriptor.fields_by_name)
     assert not missing, f"modal {modal.__version__}: {message} lost {sorted(missing)} ({USED_BY})"

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,7 @@ def test_deploy_reports_id_version_and_web_urls(modal_control_plane):
         "ok": True,
         "app_id": deployed.id,
         "deployment_version": 1,
+        "deployed_at": datetime.fromtimestamp(deployed.deployed_at, UTC).isoformat(timespec="seconds"),
         "web_urls": {"Web.serve": "https://control-plane-test--runner-app-web-serve.modal.run"},
         "duration_seconds": result["duration_seconds"],
     }
@@ -93,9 +95,16 @@ def test_module_env_travels_in_the_environment_never_in_argv(modal_control_plane
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "providers.runner" in cmdline:
+            if "providers.runner" not in cmdline:
+                continue
+            try:
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            # Only the child of this test: other runners (other tests, other checkouts) may be alive.
+            if cp.url.encode() in environ:
                 seen["argv has canary"] = CANARY in cmdline
-                seen["env has canary"] = CANARY.encode() in (proc / "environ").read_bytes()
+                seen["env has canary"] = CANARY.encode() in environ
         return {"ok": True}
 
     cp.on_function("write_artifact", inspect_runner)

@@ -71,12 +71,16 @@ def test_lifecycle_adopt_noop_update_and_destroy(modal_control_plane):
         mark = cp.mark()
         changed = eng.up([secret({"HF_TOKEN": "hf_two", "EXTRA": "x"})])
         assert changed.ok and changed.counts["update"] == 1  # a value change is an in-place update
-        assert mutating_rpcs(cp, mark) == ["SecretGetOrCreate"]
+        # Secret.objects.create finds it exists, Secret.update writes the declared values.
+        assert mutating_rpcs(cp, mark) == ["SecretGetOrCreate", "SecretUpdate"]
         assert cp.secret_values("hf") == {"HF_TOKEN": "hf_two", "EXTRA": "x"}
+        assert cp.state.environments[ENV].secrets["hf"].id == outputs["secret_id"]  # the same secret
 
+        mark = cp.mark()
         shrunk = eng.up([secret({"HF_TOKEN": "hf_two"})])
         assert shrunk.ok
         assert cp.secret_values("hf") == {"HF_TOKEN": "hf_two"}  # overwritten whole: EXTRA is gone
+        assert mutating_rpcs(cp, mark) == ["SecretGetOrCreate", "SecretUpdate", "SecretUpdate"]
 
         renamed = eng.up([secret({"HF_TOKEN": "hf_two"}, name="hf-v2")])
         assert renamed.ok and renamed.counts["replace"] == 1
@@ -92,7 +96,7 @@ def test_create_adopts_a_hand_made_secret_and_overwrites_it(modal_control_plane)
     with serve(cp) as server:
         up = engine(server).up([secret({"HF_TOKEN": "declared"})])
         assert up.ok, up.errors
-        server.wait_for_stdout(lambda line: "already exists: adopting it and overwriting its values" in line)
+        server.wait_for_stdout(lambda line: "already existed: adopted, its values overwritten" in line)
     assert cp.secret_values("hf") == {"HF_TOKEN": "declared"}
 
 
@@ -196,12 +200,18 @@ def test_every_mutating_call_survives_two_transient_failures(modal_control_plane
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
-        for values in ({"K": "create"}, {"K": "update"}):
-            cp.fail_next("SecretGetOrCreate", 2, status)
-            mark = cp.mark()
-            assert eng.up([secret(values)]).ok
-            assert cp.rpcs_called(mark) == ["SecretGetOrCreate"] * 3
-            assert cp.secret_values("hf") == values
+        cp.fail_next("SecretGetOrCreate", 2, status)
+        mark = cp.mark()
+        assert eng.up([secret({"K": "create"})]).ok
+        # Two failed creates, the create, the lookup of its id.
+        assert cp.rpcs_called(mark) == ["SecretGetOrCreate"] * 4
+        assert cp.secret_values("hf") == {"K": "create"}
+
+        cp.fail_next("SecretUpdate", 2, status)
+        mark = cp.mark()
+        assert eng.up([secret({"K": "update"})]).ok
+        assert cp.rpcs_called(mark).count("SecretUpdate") == 3
+        assert cp.secret_values("hf") == {"K": "update"}
 
         cp.fail_next("SecretDelete", 2, status)
         mark = cp.mark()

@@ -11,6 +11,7 @@ import datetime
 import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +26,9 @@ FIXED_NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 SHARD_COUNT = 3
 TENSOR_BYTES_PER_SHARD = 100
 SHARD_HEADER_BYTES = 16  # a safetensors file is header + tensors, so files are larger than the tensors
+# The commit `main` resolves to on the fake Hub, and the one it moves to.
+MAIN_COMMIT = "1f0c" + "a" * 36
+MOVED_MAIN_COMMIT = "7b2e" + "b" * 36
 
 
 def make_cfg(tmp_path: Path, **sections: dict) -> DeploymentConfig:
@@ -53,9 +57,11 @@ class FakeHub:
     """Stands in for huggingface_hub.snapshot_download: raises the scripted errors first, then writes
     a snapshot (index + shards + config, or only the JSON files when allow_patterns excludes shards)."""
 
-    def __init__(self, *errors: Exception):
+    def __init__(self, *errors: Exception, commit: str = MAIN_COMMIT):
         self.errors = list(errors)
+        self.commit = commit
         self.calls: list[dict] = []
+        self.fetched: list[str] = []  # files it had to transfer
 
     def __call__(self, **kwargs):
         self.calls.append(kwargs)
@@ -68,11 +74,19 @@ class FakeHub:
             "metadata": {"total_size": SHARD_COUNT * TENSOR_BYTES_PER_SHARD},
             "weight_map": {f"layers.{i}.weight": shard for i, shard in enumerate(shards)},
         }
-        (local_dir / "model.safetensors.index.json").write_text(json.dumps(index))
-        (local_dir / "config.json").write_text("{}")
+        files = {"model.safetensors.index.json": json.dumps(index).encode(), "config.json": b"{}"}
         if kwargs.get("allow_patterns") is None:
-            for shard in shards:
-                (local_dir / shard).write_bytes(b"\0" * (SHARD_HEADER_BYTES + TENSOR_BYTES_PER_SHARD))
+            files.update({shard: b"\0" * (SHARD_HEADER_BYTES + TENSOR_BYTES_PER_SHARD) for shard in shards})
+        for name, data in files.items():
+            # What snapshot_download(local_dir=...) keeps per file: commit, etag, timestamp. Like it, a
+            # file already there at this commit is not transferred again: a download resumes.
+            metadata = local_dir / jobs.HUB_DOWNLOAD_METADATA_DIR / f"{name}.metadata"
+            if (local_dir / name).exists() and metadata.exists() and metadata.read_text().startswith(self.commit):
+                continue
+            (local_dir / name).write_bytes(data)
+            self.fetched.append(name)
+            metadata.parent.mkdir(parents=True, exist_ok=True)
+            metadata.write_text(f"{self.commit}\netag-{len(data)}\n1767322800.0\n")
         return str(local_dir)
 
 
@@ -137,10 +151,75 @@ def test_download_fetches_the_pinned_snapshot_into_the_volume_and_records_it(tmp
         "weights": cfg.weights_inputs(),
         "skipped": False,
         "attempts": 1,
+        "commit": MAIN_COMMIT,
     }
     assert cfg.model_path == str(tmp_path / "model-cache" / "GLM-5.1-FP8")
     record = json.loads(Path(cfg.model_path, jobs.DOWNLOAD_RECORD).read_text())
-    assert record == {"weights": cfg.weights_inputs(), "finished_at": FIXED_NOW.isoformat(), "attempts": 1}
+    assert record == {"weights": cfg.weights_inputs(), "commit": MAIN_COMMIT, "finished_at": FIXED_NOW.isoformat(),
+                      "attempts": 1}  # fmt: skip
+
+
+def test_the_download_records_the_commit_a_branch_resolved_to_and_reports_it_when_skipping(tmp_path):
+    cfg = make_cfg(tmp_path, model={"revision": "main"})
+    download(cfg, FakeHub(commit=MAIN_COMMIT))
+
+    again = download(cfg, FakeHub(commit=MOVED_MAIN_COMMIT))
+
+    assert again["skipped"] is True and again["commit"] == MAIN_COMMIT  # what the volume holds
+    assert jobs.recorded_commit(cfg) == MAIN_COMMIT
+
+
+def recipe_snapshot(cfg: DeploymentConfig) -> None:
+    """What the reference recipe leaves: a snapshot_download into the volume, and no record of ours."""
+    FakeHub()(repo_id=cfg.model.repo, revision="main", local_dir=cfg.model_path, allow_patterns=None)
+
+
+def test_a_complete_snapshot_without_our_record_is_adopted_without_asking_the_hub(tmp_path):
+    cfg = make_cfg(tmp_path)
+    recipe_snapshot(cfg)
+    hub = FakeHub()
+
+    result = download(cfg, hub)
+
+    assert hub.calls == []
+    assert result["adopted"] is True and result["skipped"] is False  # the record is new: commit the volume
+    assert result["commit"] == MAIN_COMMIT
+    assert jobs.weights_present(cfg) and jobs.verify(cfg)["weights"]["missing_shards"] == 0
+
+
+def test_a_snapshot_missing_a_shard_is_completed_not_restarted(tmp_path):
+    cfg = make_cfg(tmp_path)
+    recipe_snapshot(cfg)
+    os.remove(Path(cfg.model_path, f"model-00002-of-{SHARD_COUNT:05d}.safetensors"))
+    hub = FakeHub()
+
+    result = download(cfg, hub)
+
+    assert len(hub.calls) == 1 and hub.fetched == [f"model-00002-of-{SHARD_COUNT:05d}.safetensors"]
+    assert "adopted" not in result and jobs.weights_present(cfg)
+
+
+def test_a_snapshot_of_another_pinned_commit_is_not_adopted(tmp_path):
+    cfg = make_cfg(tmp_path, model={"revision": MOVED_MAIN_COMMIT})
+    recipe_snapshot(cfg)  # at MAIN_COMMIT
+    hub = FakeHub(commit=MOVED_MAIN_COMMIT)
+
+    download(cfg, hub)
+
+    assert len(hub.calls) == 1 and jobs.recorded_commit(cfg) == MOVED_MAIN_COMMIT
+
+
+def test_a_snapshot_without_hub_metadata_records_no_commit(tmp_path):
+    cfg = make_cfg(tmp_path)
+
+    def copied_by_hand(**kwargs):  # e.g. files rsynced into the volume, not snapshot_download's work
+        FakeHub()(**kwargs)
+        for metadata in Path(kwargs["local_dir"], jobs.HUB_DOWNLOAD_METADATA_DIR).iterdir():
+            metadata.unlink()
+
+    result = download(cfg, copied_by_hand)
+
+    assert result["commit"] is None and jobs.recorded_commit(cfg) is None
 
 
 def test_download_skips_when_the_sentinel_and_record_exist(tmp_path):
@@ -366,6 +445,7 @@ def test_compile_writes_a_marker_of_what_it_compiled_for(tmp_path):
     marker = json.loads(Path(cfg.compile_marker_path).read_text())
     assert marker == {
         "model": {"repo": "zai-org/GLM-5.1-FP8", "revision": "0123abc", "weights": "full"},
+        "model_commit": MAIN_COMMIT,
         "gpu": "B200:8",
         "sglang_version": "0.5.23",
         "sglang_image": cfg.sglang.image,
@@ -400,6 +480,27 @@ def test_compile_skips_when_its_marker_matches_and_force_recompiles(tmp_path):
     with pytest.raises(jobs.CompileFailed):
         compile_kernels(cfg, FAILING_COMPILE, force=True)
     assert not os.path.exists(cfg.compile_marker_path)
+
+
+def test_weights_downloaded_again_at_a_moved_main_never_pair_with_the_old_kernels(tmp_path):
+    cfg = make_cfg(tmp_path, model={"revision": "main"})
+    set_up(cfg)
+    # The weights volume is emptied and the download runs again; `main` has moved meanwhile.
+    shutil.rmtree(cfg.model_path)
+    download(cfg, FakeHub(commit=MOVED_MAIN_COMMIT))
+
+    report = jobs.verify(cfg)
+    with pytest.raises(jobs.SetupIncomplete, match=MOVED_MAIN_COMMIT):
+        jobs.require_ready(cfg)  # the server refuses to start on them
+    recompiled = compile_kernels(cfg, SUCCEEDING_COMPILE)  # the marker's fingerprint alone does not skip it
+
+    assert report["ok"] is False
+    [failure] = report["failures"]
+    assert f"compiled for zai-org/GLM-5.1-FP8 at commit {MAIN_COMMIT}" in failure
+    assert f"holds commit {MOVED_MAIN_COMMIT}" in failure and "pulumi up --replace" in failure
+    assert recompiled["skipped"] is False
+    assert json.loads(Path(cfg.compile_marker_path).read_text())["model_commit"] == MOVED_MAIN_COMMIT
+    assert jobs.verify(cfg)["ok"] is True
 
 
 # --- verify -------------------------------------------------------------------------------------

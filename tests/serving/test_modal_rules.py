@@ -9,9 +9,11 @@ import pytest
 from modal._utils import name_utils
 
 from serving.modal_rules import (
+    check_deployment_tag,
     check_env_var_name,
     check_environment_name,
     check_object_name,
+    is_deployment_tag,
     is_env_var_name,
     is_environment_name,
     is_object_name,
@@ -37,6 +39,7 @@ def random_names(count: int = 1000) -> list[str]:
 def test_object_and_environment_names_follow_modal(name: str) -> None:
     assert is_object_name(name) == name_utils.is_valid_object_name(name)
     assert is_environment_name(name) == name_utils.is_valid_environment_name(name, allow_periods=False)
+    assert is_deployment_tag(name) == name_utils.is_valid_tag(name)
 
 
 @pytest.mark.parametrize("name", ["glm51-api-key\n", "prod\n"])
@@ -54,7 +57,12 @@ def test_environment_variable_names() -> None:
 def test_errors_name_the_value_and_the_rule() -> None:
     for check, value, words in ((check_object_name, "bad name!", "Modal object name"),
                                 (check_environment_name, "en-prod", "Modal environment name"),
-                                (check_env_var_name, "hf-token", "environment variable name")):  # fmt: skip
+                                (check_env_var_name, "hf-token", "environment variable name"),
+                                (check_deployment_tag, "v1 final", "Modal deployment tag")):  # fmt: skip
         with pytest.raises(ValueError, match=words) as error:
             check(value)
         assert repr(value) in str(error.value)
+
+
+def test_an_empty_deployment_tag_means_none() -> None:
+    assert check_deployment_tag("") == ""

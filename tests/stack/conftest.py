@@ -14,7 +14,15 @@ import pytest
 from tests.modal_control_plane import ControlPlane
 
 from .cli import CliWorld
-from .harness import FAST_PROVIDER_ENV, StackConfig, StackHarness, WebStandIn, api_keys_in, install_serving_functions
+from .harness import (
+    FAST_PROVIDER_ENV,
+    HubStandIn,
+    StackConfig,
+    StackHarness,
+    WebStandIn,
+    api_keys_in,
+    install_serving_functions,
+)
 
 
 @dataclass
@@ -24,6 +32,7 @@ class Rig:
     cp: ControlPlane
     web: WebStandIn
     world: CliWorld
+    hub: HubStandIn
 
     def harness(self, stack: str, config: StackConfig | None = None) -> StackHarness:
         return StackHarness(stack, self.world, self.cp, config)
@@ -40,10 +49,11 @@ def rig(backend_url: str | None = None) -> Iterator[Rig]:
     web = WebStandIn().start()
     cp = ControlPlane(web_url_of=web.url_for).start()
     web.api_keys = api_keys_in(cp)
-    install_serving_functions(cp)
+    hub = HubStandIn()
+    install_serving_functions(cp, hub)
     world = CliWorld(modal_env(cp), extra_env=FAST_PROVIDER_ENV, backend_url=backend_url)
     try:
-        yield Rig(cp, web, world)
+        yield Rig(cp, web, world, hub)
     finally:
         world.close()
         web.stop()

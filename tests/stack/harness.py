@@ -334,22 +334,44 @@ def mounted(cfg: DeploymentConfig, volumes: VolumeAccess, *mounts: str) -> Itera
         yield cfg.model_copy(update={"storage": cfg.storage.model_copy(update=storage)})
 
 
-# A snapshot as the Hub would deliver it: two tiny shards and the index mapping tensors to them.
+# A snapshot as the Hub would deliver it: two tiny shards and the index mapping tensors to them, at
+# the commit the requested revision resolves to.
 SHARDS = {"model-00001-of-00002.safetensors": b"shard-one", "model-00002-of-00002.safetensors": b"shard-two"}
+HUB_COMMIT = "c0ffee" + "5" * 34
 
 
-def fake_snapshot_download(*, local_dir: str, allow_patterns: list[str] | None = None, **_: Any) -> str:
-    """Stand-in for huggingface_hub.snapshot_download: writes a complete tiny snapshot."""
-    root = Path(local_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps({"architectures": ["GlmMoeDsaForCausalLM"]}))
-    weight_map = {f"layer.{i}.weight": name for i, name in enumerate(SHARDS)}
-    index = {"metadata": {"total_size": sum(len(v) for v in SHARDS.values())}, "weight_map": weight_map}
-    (root / WEIGHT_SENTINEL).write_text(json.dumps(index))
-    if allow_patterns is None:  # full weights; dummy mode fetches only *.json and friends
-        for name, data in SHARDS.items():
+class HubStandIn:
+    """Stands in for huggingface_hub.snapshot_download: writes a tiny snapshot at HUB_COMMIT, and per
+    file the metadata snapshot_download(local_dir=...) keeps (commit, etag, timestamp). Like it, a
+    file already there at that commit is not transferred again (a download resumes). `requests`
+    counts what would have gone to the Hub: the revision lookup of each call and each file fetched."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, *, local_dir: str, revision: str = "main", allow_patterns: list[str] | None = None,
+                 **_: Any) -> str:  # fmt: skip
+        root = Path(local_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        weight_map = {f"layer.{i}.weight": name for i, name in enumerate(SHARDS)}
+        index = {"metadata": {"total_size": sum(len(v) for v in SHARDS.values())}, "weight_map": weight_map}
+        files = {"config.json": json.dumps({"architectures": ["GlmMoeDsaForCausalLM"]}).encode(),
+                 WEIGHT_SENTINEL: json.dumps(index).encode()}  # fmt: skip
+        if allow_patterns is None:  # full weights; dummy mode fetches only *.json and friends
+            files.update(SHARDS)
+        fetched = [f"revision {revision}"]
+        for name, data in files.items():
+            metadata = root / jobs.HUB_DOWNLOAD_METADATA_DIR / f"{name}.metadata"
+            if (root / name).exists() and metadata.exists() and metadata.read_text().startswith(HUB_COMMIT):
+                continue
             (root / name).write_bytes(data)
-    return str(root)
+            metadata.parent.mkdir(parents=True, exist_ok=True)
+            metadata.write_text(f"{HUB_COMMIT}\netag-{len(data)}\n1767322800.0\n")
+            fetched.append(name)
+        with self._lock:
+            self.requests += fetched
+        return str(root)
 
 
 # The compiler stand-in: prints a line and exits 0, so serving.jobs writes its marker.
@@ -360,13 +382,13 @@ def _quiet(_line: str) -> None:
     """The jobs' log lines would go to Modal's log; here they would only clutter test output."""
 
 
-def install_serving_functions(cp: ControlPlane) -> None:
+def install_serving_functions(cp: ControlPlane, hub: HubStandIn) -> None:
     """Scripts the three setup functions of serving/app.py with the real serving.jobs logic."""
 
     def download(_args: tuple, _kwargs: dict, volumes: VolumeAccess) -> dict:
         cfg = running_config(cp, "download_model")
         with mounted(cfg, volumes, cfg.storage.weights_mount) as local:
-            return jobs.download(local, downloader=fake_snapshot_download, sleep=lambda _s: None, log=_quiet)
+            return jobs.download(local, downloader=hub, sleep=lambda _s: None, log=_quiet)
 
     def compile_kernels(_args: tuple, kwargs: dict, volumes: VolumeAccess) -> dict:
         cfg = running_config(cp, "compile_deepgemm")

@@ -21,7 +21,7 @@ import infra.resources
 from serving.config import DeploymentConfig
 
 from .conftest import Rig, rig
-from .harness import JOB_FUNCTIONS, JOBS, Edit, StackConfig, StackHarness
+from .harness import JOB_FUNCTIONS, JOBS, PROJECT, Edit, StackConfig, StackHarness
 from .harness import deployment_edits as deployment
 from .harness import secret_edit as secret
 
@@ -37,6 +37,10 @@ class Change:
     id: str
     edit: Edit
     expected: dict[str, str]  # resource -> "update" | "replace"; every other resource: "same"
+
+
+def infra_setting(key: str, value: object) -> Edit:
+    return lambda config: config.values.__setitem__(f"{PROJECT}:{key}", value)
 
 
 def source_change(config: StackConfig) -> None:
@@ -81,6 +85,9 @@ CHANGES = [
     Change("model-revision", deployment(model__revision="4b1d2c0ffee5"), RERUN_ALL),
     Change("weights-mode", deployment(model__weights="full"), RERUN_ALL),
     Change("model-repo", deployment(model__repo="zai-org/GLM-5.1-FP8-Rehearsal"), RERUN_ALL),
+    # How and with which tag the app is deployed: used by its next deploy, never a reason for one.
+    Change("deploy-strategy", infra_setting("deployStrategy", "recreate"), {}),
+    Change("deploy-tag", infra_setting("deployTag", "release-7"), {}),
 ]  # fmt: skip
 
 
