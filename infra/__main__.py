@@ -7,11 +7,13 @@
 2. declare the resources in dependency order (infra/resources.py): Modal environment, secrets and
    volumes, then the download -> compile -> verify jobs, then the app deployment, then the optional
    smoke test (infra/smoke.py);
-3. export the API's base URL, ids, names and smoke-test snippets (infra/exports.py).
+3. export the API's base URL, ids, names and smoke-test snippets (infra/exports.py);
+4. in a preview, say what the `up` would run on Modal and what it costs (infra/cost_preview.py).
 """
 
-from infra import exports, resources, settings
+from infra import cost_preview, exports, resources, settings
 
 stack_settings = settings.load()
 stack_resources = resources.declare(stack_settings)
 exports.export_all(stack_settings, stack_resources)
+cost_preview.declare_cost_preview(stack_settings, stack_resources)
