@@ -11,8 +11,8 @@ version is not known yet. So the program asks, in a preview, which of these outp
 Where it shows: one info line per run (`[cost] compile-kernels: runs compile_deepgemm on 8x B200:
 ...`), attached to that resource, and a total on the stack, which `pulumi preview` prints under
 "Diagnostics" (with or without `--diff`, and in the PR comment of pulumi/actions); and the stack
-output RUN_COST_OUTPUT, which a preview shows under "Outputs" and `pulumi preview --json` carries
-for scripts. After an `up` nothing is pending, so the stored output lists no runs (and a no-op
+output RUN_COST_OUTPUT, which a preview shows under "Outputs" and carries in its engine events
+(the stack's resource outputs event) for scripts. After an `up` nothing is pending, so the stored output lists no runs (and a no-op
 preview shows no change of it).
 
 How long: the job's last measured run (its `duration_seconds`, kept in the stack output
