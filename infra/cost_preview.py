@@ -12,8 +12,8 @@ Where it shows: one info line per run (`[cost] compile-kernels: runs compile_dee
 ...`), attached to that resource, and a total on the stack, which `pulumi preview` prints under
 "Diagnostics" (with or without `--diff`, and in the PR comment of pulumi/actions); and the stack
 output RUN_COST_OUTPUT, which a preview shows under "Outputs" and carries in its engine events
-(the stack's resource outputs event) for scripts. After an `up` nothing is pending, so the stored output lists no runs (and a no-op
-preview shows no change of it).
+(the stack's resource outputs event) for scripts. After an `up` nothing is pending, so the stored
+output lists no runs (and a no-op preview shows no change of it).
 
 How long: the job's last measured run (its `duration_seconds`, kept in the stack output
 JOB_SECONDS_OUTPUT, which the next preview reads back through a reference to this same stack),
