@@ -5,12 +5,14 @@ Which runs: the engine's own plan, not a second guess of it. A job whose step is
 replace (a changed trigger, an artifact a refresh found gone, or a new run of a job it depends on)
 has no id yet in a preview, and only those steps run the job; a job that only records a new config
 (`~ update`) or stays the same keeps its id. Likewise the app deploys exactly when its deployment
-version is not known yet. So the program asks, in a preview, which of these outputs are unknown
-(`_unknown`), which needs no Modal call and no provider code.
+version is not known yet (its one update that deploys nothing, of web_endpoint or timeout_seconds
+alone, is not one this program makes: both are constants in infra/resources.py). So the program
+asks, in a preview, which of these outputs are unknown (`_unknown`), which needs no Modal call and
+no provider code.
 
 Where it shows: one info line per run (`[cost] compile-kernels: runs compile_deepgemm on 8x B200:
 ...`), attached to that resource, and a total on the stack, which `pulumi preview` prints under
-"Diagnostics" (with or without `--diff`, and in the PR comment of pulumi/actions); and the stack
+"Diagnostics" (as does the PR comment of pulumi/actions; `--diff` writes them to stderr); and the stack
 output RUN_COST_OUTPUT, which a preview shows under "Outputs" and carries in its engine events
 (the stack's resource outputs event) for scripts. After an `up` nothing is pending, so the stored
 output lists no runs (and a no-op preview shows no change of it).

@@ -92,8 +92,9 @@ class AppliedStack:
     config: StackConfig
     # The copy of serving/ the program digests in this module, so a case can edit "the code".
     serving_source: Path
-    # The preview before the stack existed.
+    # The preview before the stack existed, as `pulumi preview` and as `pulumi preview --diff`.
     first_preview: StackRun
+    first_diff_preview: StackRun
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +106,10 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedStack]:
         patch.setattr(infra.resources, "SERVING_DIR", source)
         harness = running.harness("staging", config)
         first_preview = harness.preview()
+        first_diff_preview = harness.preview(diff=True)
         baseline = harness.up()
         assert baseline.ok, baseline.text
-        yield AppliedStack(running, harness, config, source, first_preview)
+        yield AppliedStack(running, harness, config, source, first_preview, first_diff_preview)
 
 
 def edit_serving_source(applied: AppliedStack) -> None:
@@ -125,6 +127,10 @@ def test_the_first_preview_prices_every_job_and_the_deploy(applied: AppliedStack
     assert "download-weights: runs download_model on 4 CPU cores, 32 GiB: 30s-5m (config range for dummy" in lines
     low, high = preview.outputs[RUN_COST_OUTPUT]["total_usd"]
     assert 0 < low < high
+    # With --diff the CLI writes the lines to stderr; the estimate is among the outputs on stdout.
+    diff = applied.first_diff_preview
+    assert diff.ok and diff.announced_runs == JOB_FUNCTIONS and diff.announced_deploy
+    assert "[cost] " in diff.outcome.stderr and "run_cost_estimate" in diff.outcome.stdout
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=[change.id for change in CHANGES])
