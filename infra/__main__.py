@@ -7,15 +7,17 @@
 2. declare the resources in dependency order (infra/resources.py): Modal environment, secrets and
    volumes, then the download -> compile -> verify jobs, then the app deployment, then the optional
    smoke test (infra/smoke.py);
-3. export the API's base URL, ids, names and smoke-test snippets (infra/exports.py).
+3. export the API's base URL, ids, names and smoke-test snippets (infra/exports.py);
+4. in a preview, say what the `up` would run on Modal and what it costs (infra/cost_preview.py).
 
 A production stack whose model revision is a branch gets a warning saying how to pin it
 (infra/revision_pin.py).
 """
 
-from infra import exports, resources, revision_pin, settings
+from infra import cost_preview, exports, resources, revision_pin, settings
 
 stack_settings = settings.load()
 revision_pin.warn_if_unpinned(stack_settings)
 stack_resources = resources.declare(stack_settings)
 exports.export_all(stack_settings, stack_resources)
+cost_preview.declare_cost_preview(stack_settings, stack_resources)

@@ -25,6 +25,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from infra.costs import COSTS_KEY, CostSettings, load_costs
 from providers.base import EnvironmentName
 from serving.config import DeploymentConfig, format_errors
 from serving.modal_rules import check_deployment_tag
@@ -105,6 +106,8 @@ class StackSettings:
     # Pulumi secrets: encrypted in state, masked in diffs and outputs.
     hf_token: pulumi.Output[str]
     api_key: pulumi.Output[str]
+    # `glm-modal:costs`: prices and durations of the preview's cost lines (infra/costs.py).
+    costs: CostSettings = CostSettings()
 
     @property
     def protect_volumes(self) -> bool:
@@ -132,6 +135,10 @@ def load(stack: str | None = None) -> StackSettings:
     infra = _infra(raw, problems)
     hf_token = _secret(raw, HF_TOKEN_KEY, stack, problems)
     api_key = _secret(raw, API_KEY_KEY, stack, problems)
+    costs, cost_problems = load_costs(
+        raw.get(COSTS_KEY), deployment.hardware.gpu_type if deployment else None, config_key(COSTS_KEY)
+    )
+    problems += cost_problems
 
     if hf_token is not None and not HF_TOKEN_SHAPE.fullmatch(hf_token):
         problems.append(
@@ -151,12 +158,14 @@ def load(stack: str | None = None) -> StackSettings:
     if problems:
         raise InvalidStackConfig(stack, problems)
     assert deployment is not None and infra is not None and hf_token is not None and api_key is not None
+    assert costs is not None
     return StackSettings(
         stack=stack,
         deployment=deployment,
         infra=infra,
         hf_token=pulumi.Output.secret(hf_token),
         api_key=pulumi.Output.secret(api_key),
+        costs=costs,
     )
 
 
@@ -228,7 +237,7 @@ def _deployment(value: Any, problems: list[str]) -> DeploymentConfig | None:
 
 
 def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
-    values = {key: value for key, value in raw.items() if key not in (DEPLOYMENT_KEY, *SECRET_KEYS)}
+    values = {key: value for key, value in raw.items() if key not in (DEPLOYMENT_KEY, COSTS_KEY, *SECRET_KEYS)}
     # Plain settings, never secrets: one set with --secret may hold a value meant for a secret key,
     # which the checks below would quote back. Reported without looking at the value.
     set_as_secret = [key for key in INFRA_KEYS if key in values and runtime_config.is_config_secret(config_key(key))]
@@ -250,7 +259,8 @@ def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
                 continue  # already reported
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
-                message = f"unknown setting (known: {', '.join((DEPLOYMENT_KEY, *INFRA_KEYS, *SECRET_KEYS))})"
+                known = (DEPLOYMENT_KEY, COSTS_KEY, *INFRA_KEYS, *SECRET_KEYS)
+                message = f"unknown setting (known: {', '.join(known)})"
             elif item["type"] == "missing":
                 message = "missing; set it in the stack file"
             elif item["type"] == "bool_type":

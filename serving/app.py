@@ -4,7 +4,8 @@
 #
 # 1. `download_model` (CPU) pulls the ~700 GB snapshot from Hugging Face into the weights volume.
 # 2. `compile_deepgemm` (8x B200) JIT-compiles DeepGEMM's FP8 kernels for exactly the server
-#    arguments we serve with, into the kernels volume, and records what it compiled for.
+#    arguments we serve with, into the kernels volume, and records what it compiled for. Its server
+#    run also fills the other JIT caches there (Triton, FlashInfer, ...: serving/jit_caches.py).
 # 3. `verify_setup` (CPU) checks both volumes against the current config.
 # 4. `Server` (8x B200) starts SGLang from the volumes, warms it up, and serves its OpenAI API.
 #
@@ -73,8 +74,8 @@ download_image = (
 
 # The serving image is the pinned SGLang release itself (never `:latest`: the launch command is only
 # known to parse for this release). Modal runs our code with the image's `python`; some CUDA base
-# images ship only `python3`, so link it if needed. The image environment carries the DeepGEMM cache
-# location (the kernels volume) and the config.
+# images ship only `python3`, so link it if needed. The image environment carries the locations of
+# the DeepGEMM cache and of every other JIT cache (all on the kernels volume) and the config.
 ENSURE_PYTHON_ON_PATH = 'RUN command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/python'
 
 sglang_image = (

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from serving import jit_caches
 from serving.config import DeploymentConfig, FlagSection, Speculative
 
 # Environment variable names, kept together so tests can check each against SGLang's registry.
@@ -104,6 +105,9 @@ def image_env(cfg: DeploymentConfig) -> dict[str, str]:
         HF_XET_HIGH_PERFORMANCE: "1",
         # DeepGEMM reads and writes its compiled kernels in the mounted cache volume.
         SGLANG_DG_CACHE_DIR: cfg.storage.kernels_mount,
+        # So do SGLang's other JIT caches and its libraries' (Triton, FlashInfer, ...): warmed by the
+        # compile job, reused by every server container (serving/jit_caches.py).
+        **jit_caches.cache_env(cfg.storage.kernels_mount),
     }
 
 

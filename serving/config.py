@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serving import jit_caches
 from serving.modal_rules import check_env_var_name, check_object_name
 from serving.versions import SGLANG_VERSION
 
@@ -131,6 +132,7 @@ RESERVED_ENV_VARS = ("PATH", "HOME", "USER", "SHELL", "PWD", "TMPDIR", "HOSTNAME
 RESERVED_ENV_VAR_PREFIXES = (
     "GLM_", "MODAL_", "SGLANG_", "HF_HUB_", "HF_XET_", "HF_HOME", "HF_DATASETS_", "TRANSFORMERS_", "PYTHON",
     "LD_", "CUDA_", "NCCL_", "NVIDIA_", "TORCH", "TRITON_", "FLASHINFER_", "DG_", "DEEPGEMM_", "TVM_", "OMP_",
+    "TILELANG_", "CUTE_DSL_",
     "XDG_", "SSL_", "REQUESTS_", "CURL_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
 )  # fmt: skip
 
@@ -601,15 +603,17 @@ class DeploymentConfig(_Section):
     def kernel_inputs(self) -> dict:
         """Inputs that change the compiled DeepGEMM kernels: only these re-run the compile job.
 
-        The weights, the GPUs and their split, the SGLang release, and the launch flags marked
-        SHAPES_KERNELS. Scaling, timeouts, unmarked flags (parsers, memory limits), the API key and
-        warmup do not shape kernels.
+        The weights, the GPUs and their split, the SGLang release, the JIT caches it fills
+        (serving/jit_caches.py), and the launch flags marked SHAPES_KERNELS. Scaling, timeouts,
+        unmarked flags (parsers, memory limits), the API key and warmup do not shape kernels.
         """
         return {
             "model": self.weights_inputs(),
             "gpu": self.hardware.modal_gpu,
             "parallelism": self.parallelism.model_dump(),
             "sglang": self.sglang.model_dump(),
+            # The JIT caches the compile warms on the kernels volume: another set needs another run.
+            "jit_caches": jit_caches.layout(),
             **self.launch.kernel_flags(),
         }
 

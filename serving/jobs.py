@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from serving import commands
+from serving import commands, jit_caches
 from serving.config import CONFIG_ENV_VAR, DOWNLOAD_RECORD, WEIGHT_SENTINEL, DeploymentConfig
 from serving.log_redaction import LineSink, print_line
 
@@ -289,6 +289,8 @@ def compile_marker(cfg: DeploymentConfig, argv: Sequence[str], finished_at: date
         "sglang_image": cfg.sglang.image,
         "kernel_fingerprint": cfg.kernel_fingerprint(),
         "kernel_inputs": cfg.kernel_inputs(),
+        # What the run left in each JIT cache on the volume (files per cache directory).
+        "jit_caches": jit_caches.inventory(cfg.storage.kernels_mount),
         "argv_sha256": argv_hash(argv),
         "finished_at": finished_at.isoformat(),
     }
@@ -374,7 +376,8 @@ def compile_kernels(
 
     marker = compile_marker(cfg, argv, now())
     _write_json(cfg.compile_marker_path, marker)
-    log(f"[compile] done; marker {cfg.compile_marker_path}")
+    warmed = ", ".join(f"{name} {count}" for name, count in marker["jit_caches"].items())
+    log(f"[compile] done; marker {cfg.compile_marker_path}; files in the JIT caches: {warmed}")
     return {**summary, "skipped": False}
 
 

@@ -119,7 +119,16 @@ def test_default_modal_knobs_are_the_recipes():
 
 def test_default_environment_is_the_recipes_minus_the_removed_spec_v2_switch():
     cfg = DeploymentConfig()
-    assert commands.image_env(cfg) == {"HF_XET_HIGH_PERFORMANCE": "1", "SGLANG_DG_CACHE_DIR": "/dg-cache"}
+    # The recipe's, plus the JIT caches beside DeepGEMM's on the kernels volume (serving/jit_caches.py).
+    assert commands.image_env(cfg) == {"HF_XET_HIGH_PERFORMANCE": "1", "SGLANG_DG_CACHE_DIR": "/dg-cache",
+                                       "SGLANG_CACHE_DIR": "/dg-cache/jit-cache",
+                                       "SGLANG_JIT_CACHE_DIR": "/dg-cache/jit-cache/jit",
+                                       "TRITON_CACHE_DIR": "/dg-cache/jit-cache/triton",
+                                       "TORCHINDUCTOR_CACHE_DIR": "/dg-cache/jit-cache/inductor",
+                                       "CUDA_CACHE_PATH": "/dg-cache/jit-cache/nv",
+                                       "TILELANG_CACHE_DIR": "/dg-cache/jit-cache/tilelang",
+                                       "FLASHINFER_WORKSPACE_BASE": "/dg-cache/jit-cache",
+                                       "CUTE_DSL_CACHE_DIR": "/dg-cache/jit-cache/cute_dsl"}  # fmt: skip
     assert commands.serve_env(cfg) == {**commands.image_env(cfg), "HF_HUB_OFFLINE": "1"}
 
 

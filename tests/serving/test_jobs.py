@@ -436,11 +436,25 @@ def test_compile_runs_with_the_serving_environment(tmp_path):
     assert lines == [f"{cfg.storage.kernels_mount} 1\n"]
 
 
+# A compile that builds what the server's start builds: a Triton kernel and a FlashInfer JIT op, each
+# where its library's environment variable says.
+WARMING_COMPILE = python_argv(
+    "import os, pathlib\n"
+    "triton = pathlib.Path(os.environ['TRITON_CACHE_DIR'], 'abc')\n"
+    "triton.mkdir(parents=True)\n"
+    "(triton / 'kernel.cubin').write_text('sm100')\n"
+    "ops = pathlib.Path(os.environ['FLASHINFER_WORKSPACE_BASE'], '.cache', 'flashinfer', '100', 'cached_ops')\n"
+    "ops.mkdir(parents=True)\n"
+    "(ops / 'norm.so').write_text('so')\n"
+    "print('compiled', flush=True)\n"
+)
+
+
 def test_compile_writes_a_marker_of_what_it_compiled_for(tmp_path):
     cfg = make_cfg(tmp_path, model={"revision": "0123abc"})
     download(cfg, FakeHub())
 
-    compile_kernels(cfg, SUCCEEDING_COMPILE)
+    compile_kernels(cfg, WARMING_COMPILE)
 
     marker = json.loads(Path(cfg.compile_marker_path).read_text())
     assert marker == {
@@ -451,10 +465,13 @@ def test_compile_writes_a_marker_of_what_it_compiled_for(tmp_path):
         "sglang_image": cfg.sglang.image,
         "kernel_fingerprint": cfg.kernel_fingerprint(),
         "kernel_inputs": json.loads(json.dumps(cfg.kernel_inputs())),
-        "argv_sha256": jobs.argv_hash(SUCCEEDING_COMPILE),
+        # The JIT caches its run warmed, on the kernels volume (FlashInfer's lives in the base directory).
+        "jit_caches": {".": 1, "cute_dsl": 0, "inductor": 0, "jit": 0, "nv": 0, "tilelang": 0, "triton": 1},
+        "argv_sha256": jobs.argv_hash(WARMING_COMPILE),
         "finished_at": FIXED_NOW.isoformat(),
     }
     assert Path(cfg.compile_marker_path).parent == tmp_path / "dg-cache"
+    assert (tmp_path / "dg-cache" / "jit-cache" / "triton" / "abc" / "kernel.cubin").is_file()
 
 
 def test_a_failed_compile_writes_no_marker_and_says_what_to_rerun(tmp_path):

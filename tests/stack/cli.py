@@ -213,8 +213,13 @@ class CliWorld:
         steps: dict[str, set[str]] = {}
         planned: dict[str, auto.events.StepEventStateMetadata] = {}
         lines: list[str] = []
+        # The stack's outputs as the program registered them: a preview's result has none, its events do.
+        stack_outputs: dict[str, object] = {}
 
         def on_event(event: auto.EngineEvent) -> None:
+            done = event.res_outputs_event
+            if done is not None and done.metadata.type == "pulumi:pulumi:Stack" and done.metadata.new is not None:
+                stack_outputs.update(done.metadata.new.outputs or {})
             pre = event.resource_pre_event
             # The stack itself and the default provider (which the engine updates whenever the
             # stack's config changes: it is configured with the whole config) are not ours to count.
@@ -238,7 +243,7 @@ class CliWorld:
             stderr = getattr(error, "stderr", "") or str(error)
             return Outcome(command, _exit_code(error), "\n".join(lines), stderr, time.perf_counter() - started,
                            steps, planned)  # fmt: skip
-        outputs = {key: value.value for key, value in getattr(result, "outputs", {}).items()}
+        outputs = {key: value.value for key, value in getattr(result, "outputs", {}).items()} or stack_outputs
         return Outcome(command, 0, "\n".join(lines), result.stderr if hasattr(result, "stderr") else "",
                        time.perf_counter() - started, steps, planned, outputs)  # fmt: skip
 

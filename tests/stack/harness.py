@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -33,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from infra.cost_preview import LOG_PREFIX as COST_PREFIX
+from infra.cost_preview import RUN_COST_OUTPUT
 from providers import HttpCheck, ModalAppDeployment, ModalEnvironment, ModalJob, ModalSecret, ModalVolume
 from providers.retry import RETRY_BASE_SECONDS_ENV
 from providers.supervisor import PROGRESS_SECONDS_ENV
@@ -96,6 +99,11 @@ def function_runs(calls: list) -> int:
 def deploys(calls: list) -> int:
     """Deployments published (a job's ephemeral app publishes too, as APP_STATE_EPHEMERAL)."""
     return sum(1 for call in calls if call.rpc == "AppPublish" and call.args.get("app_state") == "APP_STATE_DEPLOYED")
+
+
+# A preview's cost line of a job run, and of the deploy (infra/cost_preview.py).
+COST_RUN_LINE = re.compile(re.escape(COST_PREFIX) + r"([\w-]+): runs (\w+) on ")
+COST_DEPLOY_LINE = re.compile(re.escape(COST_PREFIX) + r"app: deploys ")
 
 
 def urn(stack: str, name: str) -> str:
@@ -208,6 +216,26 @@ class StackRun:
     @property
     def deploys(self) -> int:
         return deploys(self.modal_calls)
+
+    # ---- what a preview said the `up` would run (its cost lines and its estimate output) ----
+
+    @property
+    def cost_lines(self) -> list[str]:
+        return [line.strip() for line in self.text.splitlines() if COST_PREFIX in line]
+
+    @property
+    def announced_runs(self) -> dict[str, str]:
+        """Job resource -> Modal function, for each job the preview's cost lines say will run."""
+        return {match[1]: match[2] for line in self.cost_lines if (match := COST_RUN_LINE.search(line))}
+
+    @property
+    def announced_deploy(self) -> bool:
+        return any(COST_DEPLOY_LINE.search(line) for line in self.cost_lines)
+
+    @property
+    def estimated_runs(self) -> list[str]:
+        """The resources the stack output of the estimate lists (the jobs, and "app" for the deploy)."""
+        return [run["name"] for run in self.outputs[RUN_COST_OUTPUT]["runs"]]
 
 
 class StackHarness:

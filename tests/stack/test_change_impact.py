@@ -4,7 +4,8 @@ and exactly the expected resources update or are replaced, in the preview and in
 One staging stack is applied once; the cases then edit it one after the other (each case's edit is
 applied on top of the previous ones, as a sequence of pull requests would), because applying a stack
 from scratch is the expensive part. "replace" of a job means it runs again; "update" of a job means
-it records a new config for its next run and runs nothing.
+it records a new config for its next run and runs nothing. Each preview's cost lines (and its
+estimate output) must name exactly the runs and the deploy its `up` then makes (infra/cost_preview.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import infra.resources
 from serving.config import DeploymentConfig
 
 from .conftest import Rig, rig
-from .harness import JOB_FUNCTIONS, JOBS, PROJECT, Edit, StackConfig, StackHarness
+from .harness import JOB_FUNCTIONS, JOBS, PROJECT, RUN_COST_OUTPUT, Edit, StackConfig, StackHarness, StackRun
 from .harness import deployment_edits as deployment
 from .harness import secret_edit as secret
 
@@ -98,6 +99,9 @@ class AppliedStack:
     config: StackConfig
     # The copy of serving/ the program digests in this module, so a case can edit "the code".
     serving_source: Path
+    # The preview before the stack existed, as `pulumi preview` and as `pulumi preview --diff`.
+    first_preview: StackRun
+    first_diff_preview: StackRun
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +112,32 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedStack]:
     with pytest.MonkeyPatch.context() as patch, rig() as running:
         patch.setattr(infra.resources, "SERVING_DIR", source)
         harness = running.harness("staging", config)
+        first_preview = harness.preview()
+        first_diff_preview = harness.preview(diff=True)
         baseline = harness.up()
         assert baseline.ok, baseline.text
-        yield AppliedStack(running, harness, config, source)
+        yield AppliedStack(running, harness, config, source, first_preview, first_diff_preview)
 
 
 def edit_serving_source(applied: AppliedStack) -> None:
     with (applied.serving_source / "warmup.py").open("a") as file:
         file.write("\n# a changed warmup prompt\n")
+
+
+def test_the_first_preview_prices_every_job_and_the_deploy(applied: AppliedStack) -> None:
+    preview = applied.first_preview
+    assert preview.ok, preview.text
+    assert preview.announced_runs == JOB_FUNCTIONS and preview.announced_deploy
+    # Nothing measured yet: each job priced for its configured range, on its hardware.
+    lines = "\n".join(preview.cost_lines)
+    assert "compile-kernels: runs compile_deepgemm on 8x B200: 10m-1h (config range), est. $8.33-$50.00" in lines
+    assert "download-weights: runs download_model on 4 CPU cores, 32 GiB: 30s-5m (config range for dummy" in lines
+    low, high = preview.outputs[RUN_COST_OUTPUT]["total_usd"]
+    assert 0 < low < high
+    # With --diff the CLI writes the lines to stderr; the estimate is among the outputs on stdout.
+    diff = applied.first_diff_preview
+    assert diff.ok and diff.announced_runs == JOB_FUNCTIONS and diff.announced_deploy
+    assert "[cost] " in diff.outcome.stderr and "run_cost_estimate" in diff.outcome.stdout
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=[change.id for change in CHANGES])
@@ -144,6 +166,12 @@ def test_a_change_costs_exactly_what_the_readme_says(change: Change, applied: Ap
     assert sorted(ran) == sorted(JOB_FUNCTIONS[name] for name in rerun)
     assert up.function_runs == len(rerun)
     assert up.deploys == (1 if "app" in change.expected else 0)
+    # The preview said exactly which runs the `up` then made, and nothing at all when it made none.
+    assert sorted(preview.announced_runs.values()) == sorted(ran)
+    assert preview.announced_deploy == (up.deploys == 1)
+    assert sorted(preview.estimated_runs) == sorted([*preview.announced_runs, *(["app"] if up.deploys else [])])
+    if not ran and not up.deploys:
+        assert preview.cost_lines == [] and preview.outputs[RUN_COST_OUTPUT]["total_usd"] == [0, 0]
     # The smoke test ran exactly when the app was redeployed.
     assert len(applied.rig.web.chat_requests()) - chats_before == (1 if "app" in change.expected else 0)
 
@@ -152,4 +180,5 @@ def test_after_all_changes_a_second_up_does_nothing(applied: AppliedStack) -> No
     preview = applied.harness.preview(applied.config, expect_no_changes=True)
     again = applied.harness.up(applied.config, expect_no_changes=True)
     assert preview.ok and again.ok and set(again.ops().values()) == {"same"}
+    assert preview.cost_lines == [] and preview.outputs[RUN_COST_OUTPUT]["runs"] == []
     assert again.mutating_modal_calls == [] and (again.function_runs, again.deploys) == (0, 0)

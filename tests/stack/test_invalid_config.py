@@ -220,6 +220,14 @@ INFRA = [
          (f"{PROJECT}:smokeTest",)),
     Case("prod-unprotected", "prod", infra("protectVolumes", False), (f"{PROJECT}:protectVolumes",)),
     Case("prod-without-required-key", "prod", infra("requireApiKey", False), (f"{PROJECT}:requireApiKey",)),
+    # --- the price table of the preview's cost lines (infra/costs.py) ---------------------------
+    Case("negative-cpu-price", "prod", infra("costs", {"prices": {"cpu_core_per_hour": -1}}),
+         (f"{PROJECT}:costs.prices.cpu_core_per_hour",)),
+    Case("no-price-for-the-gpu", "staging", infra("costs", {"prices": {"gpu_per_hour": {"H100": 3.95}}}),
+         (f"{PROJECT}:costs.prices.gpu_per_hour",)),
+    Case("duration-range-backwards", "prod", infra("costs", {"durations": {"compile": {"low": 3600, "high": 60}}}),
+         (f"{PROJECT}:costs.durations.compile.low",)),
+    Case("unknown-costs-key", "staging", infra("costs", {"price": {}}), (f"{PROJECT}:costs.price",)),
 ]  # fmt: skip
 
 CREDENTIALS = [
