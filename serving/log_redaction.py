@@ -117,7 +117,9 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if self._pattern is None:
             return text
-        hidden = self._hide_wrapped(text) if "\n" in text else self._pattern.sub(self._replacement, text)
+        hidden = self._pattern.sub(self._replacement, text)
+        if "\n" in hidden:
+            hidden = self._hide_wrapped(hidden)
         # Lines as a log has them: split at "\n" only (str.splitlines would also split at \x1e, \x85,
         # ..., which a secret may hold).
         return "\n".join(self._hide_edges(line) for line in hidden.split("\n"))

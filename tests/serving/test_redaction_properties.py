@@ -28,7 +28,8 @@ from serving.log_redaction import LogForwarder, Redactor
 keys = st.text(st.characters(exclude_categories=("Cs",)), min_size=8, max_size=32).filter(
     lambda key: "[secret]" not in key and "[REDACTED]" not in key
 )
-EXAMPLES = settings(max_examples=300, deadline=None)
+# Derandomized: the same examples on every run, so CI never fails on an example it drew by chance.
+EXAMPLES = settings(max_examples=500, deadline=None, derandomize=True, database=None)
 
 
 def basic_auth(key: str, user: str) -> str:
