@@ -286,6 +286,7 @@ class FunctionRunner:
             _finish(inp, CANCELLED_RESULT)
         except Exception as exc:
             _finish(inp, _failure(exc))
+        self.stop_if_done(call.app_id)
 
     async def wait_outputs(
         self, call: FunctionCall, wanted: range | None, timeout: float
@@ -314,6 +315,19 @@ class FunctionRunner:
             _finish(inp, CANCELLED_RESULT)
         for task in call.tasks:
             task.cancel()
+        self.stop_if_done(call.app_id)
+
+    def stop_if_done(self, app_id: str) -> None:
+        """Stop a detached app whose client has gone once none of its calls runs any more (Modal
+        stops a detached app when its work is done)."""
+        with self._lock:
+            running = any(call.unfinished() for call in self.calls.values() if call.app_id == app_id)
+        with self._state.lock:
+            app = self._state.by_id.get(app_id)
+            if running or app is None or not (app.detached and app.disconnected) or app.state == "stopped":
+                return
+            app.state = "stopped"
+            app.stopped_at = self._now()
 
     def cancel_app(self, app_id: str) -> None:
         with self._lock:
