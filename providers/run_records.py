@@ -37,6 +37,7 @@ import modal
 import pydantic
 from modal.exception import NotFoundError
 
+from .base import ProviderError
 from .retry import modal_call
 from .volume import lookup_volume
 
@@ -107,7 +108,7 @@ def write_record(environment: str, volume: str, record: RunRecord) -> None:
     data = record.model_dump_json(indent=2).encode()
 
     def write() -> None:
-        target = modal.Volume.from_name(volume, environment_name=environment, create_if_missing=True)
+        target = modal.Volume.from_name(volume, environment_name=environment)
         with target.batch_upload(force=True) as batch:
             batch.put_file(io.BytesIO(data), path)
 
@@ -166,14 +167,18 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "stop":
             sub.add_argument("job", help="the job as <module>.<function>, e.g. serving.app.download_model")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.verb == "list":
+    try:
+        if args.verb == "stop":
+            print(stop(args.env, args.volume, args.job))
+            return 0
         records = list_records(args.env, args.volume)
-        for record in records:
-            print(_describe(record))
-        if not records:
-            print(f"no run recorded in {_where(args.env, args.volume)}")
-        return 0
-    print(stop(args.env, args.volume, args.job))
+    except ProviderError as error:
+        print(error, file=sys.stderr)
+        return 1
+    for record in records:
+        print(_describe(record))
+    if not records:
+        print(f"no run recorded in {_where(args.env, args.volume)}")
     return 0
 
 
