@@ -52,12 +52,13 @@ from providers.modal_internals import app_functions, deployment_info
 from providers.module_runs import (
     PHASE_DEPLOY,
     PHASE_IMPORT,
+    PHASE_LOOKUP,
     PHASE_RUNNING,
     PHASE_SETUP,
     RESULT_PREFIX,
     RunnerFailure,
 )
-from providers.retry import is_transient
+from providers.retry import is_transient, retry_policy
 from providers.run_records import RunRecord, write_record
 
 
@@ -196,13 +197,20 @@ def deploy_app(module_name: str, app_name: str, environment: str) -> dict[str, A
     say(f"deploying app {app_name!r} to environment {environment!r}")
     try:
         app.deploy(name=app_name, environment_name=environment)
-        info = deployment_info(app_name, environment)
     except _Interrupted:
         raise RunnerFailure("stopped by the provider (timeout)", phase=PHASE_DEPLOY) from None
     except Exception as error:
         raise RunnerFailure(
             f"{type(error).__name__}: {error}", phase=PHASE_DEPLOY, transient=is_transient(error)
         ) from None
+    # Deployed: from here on, a failure must not make the provider deploy again, so the lookup
+    # retries on its own and its failure is reported as not worth a re-run.
+    try:
+        info = retry_policy(f"look up deployed app {app_name!r}", is_transient)(deployment_info, app_name, environment)
+    except _Interrupted:
+        raise RunnerFailure("stopped by the provider (timeout)", phase=PHASE_LOOKUP) from None
+    except Exception as error:
+        raise RunnerFailure(f"{type(error).__name__}: {error}", phase=PHASE_LOOKUP) from None
     if info is None:
         raise RunnerFailure(f"app {app_name!r} is not deployed after deploying it", phase=PHASE_DEPLOY)
     say(f"deployed app {app_name!r}: {info['app_id']} version {info['deployment_version']}")

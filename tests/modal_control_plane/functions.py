@@ -318,13 +318,16 @@ class FunctionRunner:
         self.stop_if_done(call.app_id)
 
     def stop_if_done(self, app_id: str) -> None:
-        """Stop a detached app whose client has gone once none of its calls runs any more (Modal
-        stops a detached app when its work is done)."""
+        """Stop a detached app once it had calls and none of them runs any more (Modal runs a detached
+        app until its work is done, whether or not its client said goodbye), or once its client
+        disconnected before it called anything."""
         with self._lock:
-            running = any(call.unfinished() for call in self.calls.values() if call.app_id == app_id)
+            calls = [call for call in self.calls.values() if call.app_id == app_id]
         with self._state.lock:
             app = self._state.by_id.get(app_id)
-            if running or app is None or not (app.detached and app.disconnected) or app.state == "stopped":
+            if app is None or not app.detached or app.state == "stopped":
+                return
+            if any(call.unfinished() for call in calls) or not (calls or app.disconnected):
                 return
             app.state = "stopped"
             app.stopped_at = self._now()

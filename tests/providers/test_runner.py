@@ -50,7 +50,7 @@ def run_child_with_stderr(cp, verb: str, **options: str) -> tuple[int, list[str]
 
 def test_run_starts_a_detached_call_records_it_and_exits(modal_control_plane):
     cp = modal_control_plane
-    cp.script_function("write_artifact", seconds=1.0, result={"ok": True}, writes={(VOLUME, "marker"): b"1"})
+    cp.script_function("write_artifact", seconds=3.0, result={"ok": True}, writes={(VOLUME, "marker"): b"1"})
     status, lines, result, stderr = run_child_with_stderr(
         cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD
     )
