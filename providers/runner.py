@@ -145,21 +145,8 @@ def start_function(module_name: str, function_name: str, environment: str, recor
             call = function.spawn()
             state["call"], state["phase"] = call, PHASE_RUNNING
             say(f"started function call {call.object_id} in app {app.app_id}")
-            run = RunRecord(
-                job=f"{module_name}.{function_name}",
-                identity_digest=record.identity_digest,
-                function_call_id=call.object_id,
-                app_id=app.app_id,
-                started_at=started_at,
-                deadline_at=started_at + record.timeout_seconds,
-            )
-            try:
-                write_record(environment, record.volume, run)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    call.cancel()
-                    say(f"cancelled function call {call.object_id}: its run record could not be written")
-                raise
+            job = f"{module_name}.{function_name}"
+            _record_or_cancel(environment, record, job, call, app.app_id, started_at)
             state["recorded"] = True
     except _Interrupted:
         _cancel_unrecorded(state)
@@ -181,6 +168,27 @@ def start_function(module_name: str, function_name: str, environment: str, recor
         ) from None
     call = state["call"]
     return {"app_id": state["app_id"], "function_call_id": call.object_id, "started_at": started_at}
+
+
+def _record_or_cancel(
+    environment: str, record: RecordPlace, job: str, call: Any, app_id: str, started_at: float
+) -> None:
+    """Write the run record naming `call`; if that fails, cancel the call (nobody could find it)."""
+    run = RunRecord(
+        job=job,
+        identity_digest=record.identity_digest,
+        function_call_id=call.object_id,
+        app_id=app_id,
+        started_at=started_at,
+        deadline_at=started_at + record.timeout_seconds,
+    )
+    try:
+        write_record(environment, record.volume, run)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            call.cancel()
+            say(f"cancelled function call {call.object_id}: its run record could not be written")
+        raise
 
 
 def _cancel_unrecorded(state: dict[str, Any]) -> None:
