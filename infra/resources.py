@@ -191,6 +191,8 @@ def _declare_setup_jobs(
         triggers={"download_run": download.id, "compile_run": compile_job.id},
         # verify_setup returns {"ok": false, "failures": [...]} instead of raising.
         require_ok=True,
+        # It leaves no artifact: its run record lives next to the kernels it checks.
+        record_volume=cfg.storage.kernels_volume,
         timeout_seconds=cfg.timeouts.verify + JOB_TIMEOUT_MARGIN_SECONDS,
         opts=pulumi.ResourceOptions(depends_on=[*foundation, download, compile_job]),
     )

@@ -3,13 +3,12 @@
 The engine starts a provider plugin with its own gRPC address as the only argument
 (`pulumi-resource-pulumi-python <address>`, which runs `python -m pulumi.dynamic <address>`) and stops
 the plugin when the operation ends. When the engine itself is killed (SIGKILL of `pulumi`, a CI
-runner's time limit, an OOM kill), nothing stops the plugin: `pulumi.dynamic` serves forever, and a
-job it is waiting for would run on to completion with nobody to record it, while the next `up` runs
-it again. So, once per provider process, a daemon thread probes the engine's address; when the engine
-stops accepting connections, the process exits. Its runner children notice that they are orphaned
-and cancel their function calls (runner.py `stop_when_orphaned`), so nothing runs on Modal that
-nobody waits for. A graceful interruption (one Ctrl-C) does not get here: the engine waits for the
-steps in flight and records them.
+runner's time limit, an OOM kill), nothing stops the plugin: `pulumi.dynamic` serves forever, waiting
+for jobs whose results nobody would receive. So, once per provider process, a daemon thread probes
+the engine's address; when the engine stops accepting connections, the process exits. The job runs it
+was waiting for are detached (job_runs.py): they go on on Modal, and the next `up` re-attaches to
+them through their run records. A graceful interruption (one Ctrl-C) does not get here: the engine
+waits for the steps in flight and records them.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Inputs:  module (e.g. "serving.app"), function, environment, module_env (environment variables the
          module reads at import), triggers (any JSON object; a change re-runs the job), artifact
-         ({volume, path} that a successful run leaves behind), timeout_seconds, require_ok,
+         ({volume, path} that a successful run leaves behind), record_volume (where the job's run
+         record lives; default: the artifact's volume), timeout_seconds, require_ok,
          first_run_note (printed by the preview, and the `up`, that will run the job the first time:
          what a reader should know about that run; never diffed).
 Outputs: the inputs, plus artifact_present, function_call_id, run_app_id, duration_seconds,
@@ -10,21 +11,25 @@ Outputs: the inputs, plus artifact_present, function_call_id, run_app_id, durati
          in plaintext, so a job function returns no secret).
 Id:      the function call id of the run that succeeded.
 
-How it runs: `create` starts `python -m providers.runner run` (runner.py; supervisor.py follows it),
-which runs the function in an EPHEMERAL app (`with app.run()`), so nothing has to be deployed first,
-and waits for it. Its progress lines, and a "<function>: running 12m30s" line every 30 s, are printed to
-stdout, which `pulumi up` shows while it waits. At `timeout_seconds` the run is stopped: its
-function call is cancelled and the runner killed.
+How it runs: `create` runs the function in a DETACHED ephemeral app, so nothing has to be deployed
+first and the run does not depend on the process that waits for it (job_runs.py: the runner child
+starts it and records it in the job's run record, run_records.py; the provider waits for the call).
+Progress lines and a "<function>: running 12m30s" line every 30 s are printed to stdout, which
+`pulumi up` shows while it waits. At `timeout_seconds` after its start the run is stopped: its
+function call is cancelled. An interrupted `up` (Ctrl-C twice, SIGKILL, a CI time limit) leaves the
+run going; the next create or replace with the same triggers re-attaches to it, or takes its result
+when it already succeeded, and never starts a second run of the job while one is going.
 
 How success is proven: the function must return normally (and, with `require_ok`, return a mapping
 whose "ok" is true), and then `artifact` must exist in its volume. Only then is the resource
-recorded; any failure records nothing, so the next `pulumi up` simply runs it again.
+recorded; any failure records nothing, so the next `pulumi up` runs it again (or takes the run that
+succeeded, when only a later step failed).
 
 What changes do: triggers, module, function, environment or artifact replace the resource, which
 runs the job again (the old one's delete touches nothing on Modal: artifacts stay in their volumes).
-module_env, timeout_seconds and require_ok only apply to the next run: changing them records the new
-values and runs nothing, because e.g. a change of an unrelated config field must not re-download
-700 GB. Put what should re-run the job into `triggers`.
+module_env, record_volume, timeout_seconds and require_ok only apply to the next run: changing them
+records the new values and runs nothing, because e.g. a change of an unrelated config field must not
+re-download 700 GB. Put what should re-run the job into `triggers`.
 
 Drift: `read` (pulumi refresh) checks the artifact is still there; when it is gone, the output
 artifact_present becomes false and the next diff replaces the resource, i.e. runs the job again.
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,13 +60,16 @@ from .base import (
     redact,
     strip_internal,
 )
+from .job_runs import JobRun, run_job
 from .module_runs import ModuleEnv, ModulePath
 from .retry import modal_call
-from .supervisor import format_elapsed, run_with_retries
+from .run_records import identity_digest
+from .supervisor import format_elapsed
 from .volume import lookup_volume
 
 # Every input, in the order a diff reports them.
-FIELDS = ("module", "function", "environment", "module_env", "triggers", "artifact", "timeout_seconds", "require_ok")
+FIELDS = ("module", "function", "environment", "module_env", "triggers", "artifact", "record_volume", "timeout_seconds",
+          "require_ok")  # fmt: skip
 # Inputs whose change means another job, hence a new run.
 REPLACE_ON = ("module", "function", "environment", "triggers", "artifact")
 # Outputs of a run, which an in-place update (no run) carries over unchanged.
@@ -100,6 +109,7 @@ class JobInputs(InputModel):
     module_env: ModuleEnv = {}
     triggers: dict[str, Any] = {}
     artifact: Artifact | None = None
+    record_volume: ObjectName | None = None
     timeout_seconds: int = pydantic.Field(DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
     require_ok: bool = False
     first_run_note: str = ""
@@ -110,6 +120,25 @@ class JobInputs(InputModel):
         if not FUNCTION_NAME.match(name):
             raise ValueError("must be the name of a Modal function of the module, e.g. 'download_model'")
         return name
+
+    @pydantic.model_validator(mode="after")
+    def _has_a_record_volume(self) -> JobInputs:
+        if self.record_volume is None and self.artifact is None:
+            raise ValueError(
+                "record_volume: a job without an artifact needs a volume for its run record (record_volume)"
+            )
+        return self
+
+    @property
+    def run_record_volume(self) -> str:
+        """Where the job's run record lives (run_records.py)."""
+        volume = self.record_volume or (self.artifact.volume if self.artifact is not None else None)
+        assert volume is not None  # the validator above
+        return volume
+
+    def identity(self) -> dict[str, Any]:
+        """What a run of the job is for: the inputs whose change means another job (REPLACE_ON)."""
+        return self.model_dump(mode="json", include=set(REPLACE_ON))
 
 
 def artifact_present(environment: str, artifact: Artifact) -> bool:
@@ -143,7 +172,7 @@ def _require_ok(inputs: JobInputs, result: Any) -> None:
     # Redacted before it is cut: a cut through a secret value would leave a fragment redaction misses.
     preview = redact(json.dumps(result, sort_keys=True, default=str, ensure_ascii=False))[:RESULT_PREVIEW_CHARS]
     raise ProviderError(
-        f"{_describe(inputs)} finished but did not report success (require_ok: its result needs \"ok\": true): "
+        f'{_describe(inputs)} finished but did not report success (require_ok: its result needs "ok": true): '
         f"{preview}. Fix what it reports, then run `pulumi up` again; nothing was recorded as done."
     )
 
@@ -175,36 +204,44 @@ class JobProvider(ModalProvider):
         assert isinstance(inputs, JobInputs)
         what = _describe(inputs)
         progress(f"{what}: starting (timeout {format_elapsed(inputs.timeout_seconds)})")
-        details = run_with_retries(
-            "run",
-            {"module": inputs.module, "function": inputs.function, "environment": inputs.environment},
-            inputs.module_env,
-            label=inputs.function,
-            what=what,
-            timeout_seconds=inputs.timeout_seconds,
-            retry_started=False,  # never start a second copy of a job that may be running
+        artifact = inputs.artifact
+        run = run_job(
+            JobRun(
+                module=inputs.module,
+                function=inputs.function,
+                environment=inputs.environment,
+                module_env=inputs.module_env,
+                record_volume=inputs.run_record_volume,
+                identity_digest=identity_digest(inputs.identity()),
+                timeout_seconds=inputs.timeout_seconds,
+                what=what,
+                proof_holds=None if artifact is None else lambda: artifact_present(inputs.environment, artifact),
+                judge=(lambda result: _require_ok(inputs, result)) if inputs.require_ok else None,
+            )
         )
-        if inputs.require_ok:
-            _require_ok(inputs, details.get("result"))
         present = None
-        if inputs.artifact is not None:
-            present = artifact_present(inputs.environment, inputs.artifact)
+        if artifact is not None:
+            present = artifact_present(inputs.environment, artifact)
             if not present:
                 raise ProviderError(
-                    f"{what} finished, but its artifact '{inputs.artifact.path}' is not in volume "
-                    f"'{inputs.artifact.volume}': the function must write it (and commit the volume). Nothing was "
+                    f"{what} finished, but its artifact '{artifact.path}' is not in volume "
+                    f"'{artifact.volume}': the function must write it (and commit the volume). Nothing was "
                     "recorded as done; fix the function or the artifact path and run `pulumi up` again."
                 )
-        run = {
+        record = run.record
+        outputs = {
             "artifact_present": present,
-            "function_call_id": details["function_call_id"],
-            "run_app_id": details.get("app_id"),
-            "duration_seconds": details.get("duration_seconds"),
-            "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "result": details.get("result"),
+            "function_call_id": record.function_call_id,
+            "run_app_id": record.app_id,
+            "duration_seconds": run.duration_seconds,
+            "completed_at": datetime.fromtimestamp(record.finished_at or time.time(), UTC).isoformat(
+                timespec="seconds"
+            ),
+            "result": run.result,
         }
-        progress(f"{what}: done in {format_elapsed(float(details.get('duration_seconds') or 0))}")
-        return CreateResult(details["function_call_id"], _outputs(inputs, run))
+        took = "" if run.duration_seconds is None else f" in {format_elapsed(run.duration_seconds)}"
+        progress(f"{what}: done{took}")
+        return CreateResult(record.function_call_id, _outputs(inputs, outputs))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         current = strip_internal(props)
@@ -246,6 +283,7 @@ class ModalJob(Resource, module="modal", name="Job"):
     module_env: pulumi.Output[dict]
     triggers: pulumi.Output[dict]
     artifact: pulumi.Output[dict]
+    record_volume: pulumi.Output[str]
     timeout_seconds: pulumi.Output[int]
     require_ok: pulumi.Output[bool]
     first_run_note: pulumi.Output[str]
@@ -266,6 +304,7 @@ class ModalJob(Resource, module="modal", name="Job"):
         module_env: pulumi.Input[dict] | None = None,
         triggers: pulumi.Input[dict] | None = None,
         artifact: pulumi.Input[dict] | None = None,
+        record_volume: pulumi.Input[str] | None = None,
         timeout_seconds: pulumi.Input[int] = DEFAULT_TIMEOUT_SECONDS,
         require_ok: pulumi.Input[bool] = False,
         first_run_note: pulumi.Input[str] = "",
@@ -278,6 +317,7 @@ class ModalJob(Resource, module="modal", name="Job"):
             "module_env": module_env if module_env is not None else {},
             "triggers": triggers if triggers is not None else {},
             "artifact": artifact,
+            "record_volume": record_volume,
             "timeout_seconds": timeout_seconds,
             "require_ok": require_ok,
             "first_run_note": first_run_note,

@@ -66,6 +66,7 @@ PHASE_IMPORT = "import"  # importing the module: its config was rejected, or a d
 PHASE_SETUP = "setup"  # creating the app and its objects on Modal; no function has started yet
 PHASE_RUNNING = "running"  # the function call exists on Modal
 PHASE_DEPLOY = "deploy"  # deploying (idempotent: a retry just deploys again)
+PHASE_LOOKUP = "lookup"  # deployed; looking the deployment up (never worth deploying again)
 
 
 class RunnerFailure(Exception):

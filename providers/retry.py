@@ -14,7 +14,8 @@ instead. So on top of the client we retry only what it never retries:
   - RESOURCE_EXHAUSTED (ResourceExhaustedError): rate limits and quota throttling, which clear with time;
   - ABORTED (a ConflictError whose status is ABORTED): a concurrent change won, try again;
 and, for streaming RPCs (e.g. Volume.listdir), which the client does not retry at all, the
-transport-level ones too (ServiceError, InternalError, ConnectionError, OSError).
+transport-level ones too (ServiceError, InternalError, ConnectionError, OSError), with the client's
+3 retries added to ours (a stream meeting two outages and then two rate limits still gets through).
 Measured against the local control plane in tests/providers/test_base.py (call counts per attempt).
 """
 
@@ -32,10 +33,12 @@ from modal import exception as modal_errors
 
 from .base import ProviderError, progress
 from .modal_internals import grpc_status
-from .module_runs import PHASE_DEPLOY, PHASE_IMPORT, PHASE_RUNNING, PHASE_SETUP, RunnerFailure
+from .module_runs import PHASE_DEPLOY, PHASE_IMPORT, PHASE_LOOKUP, PHASE_RUNNING, PHASE_SETUP, RunnerFailure
 
 # Attempts of one Modal call or run, ours: the first try plus 3 retries.
 MAX_ATTEMPTS = 4
+# What the modal client retries a unary call itself (3 retries); a stream gets them from us instead.
+CLIENT_RETRIES = 3
 
 # Backoff between our attempts: base * 2**n seconds, capped (2, 4, 8 s: at most 14 s of waiting).
 # Rate limits need seconds, not the client's tenths. Tests shrink the base through the environment
@@ -81,11 +84,16 @@ def retry_settings() -> tuple[int, float, float]:
 
 
 def retry_policy(
-    label: str, retry_if: Callable[[BaseException], bool], *, sleep: Callable[[float], None] = time.sleep
+    label: str,
+    retry_if: Callable[[BaseException], bool],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    extra_attempts: int = 0,
 ) -> tenacity.Retrying:
     """Our bounded backoff around one piece of work: retries what `retry_if` accepts, announces each
     retry as "<label>: transient ..., retry n/3 in 2.0s", and re-raises the last error."""
     attempts, base, cap = retry_settings()
+    attempts += extra_attempts
 
     def announce(retry_state: tenacity.RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
@@ -144,9 +152,11 @@ _ADVICE_BY_ERROR: list[tuple[type[BaseException], str]] = [
 _ADVICE_BY_PHASE = {
     PHASE_IMPORT: "Nothing ran on Modal. Fix the module or its module_env and run `pulumi up` again.",
     PHASE_SETUP: "Nothing started on Modal. Check the error, then run `pulumi up` again.",
-    PHASE_RUNNING: "It ran on Modal and failed: see `modal app logs {app_id}`. Nothing was recorded as done, "
-    "so the next `pulumi up` runs it again.",
+    PHASE_RUNNING: "Its function call had started (app {app_id}) but no run record names it, so it was cancelled "
+    "(a run nobody can find must not go on). Nothing was recorded as done: run `pulumi up` again.",
     PHASE_DEPLOY: "Run `pulumi up` again once the cause is fixed: a deploy of the same app is idempotent.",
+    PHASE_LOOKUP: "The app WAS deployed; only looking the deployment up failed, after retries. Run `pulumi up` "
+    "again once Modal answers: it deploys the same app again (idempotent) and records it.",
 }
 
 
@@ -181,7 +191,10 @@ def modal_call(fn: Callable[..., T], *args: Any, what: str, client_retries: bool
     `what` says what is being done ("create volume 'weights' in 'main'") for progress and errors.
     `client_retries=False` marks a call the modal client does not retry itself (streaming RPCs such
     as Volume.listdir), so transport errors are retried here instead."""
-    policy = retry_policy(what, lambda error: is_transient(error, client_retried=client_retries))
+    # A stream gets the client's share of retries too (it gives streams none): its transport failures
+    # and its throttling each get their bounded retries, as on a unary call.
+    extra = 0 if client_retries else CLIENT_RETRIES
+    policy = retry_policy(what, lambda error: is_transient(error, client_retried=client_retries), extra_attempts=extra)
     try:
         return policy(fn, *args, **kwargs)
     except _MODAL_FAILURES as error:

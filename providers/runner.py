@@ -1,13 +1,13 @@
-"""The runner child: runs or deploys a Modal app module in a process of its own.
+"""The runner child: starts or deploys a Modal app module in a process of its own.
 
 Why a child process: a Modal app module does its work at import (it reads its configuration from
 the environment, declares images, volumes and functions), and modal's objects remember the app
 they were loaded into. Importing it inside the long-lived Pulumi provider process would mix one
 stack's config with the next resource's and could never be re-imported with other values. A fresh
-`python -m providers.runner` per job or deployment gets exactly the environment it is given, and
-can be killed when a job outlives its timeout.
+`python -m providers.runner` per job or deployment gets exactly the environment it is given.
 
     python -m providers.runner run    --module M --function F --environment E
+                                      --record-volume V --identity-digest D --timeout-seconds T
     python -m providers.runner deploy --module M --app-name N --environment E [--tag T] [--strategy S]
 
 - The module's own settings (`module_env`, e.g. {"APP_CONFIG": "<json>"}) arrive in the
@@ -19,15 +19,18 @@ can be killed when a job outlives its timeout.
   `serving` is, editable), or found through a PYTHONPATH in module_env. The child's working
   directory is the provider's, i.e. the program directory.
 - It imports M, finds its `modal.App` (the attribute `app`, or the only App in the module), then
-  - `run`: starts the app ephemerally (`with app.run(environment_name=E)`), spawns F with no
-    arguments, and waits for its result. Nothing needs to be deployed first.
-  - `deploy`: `app.deploy(name=N, environment_name=E, tag=T, strategy=S)`, then looks the deployment up by name for its
-    app id, deployment version and the URLs of its web endpoints.
+  - `run`: starts the app ephemerally and DETACHED (`with app.run(environment_name=E, detach=True)`),
+    spawns F with no arguments, writes the job's run record into volume V (run_records.py: the call,
+    digest D, the deadline T seconds on), and exits. The run goes on without it; the provider waits
+    for the call by its id (job_runs.py), and so can the next `up` if this one dies. Nothing needs to
+    be deployed first.
+  - `deploy`: `app.deploy(name=N, environment_name=E, tag=T, strategy=S)`, then looks the deployment
+    up by name for its app id, deployment version and the URLs of its web endpoints.
 - It prints human progress lines (`say`), then its result line (module_runs.py): {"ok": true, ...}
   with exit status 0, or a RunnerFailure with exit status 1.
-- On SIGTERM (our timeout), a running function call is cancelled before the child exits, so a
-  timed-out job does not keep burning GPUs on Modal. The same happens when the provider process
-  that started it dies (the engine was killed mid-`up`): nobody would record the run.
+- On SIGTERM (the provider's timeout), a call it spawned but could not record yet is cancelled.
+  Nothing else stops a run: when the provider process dies, this child finishes starting the run
+  and recording it, and the run goes on.
 
 The provider's side, which starts this process, follows it and retries it, is supervisor.py.
 """
@@ -40,28 +43,23 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from providers.deployments import deployment_info
 from providers.module_runs import (
     PHASE_DEPLOY,
     PHASE_IMPORT,
+    PHASE_LOOKUP,
     PHASE_RUNNING,
     PHASE_SETUP,
     RESULT_PREFIX,
     RunnerFailure,
 )
-from providers.retry import is_transient
-
-# How often the child checks that the provider process that started it is still alive.
-ORPHAN_POLL_SECONDS = 1.0
-
-# Results larger than this (JSON characters) are reported as a truncated preview only: the result
-# travels through a pipe and may end up in an error message.
-MAX_RESULT_CHARS = 16_000
+from providers.retry import is_transient, retry_policy
+from providers.run_records import RunRecord, write_record
 
 
 def say(message: str) -> None:
@@ -111,16 +109,13 @@ def import_app(module_name: str) -> Any:
     return find_app(module, module_name)
 
 
-def json_safe(value: Any) -> Any:
-    """The function's return value as JSON, or a truncated preview of it when it is large or odd."""
-    try:
-        text = json.dumps(value, sort_keys=True)
-    except (TypeError, ValueError):
-        text = None
-    if text is not None and len(text) <= MAX_RESULT_CHARS:
-        return value
-    preview = repr(value) if text is None else text
-    return {"truncated_preview": preview[:MAX_RESULT_CHARS]}
+@dataclass(frozen=True)
+class RecordPlace:
+    """Where the run record goes and what it says the run is for (run_records.py)."""
+
+    volume: str
+    identity_digest: str
+    timeout_seconds: float
 
 
 class _Interrupted(BaseException):
@@ -132,8 +127,13 @@ def _raise_interrupted(_signum: int, _frame: Any) -> None:
     raise _Interrupted()
 
 
-def run_function(module_name: str, function_name: str, environment: str) -> dict[str, Any]:
-    """Run `function_name` of the module's app once, ephemerally, and wait for its result."""
+def start_function(module_name: str, function_name: str, environment: str, record: RecordPlace) -> dict[str, Any]:
+    """Start `function_name` of the module's app in a DETACHED ephemeral app, record the run, and return.
+
+    Detached: the app outlives this process, so the run does not depend on anyone waiting for it
+    (the provider waits, job_runs.py). Right after the spawn the run record names the call, so that
+    whatever happens to this process or the provider next, the next `up` finds the run; a record that
+    cannot be written cancels the call (a run nobody can find must not go on)."""
     app = import_app(module_name)
     functions = module_functions(sys.modules[module_name])
     function = functions.get(function_name)
@@ -143,45 +143,67 @@ def run_function(module_name: str, function_name: str, environment: str) -> dict
             f"module {module_name!r} has no Modal function {function_name!r} (functions: {known})",
             phase=PHASE_IMPORT,
         )
-    started_at = time.monotonic()
-    state: dict[str, Any] = {"phase": PHASE_SETUP, "call": None, "app_id": None}
+    state: dict[str, Any] = {"phase": PHASE_SETUP, "call": None, "app_id": None, "recorded": False}
     try:
-        say(f"starting an ephemeral run of app {app.name or module_name!r} in environment {environment!r}")
-        with app.run(environment_name=environment):
+        say(f"starting a detached ephemeral run of app {app.name or module_name!r} in environment {environment!r}")
+        with app.run(environment_name=environment, detach=True):
             state["app_id"] = app.app_id
+            started_at = time.time()
             call = function.spawn()
             state["call"], state["phase"] = call, PHASE_RUNNING
             say(f"started function call {call.object_id} in app {app.app_id}")
-            try:
-                result = call.get()
-            except _Interrupted:
-                # Cancel while the app is still up: leaving the `with` disconnects it.
-                with contextlib.suppress(Exception):
-                    call.cancel()
-                    say(f"cancelled function call {call.object_id}")
-                raise
+            job = f"{module_name}.{function_name}"
+            _record_or_cancel(environment, record, job, call, app.app_id, started_at)
+            state["recorded"] = True
     except _Interrupted:
+        _cancel_unrecorded(state)
         raise RunnerFailure(
             "stopped by the provider (timeout)",
             phase=state["phase"],
-            started=state["call"] is not None,
+            started=state["recorded"],
             app_id=state["app_id"],
         ) from None
     except Exception as error:
+        # A failure once the record exists (e.g. the disconnect) leaves a run going that the record
+        # names: the provider finds it there and waits for it.
         raise RunnerFailure(
             f"{type(error).__name__}: {error}",
             phase=state["phase"],
             transient=is_transient(error),
-            started=state["call"] is not None,
+            started=state["recorded"],
             app_id=state["app_id"],
         ) from None
     call = state["call"]
-    return {
-        "app_id": state["app_id"],
-        "function_call_id": call.object_id,
-        "duration_seconds": round(time.monotonic() - started_at, 3),
-        "result": json_safe(result),
-    }
+    return {"app_id": state["app_id"], "function_call_id": call.object_id, "started_at": started_at}
+
+
+def _record_or_cancel(
+    environment: str, record: RecordPlace, job: str, call: Any, app_id: str, started_at: float
+) -> None:
+    """Write the run record naming `call`; if that fails, cancel the call (nobody could find it)."""
+    run = RunRecord(
+        job=job,
+        identity_digest=record.identity_digest,
+        function_call_id=call.object_id,
+        app_id=app_id,
+        started_at=started_at,
+        deadline_at=started_at + record.timeout_seconds,
+    )
+    try:
+        write_record(environment, record.volume, run)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            call.cancel()
+            say(f"cancelled function call {call.object_id}: its run record could not be written")
+        raise
+
+
+def _cancel_unrecorded(state: dict[str, Any]) -> None:
+    """At our timeout during the start: a call that no record names is cancelled (nobody could find it)."""
+    if state["call"] is not None and not state["recorded"]:
+        with contextlib.suppress(Exception):
+            state["call"].cancel()
+            say(f"cancelled function call {state['call'].object_id}")
 
 
 def deploy_app(module_name: str, app_name: str, environment: str, tag: str, strategy: str) -> dict[str, Any]:
@@ -190,13 +212,20 @@ def deploy_app(module_name: str, app_name: str, environment: str, tag: str, stra
     say(f"deploying app {app_name!r} to environment {environment!r}")
     try:
         app.deploy(name=app_name, environment_name=environment, tag=tag, strategy=strategy)
-        info = deployment_info(app_name, environment)
     except _Interrupted:
         raise RunnerFailure("stopped by the provider (timeout)", phase=PHASE_DEPLOY) from None
     except Exception as error:
         raise RunnerFailure(
             f"{type(error).__name__}: {error}", phase=PHASE_DEPLOY, transient=is_transient(error)
         ) from None
+    # Deployed: from here on, a failure must not make the provider deploy again, so the lookup
+    # retries on its own and its failure is reported as not worth a re-run.
+    try:
+        info = retry_policy(f"look up deployed app {app_name!r}", is_transient)(deployment_info, app_name, environment)
+    except _Interrupted:
+        raise RunnerFailure("stopped by the provider (timeout)", phase=PHASE_LOOKUP) from None
+    except Exception as error:
+        raise RunnerFailure(f"{type(error).__name__}: {error}", phase=PHASE_LOOKUP) from None
     if info is None:
         raise RunnerFailure(f"app {app_name!r} is not deployed after deploying it", phase=PHASE_DEPLOY)
     say(f"deployed app {app_name!r}: {info['app_id']} version {info['deployment_version']}")
@@ -206,10 +235,13 @@ def deploy_app(module_name: str, app_name: str, environment: str, tag: str, stra
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m providers.runner", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
-    run = verbs.add_parser("run", help="run one function of the module's app ephemerally")
+    run = verbs.add_parser("run", help="start one function of the module's app in a detached ephemeral app")
     run.add_argument("--module", required=True)
     run.add_argument("--function", required=True)
     run.add_argument("--environment", required=True)
+    run.add_argument("--record-volume", required=True, help="the volume that holds the job's run record")
+    run.add_argument("--identity-digest", required=True, help="what the run is for (run_records.py)")
+    run.add_argument("--timeout-seconds", required=True, type=float, help="when a waiter cancels the run")
     deploy = verbs.add_parser("deploy", help="deploy the module's app")
     deploy.add_argument("--module", required=True)
     deploy.add_argument("--app-name", required=True)
@@ -219,28 +251,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def stop_when_orphaned(poll_seconds: float = ORPHAN_POLL_SECONDS) -> None:
-    """If the provider process dies (the engine exits or is killed mid-`up`), nobody will record this
-    run: stop it as the timeout would, cancelling its function call, instead of running on unseen."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_seconds)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _raise_interrupted)
-    stop_when_orphaned()
     # The module may read its settings from anywhere, but it must find modal's environment here too.
     os.environ["MODAL_ENVIRONMENT"] = args.environment
     try:
         if args.verb == "run":
-            details = run_function(args.module, args.function, args.environment)
+            place = RecordPlace(args.record_volume, args.identity_digest, args.timeout_seconds)
+            details = start_function(args.module, args.function, args.environment, place)
         else:
             details = deploy_app(args.module, args.app_name, args.environment, args.tag, args.strategy)
     except RunnerFailure as failure:

@@ -39,8 +39,8 @@ from .retry import describe_failure, is_transient, retry_policy
 PROGRESS_SECONDS_ENV = "PROVIDERS_PROGRESS_SECONDS"
 DEFAULT_PROGRESS_SECONDS = 30.0
 
-# After SIGTERM at the timeout, how long the child gets to cancel its function call and say goodbye
-# to Modal before it is killed.
+# After SIGTERM at the timeout, how long the child gets to cancel a call it could not record yet and
+# say goodbye to Modal before it is killed.
 TERMINATE_GRACE_SECONDS = 15.0
 
 # How many lines of the child's stderr an error message quotes (modal warnings, an import traceback).
@@ -224,7 +224,7 @@ def _collect(child: _Child, timed_out: bool) -> RunnerOutcome:
 
 
 def _terminate(process: subprocess.Popen) -> None:
-    """SIGTERM (the child cancels its function call), then SIGKILL of the whole group after the grace."""
+    """SIGTERM (the child cancels a call it has not recorded yet), then SIGKILL of the whole group after the grace."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:

@@ -286,6 +286,7 @@ class FunctionRunner:
             _finish(inp, CANCELLED_RESULT)
         except Exception as exc:
             _finish(inp, _failure(exc))
+        self.stop_if_done(call.app_id)
 
     async def wait_outputs(
         self, call: FunctionCall, wanted: range | None, timeout: float
@@ -314,6 +315,22 @@ class FunctionRunner:
             _finish(inp, CANCELLED_RESULT)
         for task in call.tasks:
             task.cancel()
+        self.stop_if_done(call.app_id)
+
+    def stop_if_done(self, app_id: str) -> None:
+        """Stop a detached app once it had calls and none of them runs any more (Modal runs a detached
+        app until its work is done, whether or not its client said goodbye), or once its client
+        disconnected before it called anything."""
+        with self._lock:
+            calls = [call for call in self.calls.values() if call.app_id == app_id]
+        with self._state.lock:
+            app = self._state.by_id.get(app_id)
+            if app is None or not app.detached or app.state == "stopped":
+                return
+            if any(call.unfinished() for call in calls) or not (calls or app.disconnected):
+                return
+            app.state = "stopped"
+            app.stopped_at = self._now()
 
     def cancel_app(self, app_id: str) -> None:
         with self._lock:

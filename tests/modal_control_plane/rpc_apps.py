@@ -80,6 +80,7 @@ class AppRpcs(ObjectRpcs):
                 environment=env.name,
                 created_at=self.now(),
                 state=APP_STATES.get(request.app_state, "initializing"),
+                detached=request.app_state == api_pb2.APP_STATE_DETACHED,
                 tags=dict(request.tags),
             )
             self.state.by_id[app.id] = app
@@ -153,12 +154,21 @@ class AppRpcs(ObjectRpcs):
         return Empty()
 
     async def AppClientDisconnect(self, request: api_pb2.AppClientDisconnectRequest) -> Empty:
-        # Like Modal: stops an app that is still running ephemerally or never finished deploying;
-        # a no-op for a deployed app.
+        # Like Modal: stops an app that is still running ephemerally (its running calls end with it)
+        # or never finished deploying; a detached app keeps running until its last call ends; a
+        # no-op for a deployed app.
         with self.state.lock:
             app = self._object(request.app_id, App, "App")
-            if app.state in ("initializing", "ephemeral"):
+            app.disconnected = True
+            if app.state not in ("initializing", "ephemeral"):
+                return Empty()
+            if not app.detached:
                 app.state = "stopped"
+                app.stopped_at = self.now()
+        if app.detached:
+            self.runner.stop_if_done(app.id)
+        else:
+            self.runner.cancel_app(app.id)
         return Empty()
 
     async def AppPublish(self, request: api_pb2.AppPublishRequest) -> api_pb2.AppPublishResponse:

@@ -109,6 +109,10 @@ class App:
     environment: str
     created_at: float
     state: str = "initializing"  # initializing | ephemeral | deployed | stopped
+    # A detached ephemeral app (`app.run(detach=True)`) outlives its client: a disconnect leaves it
+    # running until its last function call ends.
+    detached: bool = False
+    disconnected: bool = False
     deployment_version: int = 0
     deployed_at: float = 0.0
     functions: dict[str, FunctionRecord] = field(default_factory=dict)  # tag -> record

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from providers.module_runs import RESULT_PREFIX
+from providers.run_records import read_record
 from providers.supervisor import PROGRESS_SECONDS_ENV, child_argv, format_elapsed, invoke
 
 ENV = "main"
@@ -21,6 +22,10 @@ VOLUME = "runner-data"
 SAMPLE_DIR = str(Path(__file__).resolve().parent)
 # A value that must travel in the child's environment and never in its argv.
 CANARY = "module-env-canary-4f1c"
+
+
+# What `run` needs besides the function: where its run record goes and what the run is for.
+RECORD = {"record_volume": VOLUME, "identity_digest": "0123456789abcdef", "timeout_seconds": "600"}
 
 
 def module_env() -> dict[str, str]:
@@ -44,25 +49,27 @@ def run_child_with_stderr(cp, verb: str, **options: str) -> tuple[int, list[str]
     return done.returncode, lines[:-1], json.loads(lines[-1][len(RESULT_PREFIX):]), done.stderr
 
 
-def test_run_prints_progress_then_one_result_line(modal_control_plane):
+def test_run_starts_a_detached_call_records_it_and_exits(modal_control_plane):
     cp = modal_control_plane
-    cp.script_function("write_artifact", result={"ok": True, "files": 3}, writes={(VOLUME, "marker"): b"1"})
+    cp.script_function("write_artifact", seconds=3.0, result={"ok": True}, writes={(VOLUME, "marker"): b"1"})
     status, lines, result, stderr = run_child_with_stderr(
-        cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV
+        cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD
     )
     [call] = cp.function_calls
     assert status == 0
     assert stderr == ""  # no warnings either
-    assert result == {
-        "ok": True,
-        "app_id": call.app_id,
-        "function_call_id": call.id,
-        "duration_seconds": result["duration_seconds"],
-        "result": {"ok": True, "files": 3},
-    }
+    started_at = result["started_at"]
+    assert result == {"ok": True, "app_id": call.app_id, "function_call_id": call.id, "started_at": started_at}
     assert lines[0] == "importing sample_modal_app"
     assert f"started function call {call.id} in app {call.app_id}" in lines
-    assert cp.state.by_id[call.app_id].state == "stopped"  # ephemeral: over when the run is
+    # The child is gone, the run is not: its detached app runs until the call ends, then stops.
+    assert call.status == "running" and cp.state.by_id[call.app_id].state == "ephemeral"
+    record = read_record(ENV, VOLUME, "sample_modal_app.write_artifact")
+    assert record is not None and record.function_call_id == call.id and record.app_id == call.app_id
+    assert record.identity_digest == RECORD["identity_digest"] and record.outcome is None
+    assert record.deadline_at == record.started_at + 600
+    wait_for(lambda: call.status == "succeeded", "the detached call to finish")
+    wait_for(lambda: cp.state.by_id[call.app_id].state == "stopped", "its app to stop")
     assert cp.state.environments[ENV].apps == {}  # nothing was deployed
 
 
@@ -89,7 +96,7 @@ def test_module_env_travels_in_the_environment_never_in_argv(modal_control_plane
     seen: dict[str, bool] = {}
 
     def inspect_runner(_args, _kwargs, _volumes):
-        # Runs while the child waits for this call: look at the child as `ps` would.
+        # Runs while the child is still starting the run: look at the child as `ps` would.
         for proc in Path("/proc").iterdir():
             try:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -108,8 +115,12 @@ def test_module_env_travels_in_the_environment_never_in_argv(modal_control_plane
         return {"ok": True}
 
     cp.on_function("write_artifact", inspect_runner)
-    status, _, result = run_child(cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV)
+    cp.add_latency("VolumePutFiles2", 1.0)  # the child records the run after the spawn: keep it alive meanwhile
+    status, _, result = run_child(
+        cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD
+    )
     assert status == 0, result
+    wait_for(lambda: "argv has canary" in seen, "the function to look at the runner")
     assert seen == {"argv has canary": False, "env has canary": True}
 
 
@@ -123,31 +134,22 @@ def test_module_env_travels_in_the_environment_never_in_argv(modal_control_plane
 )
 def test_import_problems_fail_in_the_import_phase(modal_control_plane, options, error):
     cp = modal_control_plane
-    status, _, result = run_child(cp, "run", environment=ENV, **options)
+    status, _, result = run_child(cp, "run", environment=ENV, **options, **RECORD)
     assert status == 1
     assert result["ok"] is False and result["phase"] == "import" and result["started"] is False
     assert error in result["error"]
     assert cp.mutating_calls() == []  # nothing was created on Modal
 
 
-def test_remote_failure_is_reported_as_started(modal_control_plane):
-    cp = modal_control_plane
-    cp.script_function("write_artifact", error="disk full")
-    status, _, result = run_child(cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV)
-    assert status == 1
-    assert result["error"] == "RuntimeError: disk full"
-    assert (result["phase"], result["started"], result["transient"]) == ("running", True, False)
-    assert result["app_id"] == cp.function_calls[0].app_id
-
-
 def test_invoke_forwards_lines_and_reports_progress(modal_control_plane, monkeypatch):
     cp = modal_control_plane
-    cp.script_function("write_artifact", seconds=1.0, result={"ok": True})
+    cp.script_function("write_artifact", result={"ok": True})
+    cp.add_latency("AppCreate", 1.0)  # a slow start, long enough for a progress line
     monkeypatch.setenv(PROGRESS_SECONDS_ENV, "0.2")
     reported: list[str] = []
     outcome = invoke(
         "run",
-        {"module": "sample_modal_app", "function": "write_artifact", "environment": ENV},
+        {"module": "sample_modal_app", "function": "write_artifact", "environment": ENV, **RECORD},
         module_env(),
         label="write_artifact",
         timeout_seconds=120,
@@ -160,22 +162,27 @@ def test_invoke_forwards_lines_and_reports_progress(modal_control_plane, monkeyp
     assert not any(RESULT_PREFIX in line for line in reported)  # the result is parsed, not shown
 
 
-def test_a_runner_whose_provider_died_cancels_its_call(modal_control_plane):
-    """If the engine kills the provider mid-`up`, the orphaned runner must not keep a job running."""
+def test_a_runner_whose_provider_died_still_records_its_run_and_the_run_goes_on(modal_control_plane):
+    """If the engine kills the provider mid-`up`, the run must not be lost: the next `up` re-attaches."""
     cp = modal_control_plane
-    cp.script_function("write_artifact", seconds=120, result={"ok": True})
-    argv = child_argv("run", module="sample_modal_app", function="write_artifact", environment=ENV)
+    cp.script_function("write_artifact", seconds=3, result={"ok": True})
+    cp.add_latency("FunctionMap", 1.0)  # the provider dies while its child is still starting the run
+    argv = child_argv("run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD)
     # A stand-in for the provider process: starts the runner, then dies without a word.
     launcher = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(300)", *argv],
         env={**cp.subprocess_env(), **module_env()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for(lambda: len(cp.function_calls) == 1, "the runner to start its function call")
+        wait_for(lambda: "FunctionMap" in cp.rpcs_called(), "the runner to start its function call")
     finally:
         launcher.kill()
         launcher.wait()
-    wait_for(lambda: cp.function_calls[0].status == "cancelled", "the orphaned runner to cancel its call")
+    wait_for(lambda: read_record(ENV, VOLUME, "sample_modal_app.write_artifact") is not None, "the run's record")
+    [call] = cp.function_calls
+    assert call.status == "running"
+    wait_for(lambda: call.status == "succeeded", "the orphaned run to finish")
+    assert "FunctionCallCancel" not in cp.rpcs_called()
 
 
 def wait_for(condition, what: str, timeout_s: float = 60.0) -> None:

@@ -1,20 +1,22 @@
 """An `up` interrupted while a job runs, and two `up`s of one stack at once, through the real CLI.
 
-What the real engine leaves behind, and the recovery the README documents:
-- SIGINT (one Ctrl-C): the CLI stops starting new steps but waits for the ones in flight, so the
-  running job finishes and is recorded; the `up` exits non-zero ("update canceled"), leaves no lock
-  and no pending operation, and the next `pulumi up` carries on from there.
-- SIGKILL (a CI runner's time limit): the lock stays in the backend and the job stays in state as a
-  pending "creating" operation. Our provider process notices that its engine is gone and exits; the
-  job's runner, orphaned, cancels its function call, so nothing keeps running on Modal. Recovery:
-  `pulumi cancel` (removes the stale lock), `pulumi refresh --clear-pending-creates` (forgets the
-  create that never finished), then `pulumi up`, which runs that job again; jobs that had finished
-  are not run again.
+A job's run is detached from whoever waits for it (providers/job_runs.py), so interrupting the
+waiting side never costs the run. What the real engine leaves behind, and the recovery the README
+documents:
+- SIGINT of `pulumi` (one Ctrl-C): the CLI stops starting new steps but waits for the ones in flight,
+  so the running job finishes and is recorded; the `up` exits non-zero ("update canceled"), leaves
+  no lock and no pending operation, and the next `pulumi up` carries on from there.
+- SIGKILL of `pulumi` (a CI runner's time limit), or SIGINT/SIGKILL of the provider process: the
+  job stays in state as a pending "creating" operation (and, when `pulumi` itself died, the lock
+  stays). The run goes on on Modal. Recovery: `pulumi cancel`, `pulumi refresh
+  --clear-pending-creates`, then `pulumi up`, which finds the run through its record: re-attaches
+  to it while it runs, or records it without running when it already succeeded. Each job runs once.
 - A second `up` while one runs is refused by the backend's lock before it runs anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -139,43 +141,106 @@ def test_sigint_lets_the_running_job_finish_and_the_next_up_carries_on() -> None
     assert settled.ok and settled.mutating_modal_calls == []
 
 
-@pytest.mark.parametrize("function", ["download_model", "compile_deepgemm"])
-def test_sigkill_cancels_the_orphaned_run_and_cancel_then_up_converges(function: str) -> None:
+def provider_running(project: Path) -> bool:
+    with contextlib.suppress(AssertionError):
+        return provider_process(project, wait_seconds=0) is not None
+    return False
+
+
+def provider_process(project: Path, wait_seconds: float = WAIT_SECONDS) -> psutil.Process:
+    """The engine's dynamic-provider process (`python -m pulumi.dynamic`, started from the project)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for process in processes_in(project):
+            with contextlib.suppress(psutil.Error):
+                if "pulumi.dynamic" in process.cmdline():
+                    return process
+        if time.monotonic() >= deadline:
+            raise AssertionError("no provider process")
+        time.sleep(0.05)
+
+
+def waiting_for(running: Rig, call_id: str, since: int) -> bool:
+    """Whether somebody polls the call's result (a provider waits for it) since the mark."""
+    return any(call.rpc == "FunctionGetOutputs" and call.args.get("function_call_id") == call_id
+               for call in running.cp.calls_since(since))  # fmt: skip
+
+
+# Which process is interrupted, with which signal. Every case runs the README's recovery; the
+# SIGKILL cases re-attach while the run still goes, the SIGINT-of-the-provider cases find it finished.
+CASES = [
+    pytest.param(target, sig, function, id=f"{target}-{sig.name}-{function}")
+    for target, sig in [("pulumi", signal.SIGKILL), ("provider", signal.SIGKILL), ("provider", signal.SIGINT)]
+    for function in ("download_model", "compile_deepgemm")
+]
+
+
+@pytest.mark.parametrize(("target", "sig", "function"), CASES)
+def test_an_interrupted_waiting_side_leaves_the_run_going_and_recovery_converges(
+    target: str, sig: signal.Signals, function: str
+) -> None:
     with rig() as running:
         harness = running.harness("staging")
         gate = gate_function(running, function)
         with up_in_background(harness) as result:
             assert gate.started.wait(WAIT_SECONDS)
+            victim = pulumi_process() if target == "pulumi" else provider_process(running.world.project)
+            victim.send_signal(sig)
+        wait_until(lambda: not victim.is_running(), "the interrupted process is gone")
+        wait_until(lambda: not provider_running(running.world.project), "the provider process is gone")
+        [call] = [call for call in running.cp.function_calls if call.tag == function]
+        time.sleep(1)  # a cancel would have arrived by now
+        still_running = call.status
+        reattach = sig == signal.SIGKILL
+        if not reattach:
+            gate.open()
+            wait_until(lambda: call.status == "succeeded", "the detached run finishes unseen")
+        mark = running.cp.mark()
+        cancel = harness.cli("cancel", "--yes")
+        cleared = harness.cli("refresh", "--yes", "--clear-pending-creates")
+        with up_in_background(harness) as recovery:
+            if reattach:
+                wait_until(lambda: waiting_for(running, call.id, mark), "the recovering `up` waits for the run")
+                assert statuses(running, function) == ["running"]  # waits for it; starts no other
+                gate.open()
+        recovered = recovery["up"]
+        settled = harness.up(expect_no_changes=True)
+
+    assert result["up"].outcome.exit_code != 0
+    assert still_running == "running"  # the interruption cancelled nothing
+    assert cancel.ok, cancel.text
+    assert cleared.ok and cleared.mutating_modal_calls == [], cleared.text
+    assert recovered.ok, recovered.text
+    said = "re-attached to its run" if reattach else "already succeeded; recording it without running anything"
+    assert f"{function}: " in recovered.text and said in recovered.text, recovered.text
+    assert runs_by_function(running) == dict.fromkeys(JOB_FUNCTIONS.values(), 1)
+    assert statuses(running, function) == ["succeeded"]
+    assert settled.ok and settled.mutating_modal_calls == [] and settled.function_runs == 0
+
+
+def test_sigkill_leaves_the_lock_and_a_pending_create_that_the_documented_recovery_clears() -> None:
+    with rig() as running:
+        harness = running.harness("staging")
+        gate = gate_function(running, "download_model")
+        with up_in_background(harness):
+            assert gate.started.wait(WAIT_SECONDS)
             pulumi_process().send_signal(signal.SIGKILL)
-        # Nobody will record this run: the provider exits, the runner cancels the call.
-        wait_until(lambda: statuses(running, function) == ["cancelled"], f"{function}'s call is cancelled")
         wait_until(lambda: processes_in(running.world.project) == [], "the provider and its runners are gone")
-        gate.open()
-        before_recovery = runs_by_function(running)
         pending = harness.export()["deployment"].get("pending_operations") or []
         locked = harness.up()
+        gate.open()
         cancel = harness.cli("cancel", "--yes")
         cleared = harness.cli("refresh", "--yes", "--clear-pending-creates")
         recovered = harness.up()
         after = harness.export()["deployment"]
-        settled = harness.up(expect_no_changes=True)
 
-    assert result["up"].outcome.exit_code != 0
-    job = next(name for name, tag in JOB_FUNCTIONS.items() if tag == function)
-    assert [(op["type"], resource_name(op["resource"]["urn"])) for op in pending] == [("creating", job)]
+    assert [(op["type"], resource_name(op["resource"]["urn"])) for op in pending] == [("creating", "download-weights")]
     # The lock of the killed process stays until `pulumi cancel` removes it.
     assert not locked.ok and "locked" in locked.text and "pulumi cancel" in locked.text
     assert locked.modal_calls == []
-    assert cancel.ok, cancel.text
-    # The refresh reads what exists and forgets the create that never finished; it changes nothing.
-    assert cleared.ok and cleared.mutating_modal_calls == [], cleared.text
-    assert recovered.ok, recovered.text
+    assert cancel.ok and cleared.ok and recovered.ok, recovered.text
     assert not after.get("pending_operations")
-    # The interrupted job ran again (its first run was cancelled); the ones that had finished did not.
-    finished_before = {tag for tag, count in before_recovery.items() if tag != function}
-    assert all(runs_by_function(running)[tag] == 1 for tag in finished_before)
-    assert runs_by_function(running)[function] == 2
-    assert settled.ok and settled.mutating_modal_calls == [] and settled.function_runs == 0
+    assert runs_by_function(running) == dict.fromkeys(JOB_FUNCTIONS.values(), 1)
 
 
 def test_a_second_up_while_one_runs_is_refused_by_the_lock_and_nothing_runs_twice() -> None:
@@ -184,6 +249,8 @@ def test_a_second_up_while_one_runs_is_refused_by_the_lock_and_nothing_runs_twic
         gate = gate_function(running, "download_model")
         with up_in_background(first_stack) as result:
             assert gate.started.wait(WAIT_SECONDS)
+            # The first `up`'s runner has recorded the run and left it (its last write until the download ends).
+            wait_until(lambda: "AppClientDisconnect" in running.cp.rpcs_called(), "the run is recorded")
             second = first_stack.up()
             gate.open()
         first = result["up"]

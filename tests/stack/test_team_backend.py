@@ -65,6 +65,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         "HTTP_PROXY": proxy,
         "HTTPS_PROXY": proxy,
         "NO_PROXY": "127.0.0.1,localhost",
+        # modal's blob transfers (a job's run record in its volume) use a proxy whenever one is set,
+        # ignoring NO_PROXY (modal/_utils/http_utils.py); its control plane and blob server are loopback.
+        "MODAL_DISABLE_API_PROXY": "1",
     }.items():
         monkeypatch.setenv(key, value)
         if key.endswith("PROXY"):
