@@ -31,6 +31,7 @@ from .rpc_objects import ObjectRpcs
 from .state import IMAGE_BUILDER_VERSION, WORKSPACE, App, Deployment, FunctionRecord, ImageLayer, Mount
 
 if TYPE_CHECKING:
+    from .containers import Containers
     from .functions import FunctionRunner
 
 # What the fake image builder reports about every image: the Python of the test process (the
@@ -55,12 +56,32 @@ APP_STATE_PROTO = {
 }
 
 
+# `publish_noop`: when a deploy is answered as a no-op (see AppPublish).
+NOOP_WHEN_UNCHANGED = "when-unchanged"
+NOOP_NEVER = "never"
+PUBLISH_NOOP_MODES = (NOOP_WHEN_UNCHANGED, NOOP_NEVER)
+
+
+def _definition_id(definition: api_pb2.Function) -> str:
+    """Like Modal's "de-" ids, one per distinct function definition: the same definition (image, mounts,
+    secrets, volumes, resources, ...) has the same id however often it is deployed. The client loads
+    mounts concurrently, so their order varies from deploy to deploy: a set, not a list, to compare."""
+    canonical = api_pb2.Function()
+    canonical.CopyFrom(definition)
+    mount_ids = sorted(canonical.mount_ids)
+    del canonical.mount_ids[:]
+    canonical.mount_ids.extend(mount_ids)
+    return "de-" + hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
 # How long one AppGetLogs request of a running app waits before it ends empty.
 LOG_POLL_SECONDS = 0.5
 
 
 class AppRpcs(ObjectRpcs):
     runner: FunctionRunner
+    containers: Containers
+    publish_noop: str
     # (environment, "<app>-<label>") -> URL of a web endpoint; None: Modal's *.modal.run scheme.
     web_url_of: Callable[[str, str], str] | None
 
@@ -172,15 +193,24 @@ class AppRpcs(ObjectRpcs):
         return Empty()
 
     async def AppPublish(self, request: api_pb2.AppPublishRequest) -> api_pb2.AppPublishResponse:
+        """A deploy. Like Modal since "Introduce no-op deployments to AppPublish" (Modal's servicer:
+        `app_publish_is_noop`): a deploy of an app whose live version already has exactly these
+        function definitions is answered with `deployed_at = 0` and changes nothing: no version, no
+        history entry, no tag, containers untouched; modal 1.6.4 then prints "Deployment skipped: no
+        changes detected!" and skips the recreate strategy's container stop. Whether Modal always
+        does so is not documented: `publish_noop=NOOP_NEVER` makes every deploy a new version."""
         with self.state.lock:
             app = self._object(request.app_id, App, "App")
             env = self._environment(app.environment)
-            app.classes = dict(request.class_ids)
-            app.tags.update(request.tags)
             if request.app_state == api_pb2.APP_STATE_DEPLOYED:
                 previous = env.apps.get(request.name)
                 if previous is not None and previous is not app and previous.state == "deployed":
                     raise GRPCError(Status.ALREADY_EXISTS, f"App '{request.name}' is already deployed")
+                page = f"https://modal.com/apps/{WORKSPACE}/{app.environment}/deployed/{request.name}"
+                if self._publish_is_noop(app, request):
+                    return api_pb2.AppPublishResponse(url=page, deployed_at=0.0)
+                app.classes = dict(request.class_ids)
+                app.tags.update(request.tags)
                 app.name = request.name
                 app.state = "deployed"
                 commit_info = api_pb2.CommitInfo()
@@ -188,10 +218,18 @@ class AppRpcs(ObjectRpcs):
                 self._record_deployment(app, tag=request.deployment_tag, commit_info=commit_info)
                 env.apps[app.name] = app
             else:
+                app.classes = dict(request.class_ids)
+                app.tags.update(request.tags)
                 app.state = APP_STATES.get(request.app_state, app.state)
+                page = f"https://modal.com/apps/{WORKSPACE}/{app.environment}/deployed/{app.name}"
         # Like Modal, the URL printed after "View Deployment:" is the app's dashboard page.
-        page = f"https://modal.com/apps/{WORKSPACE}/{app.environment}/deployed/{app.name}"
         return api_pb2.AppPublishResponse(url=page, deployed_at=app.deployed_at)
+
+    def _publish_is_noop(self, app: App, request: api_pb2.AppPublishRequest) -> bool:
+        live = app.deployment
+        if self.publish_noop == NOOP_NEVER or app.state != "deployed" or live is None:
+            return False
+        return dict(request.definition_ids) == live.definition_ids and dict(request.class_ids) == live.classes
 
     def _record_deployment(self, app: App, *, tag: str, commit_info: object, rollback_version: int = 0) -> None:
         app.deployment_version += 1
@@ -207,18 +245,27 @@ class AppRpcs(ObjectRpcs):
                 rollback_version=rollback_version,
             )
         )
+        self.containers.outdate(app)
 
     async def AppRollback(self, request: api_pb2.AppRollbackRequest) -> api_pb2.AppRollbackResponse:
-        """Like Modal: a new version that brings back the functions of an earlier one (version -1:
-        the one before the current), with that version's tag."""
+        """Like Modal's servicer: a new version that brings back the functions (and the tag) of an
+        earlier one. A negative version counts back from the live one (-1: the one before it); 0, or
+        counting back past version 1, is INVALID_ARGUMENT; a version not in the history NOT_FOUND."""
         with self.state.lock:
             app = self._object(request.app_id, App, "App")
             if app.state != "deployed":
                 raise GRPCError(Status.FAILED_PRECONDITION, f"App '{app.name}' is not deployed")
-            wanted = request.version if request.version > 0 else app.deployment_version - 1
+            if request.version < 0:
+                wanted = app.deployment_version + request.version
+                if wanted <= 0:
+                    raise GRPCError(Status.INVALID_ARGUMENT, "Rollback request exceeds number of App deployments.")
+            elif request.version > 0:
+                wanted = request.version
+            else:
+                raise GRPCError(Status.INVALID_ARGUMENT, "Invalid rollback version request.")
             target = next((d for d in app.history if d.version == wanted), None)
-            if target is None or wanted == app.deployment_version:
-                raise GRPCError(Status.NOT_FOUND, f"App '{app.name}' has no earlier version {wanted} to roll back to")
+            if target is None:
+                raise GRPCError(Status.NOT_FOUND, "Rollback version not found in App history.")
             for tag, saved in target.functions.items():
                 record = app.functions.get(tag)
                 if record is not None:
@@ -228,11 +275,27 @@ class AppRpcs(ObjectRpcs):
         page = f"https://modal.com/apps/{WORKSPACE}/{app.environment}/deployed/{app.name}"
         return api_pb2.AppRollbackResponse(url=page, deployed_at=app.deployed_at)
 
+    async def AppRollover(self, request: api_pb2.AppRolloverRequest) -> api_pb2.AppRolloverResponse:
+        """`modal app rollover`: fresh containers of the same version's functions, as a new entry in the
+        history with the live version's tag (Modal's servicer re-publishes the live definitions). The
+        running containers are outdated (they drain); with `--strategy recreate` the client then stops
+        them (TaskList + ContainerStop, as after a recreate deploy). Never a no-op: making new
+        containers is its purpose, and Modal documents it as a new history entry."""
+        with self.state.lock:
+            app = self._object(request.app_id, App, "App")
+            live = app.deployment
+            if app.state != "deployed" or live is None:
+                raise GRPCError(Status.INVALID_ARGUMENT, f"App '{app.name}' is not deployed")
+            self._record_deployment(app, tag=live.tag, commit_info=live.commit_info)
+        page = f"https://modal.com/apps/{WORKSPACE}/{app.environment}/deployed/{app.name}"
+        return api_pb2.AppRolloverResponse(url=page, deployed_at=app.deployed_at)
+
     async def AppStop(self, request: api_pb2.AppStopRequest) -> Empty:
         with self.state.lock:
             app = self._object(request.app_id, App, "App")
             app.state = "stopped"
             app.stopped_at = self.now()
+            self.containers.stop_all(app)
             self.runner.cancel_app(app.id)
         return Empty()
 
@@ -288,11 +351,18 @@ class AppRpcs(ObjectRpcs):
         return api_pb2.AppDeploymentHistoryResponse(app_deployment_histories=history)
 
     async def TaskList(self, request: api_pb2.TaskListRequest) -> api_pb2.TaskListResponse:
-        # No containers ever run here (function calls are scripted), so there are none to list.
+        """The containers that exist (containers.py), of one app or of the whole environment."""
         with self.state.lock:
             if request.app_id:
                 self._object(request.app_id, App, "App")
-        return api_pb2.TaskListResponse()
+            env = self._environment(request.environment_name)
+            return api_pb2.TaskListResponse(tasks=self.containers.task_stats(env.name, request.app_id))
+
+    async def ContainerStop(self, request: api_pb2.ContainerStopRequest) -> api_pb2.ContainerStopResponse:
+        with self.state.lock:
+            if not self.containers.stop(request.task_id):
+                raise GRPCError(Status.NOT_FOUND, f"Task '{request.task_id}' not found")
+        return api_pb2.ContainerStopResponse()
 
     # ---- images --------------------------------------------------------------------------------
 
@@ -353,7 +423,9 @@ class AppRpcs(ObjectRpcs):
             if missing:
                 raise GRPCError(Status.FAILED_PRECONDITION, f"Mount files not uploaded: {missing[:3]}")
             checksum = hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()
-            mount = Mount(self.state.new_id("mo"), files)
+            # The same files are the same mount, as Modal deduplicates them: a redeploy of unchanged
+            # source refers to the same mount id, so its function definitions are unchanged too.
+            mount = Mount("mo-" + checksum[:16], files)
             self.state.mounts[mount.id] = mount
             self.state.by_id[mount.id] = mount
             app = self.state.by_id.get(request.app_id)
@@ -488,7 +560,7 @@ class AppRpcs(ObjectRpcs):
                 )
             function_id = request.existing_function_id or self.state.new_id("fu")
             record = self._register_function(app, function_id, definition.function_name)
-            record.definition_id = self.state.new_id("de")
+            record.definition_id = _definition_id(definition)
             record.image_id = definition.image_id
             record.secret_ids = list(definition.secret_ids)
             record.volume_mounts = {m.mount_path: m.volume_id for m in definition.volume_mounts}

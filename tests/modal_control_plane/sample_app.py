@@ -28,7 +28,7 @@ image = (
     modal.Image.debian_slim(python_version="3.11")
     .apt_install("curl")
     .pip_install("requests==2.32.3")
-    .env({"SAMPLE_MODE": "test"})
+    .env({"SAMPLE_MODE": os.environ.get("SAMPLE_MODE", "test")})  # another mode: another definition
     .add_local_file(Path(__file__), "/root/sample_app.py")
 )
 volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)

@@ -34,8 +34,9 @@ from modal_proto.api_grpc import ModalClientBase
 
 from . import blob_server
 from .calls import LOGGED_HEADERS, CallLog, CallRecord, FaultPlan, is_mutating, summarize
+from .containers import Containers
 from .functions import FunctionCall, FunctionRunner, Handler, ScriptedOutcome
-from .rpc_apps import AppRpcs
+from .rpc_apps import NOOP_WHEN_UNCHANGED, PUBLISH_NOOP_MODES, AppRpcs
 from .rpc_objects import normalize_path, remove_path, write_file
 from .state import DEFAULT_ENVIRONMENT, App, ControlPlaneState, Secret, Volume
 
@@ -62,6 +63,8 @@ class Rpcs(AppRpcs):
         self.runner = plane.runner
         self.now = plane.now
         self.web_url_of = plane.web_url_of
+        self.containers = plane.containers
+        self.publish_noop = plane.publish_noop
         self.blob_url = ""  # known once the blob server is bound
 
 
@@ -83,11 +86,22 @@ class _Routes:
 class ControlPlane:
     """Handle on a running control plane. Start with `start()` (or use it as a context manager)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, web_url_of: WebUrlOf | None = None):
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        web_url_of: WebUrlOf | None = None,
+        publish_noop: str = NOOP_WHEN_UNCHANGED,
+    ):
         """`web_url_of(environment, slug)`, if given, is the URL handed out for a web endpoint
-        instead of Modal's *.modal.run scheme (unreachable offline): e.g. a local stand-in server."""
+        instead of Modal's *.modal.run scheme (unreachable offline): e.g. the web front of web.py.
+        `publish_noop`: whether a deploy that changes no definition is a no-op, as Modal answers it
+        (NOOP_WHEN_UNCHANGED, the default) or a new version all the same (NOOP_NEVER): see AppPublish."""
+        if publish_noop not in PUBLISH_NOOP_MODES:
+            raise ValueError(f"publish_noop must be one of {PUBLISH_NOOP_MODES}, not {publish_noop!r}")
         self._clock = clock
         self.web_url_of = web_url_of
+        self.publish_noop = publish_noop
         self._last_ts = 0.0
         self._ts_lock = threading.Lock()
         self.state = ControlPlaneState()
@@ -95,6 +109,7 @@ class ControlPlane:
         self.faults = FaultPlan()
         self.blobs = blob_server.BlobStore()
         self.runner = FunctionRunner(self.state, self.blobs, self.now)
+        self.containers = Containers(self.state, self.now)
         self.rpcs = Rpcs(self)
         self.server_errors: list[str] = []
         self.state.add_environment(DEFAULT_ENVIRONMENT, self.now())

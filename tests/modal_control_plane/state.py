@@ -101,6 +101,32 @@ class Deployment:
     classes: dict[str, str]
     rollback_version: int = 0  # the version a rollback restored, 0 for an ordinary deploy
 
+    @property
+    def definition_ids(self) -> dict[str, str]:
+        """{function id: definition id} of this version: what a publish is compared with."""
+        return {record.id: record.definition_id for record in self.functions.values()}
+
+
+@dataclass
+class Container:
+    """One container of a deployed app's function, as `TaskList` lists it ("ta-" ids).
+
+    A container reads its secrets once, when it starts (Modal injects them as environment
+    variables), so `secret_values` is a snapshot: a secret updated later reaches only containers
+    started after the update. `state`: "running" takes requests; "draining" belongs to an older
+    version after a rolling deploy (no new requests; it still holds its GPUs until it is stopped);
+    "stopped" is gone from `TaskList`."""
+
+    task_id: str
+    app_id: str
+    function_id: str
+    version: int
+    enqueued_at: float
+    secret_values: dict[str, str]
+    state: str = "running"
+    stopped_at: float = 0.0
+    requests: int = 0
+
 
 @dataclass
 class App:
@@ -122,6 +148,12 @@ class App:
     tags: dict[str, str] = field(default_factory=dict)
     stopped_at: float = 0.0
     history: list[Deployment] = field(default_factory=list)  # oldest first
+    containers: list[Container] = field(default_factory=list)  # every container it ever had, oldest first
+
+    @property
+    def live_containers(self) -> list[Container]:
+        """Containers that still exist on Modal (running or draining): what `TaskList` lists."""
+        return [container for container in self.containers if container.state != "stopped"]
 
     @property
     def deployment(self) -> Deployment | None:

@@ -10,9 +10,11 @@ import modal
 import modal.runner
 import pytest
 from modal.exception import NotFoundError
+from modal_proto import api_pb2
 
 from . import sample_app
 from .fixtures import connect_in_process
+from .rpc_apps import NOOP_NEVER
 from .server import ControlPlane
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,12 +50,15 @@ def _assert_first_deploy_sequence(called: list[str]) -> None:
     assert called[-1] == "AppPublish"
 
 
-def _deploy_subprocess(cp: ControlPlane, *target: str, name: str, env: str | None = None):
-    command = [sys.executable, "-m", "modal", "deploy", *target, "--name", name]
+def _deploy_subprocess(cp: ControlPlane, *target: str, name: str, env: str | None = None, mode: str = "test",
+                       options: tuple[str, ...] = ()):  # fmt: skip
+    """`modal deploy` in a child; another `mode` is another image, so other function definitions."""
+    command = [sys.executable, "-m", "modal", "deploy", *target, "--name", name, *options]
     if env:
         command += ["--env", env]
     environ = cp.subprocess_env()
     environ["PYTHONPATH"] = str(REPO_ROOT)
+    environ["SAMPLE_MODE"] = mode
     return subprocess.run(command, env=environ, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -107,17 +112,53 @@ def test_image_layers_are_recorded(cp):
     assert app.image_env == {"SAMPLE_MODE": "test"}
 
 
-def test_redeploy_keeps_the_app_and_bumps_the_version(cp):
-    first_id = sample_app.app.deploy(name="sample").app_id
+def test_an_unchanged_redeploy_is_a_noop_as_modal_answers_it(cp):
+    first_id = sample_app.app.deploy(name="sample", tag="v1").app_id
     mark = cp.mark()
 
-    second_id = sample_app.app.deploy(name="sample").app_id
+    second_id = sample_app.app.deploy(name="sample", tag="v2").app_id
 
     assert second_id == first_id
-    assert cp.app("sample").deployment_version == 2
+    app = cp.app("sample")
+    # Same definitions: Modal answers deployed_at = 0, and nothing changes, the tag included.
+    assert app.deployment_version == 1 and [d.tag for d in app.history] == ["v1"]
     called = cp.rpcs_called(since=mark)
     assert "AppGetLayout" in called and "AppCreate" not in called
     assert "ImageJoinStreaming" not in called  # identical images are already built
+
+
+def test_the_modal_cli_says_a_deploy_without_changes_was_skipped(cp):
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+    first = _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample")
+    again = _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample")
+    changed = _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample", mode="other")
+
+    assert first.returncode == again.returncode == changed.returncode == 0, first.stderr + again.stderr
+    assert "Deployment skipped: no changes detected!" in again.stdout + again.stderr
+    assert "skipped" not in changed.stdout + changed.stderr
+    assert cp.app("sample").deployment_version == 2  # the changed image made the second version
+
+
+def test_a_changed_redeploy_keeps_the_app_and_bumps_the_version(cp):
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+    first_id = sample_app.app.deploy(name="sample").app_id
+    definition = cp.app("sample").functions["write_marker"].definition_id
+
+    changed = _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample", mode="other")
+
+    assert changed.returncode == 0, changed.stderr
+    app = cp.app("sample")
+    assert app.id == first_id and app.deployment_version == 2
+    assert app.functions["write_marker"].definition_id != definition
+
+
+def test_without_noop_deploys_every_deploy_is_a_new_version(monkeypatch):
+    """The other plausible answer of Modal's server (not documented either way): a new version anyway."""
+    with ControlPlane(publish_noop=NOOP_NEVER) as plane, connect_in_process(plane, monkeypatch):
+        plane.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+        sample_app.app.deploy(name="sample")
+        sample_app.app.deploy(name="sample")
+        assert plane.app("sample").deployment_version == 2
 
 
 def test_runner_deploy_app_into_another_environment(cp):
@@ -273,9 +314,11 @@ def _modal_cli(cp: ControlPlane, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_tagged_deploys_their_history_and_a_rollback(cp):
-    sample_app.app.deploy(name="sample", tag="v1")
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+    assert _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample", options=("--tag", "v1")).returncode == 0
     first_definition = cp.app("sample").functions["write_marker"].definition_id
-    sample_app.app.deploy(name="sample", tag="v2")
+    second = _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample", mode="other", options=("--tag", "v2"))
+    assert second.returncode == 0, second.stderr
     assert cp.app("sample").functions["write_marker"].definition_id != first_definition
 
     rollback = _modal_cli(cp, "app", "rollback", "sample")  # to the version before the current one
@@ -293,12 +336,88 @@ def test_tagged_deploys_their_history_and_a_rollback(cp):
     assert app.deployment.commit_info.commit_hash
 
 
-def test_a_recreate_deploy_stops_the_old_containers(cp):
-    sample_app.app.deploy(name="sample")
-    mark = cp.mark()
-    sample_app.app.deploy(name="sample", strategy="recreate")
+def _rpc_error(cp: ControlPlane, call) -> str:
+    """The modal error an RPC made through the in-process client's stub raises, or "" when it succeeds."""
+    from modal._utils.async_utils import synchronizer
+    from modal.client import _Client
 
+    async def run() -> str:
+        client = await _Client.from_env()
+        try:
+            await call(client._stub)
+        except modal.exception.Error as error:
+            return type(error).__name__
+        return ""
+
+    return synchronizer.create_blocking(run)()
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [(-1, ""), (-2, ""), (-3, "InvalidError"), (0, "InvalidError"), (9, "NotFoundError")],
+)  # fmt: skip
+def test_a_rollback_resolves_its_version_as_modal_does(cp, version, expected):
+    """As Modal's servicer: a negative version counts back from the LIVE version."""
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+    for mode in ("a", "b", "c"):
+        assert _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample", mode=mode).returncode == 0
+    app = cp.app("sample")
+    rollback = api_pb2.AppRollbackRequest(app_id=app.id, version=version)
+
+    status = _rpc_error(cp, lambda stub: stub.AppRollback(rollback))
+
+    assert status == expected
+    if not status:
+        assert app.deployment_version == 4 and app.deployment.rollback_version == 3 + version
+
+
+def test_a_recreate_deploy_stops_the_old_containers(cp):
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+    assert _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample").returncode == 0
+    app = cp.app("sample")
+    with cp.state.lock:
+        old = cp.containers.start(app, app.functions["write_marker"])
+    mark = cp.mark()
+
+    recreated = _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample", mode="other",
+                                   options=("--strategy", "recreate"))  # fmt: skip
+
+    assert recreated.returncode == 0, recreated.stderr
     called = [rpc for rpc in cp.rpcs_called(since=mark) if rpc != "AppHeartbeat"]
-    # After publishing, the client lists the containers started before the deploy to stop them
-    # (none run here); a rolling deploy leaves them to drain.
-    assert called[called.index("AppPublish") + 1 :] == ["TaskList"]
+    # After publishing, the client lists the containers started before the deploy and stops them.
+    assert called[called.index("AppPublish") + 1 :][:2] == ["TaskList", "ContainerStop"]
+    assert old.state == "stopped" and app.live_containers == []
+
+
+def test_a_rolling_deploy_lets_the_old_containers_drain(cp):
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+    assert _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample").returncode == 0
+    app = cp.app("sample")
+    with cp.state.lock:
+        old = cp.containers.start(app, app.functions["write_marker"])
+
+    assert _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample", mode="other").returncode == 0
+
+    # Outdated, still there (and still holding its hardware), never given a new request.
+    assert old.state == "draining" and app.live_containers == [old]
+
+
+@pytest.mark.parametrize("strategy", ["rolling", "recreate"])
+def test_a_rollover_is_a_new_version_with_fresh_containers(cp, strategy):
+    """`modal app rollover`: new containers of the same code, a new history entry with the same tag."""
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "old"})
+    assert _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample", options=("--tag", "t1")).returncode == 0
+    app = cp.app("sample")
+    with cp.state.lock:
+        old = cp.containers.start(app, app.functions["write_marker"])
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "new"})  # a secret rotated on Modal
+
+    rolled = _modal_cli(cp, "app", "rollover", "sample", "--strategy", strategy)
+
+    assert rolled.returncode == 0, rolled.stderr
+    assert app.deployment_version == 2 and [d.tag for d in app.history] == ["t1", "t1"]
+    assert old.state == ("stopped" if strategy == "recreate" else "draining")
+    with cp.state.lock:
+        fresh = cp.containers.start(app, app.functions["write_marker"])
+    assert old.secret_values == {"TOKEN": "old"}  # read once, at its start
+    assert fresh.version == 2

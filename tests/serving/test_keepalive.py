@@ -2,7 +2,7 @@
 
 Its target is never a setting: the request carries the key. Proven end to end: serving/app.py is
 deployed (with keep-alive on) to the local control plane, then its `keep_warm` body runs against
-that deployment, and the web stand-in behind the Server's URL records the authorized /health.
+that deployment, and the control plane's web front behind the Server's URL records the authorized /health.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import sys
 
 from serving.config import CONFIG_ENV_VAR, DeploymentConfig
 from tests.modal_control_plane import ControlPlane
-from tests.stack.harness import REPO_ROOT, WebStandIn
+from tests.modal_control_plane.web import WebFront
+from tests.stack.harness import REPO_ROOT
 
 API_KEY = "canary-keepalive-key-0123456789abcdef"
 
@@ -28,9 +29,9 @@ print(json.dumps({"status": served.keep_warm.local()}))
 
 def test_keep_warm_pings_the_health_of_its_own_deployment_with_the_api_key() -> None:
     cfg = DeploymentConfig.model_validate({"app_name": "glm-keepalive", "keepalive": {"enabled": True}})
-    web = WebStandIn().start()
+    web = WebFront().start()
     cp = ControlPlane(web_url_of=web.url_for).start()
-    web.api_keys = lambda _environment: {API_KEY}
+    web.attach(cp)
     # The secrets the app mounts exist before a deploy (the stack creates them first).
     cp.create_secret(cfg.secrets.hf_token, {cfg.secrets.hf_token_key: "hf_canaryHfToken7e3b91d0"})
     cp.create_secret(cfg.secrets.api_key, {cfg.secrets.api_key_key: API_KEY})

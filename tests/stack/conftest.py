@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.modal_control_plane import ControlPlane
+from tests.modal_control_plane.web import WebFront
 
 from .cli import CliWorld
 from .harness import (
@@ -19,8 +20,6 @@ from .harness import (
     HubStandIn,
     StackConfig,
     StackHarness,
-    WebStandIn,
-    api_keys_in,
     install_serving_functions,
 )
 
@@ -30,7 +29,7 @@ class Rig:
     """Everything a stack run talks to."""
 
     cp: ControlPlane
-    web: WebStandIn
+    web: WebFront
     world: CliWorld
     hub: HubStandIn
 
@@ -46,9 +45,9 @@ def modal_env(cp: ControlPlane) -> dict[str, str]:
 
 @contextmanager
 def rig(backend_url: str | None = None) -> Iterator[Rig]:
-    web = WebStandIn().start()
+    web = WebFront().start()
     cp = ControlPlane(web_url_of=web.url_for).start()
-    web.api_keys = api_keys_in(cp)
+    web.attach(cp)
     hub = HubStandIn()
     install_serving_functions(cp, hub)
     world = CliWorld(modal_env(cp), extra_env=FAST_PROVIDER_ENV, backend_url=backend_url)

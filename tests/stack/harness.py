@@ -14,8 +14,9 @@ How a run goes, and which part is real:
   Its functions run the REAL serving.jobs logic (download, compile, verify) on the control plane's
   volumes, with the config baked into the function's image environment, as the container would;
   only the Hub download and the compiler are stand-ins (serving.jobs takes them as parameters).
-- Web: the control plane hands out web URLs served by `WebStandIn`, a tiny HTTP server answering
-  /health and /v1/chat/completions like SGLang, so the smoke test has something to talk to.
+- Web: the control plane hands out web URLs served by its `WebFront` (tests/modal_control_plane/web.py):
+  each request reaches a container of the app's live version, which answers /health and
+  /v1/chat/completions like SGLang with the API key it read when it started.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -437,99 +437,3 @@ def install_serving_functions(cp: ControlPlane, hub: HubStandIn) -> None:
 # ---- the deployed server's web endpoint --------------------------------------------------------
 
 
-class WebStandIn:
-    """What answers at the deployed app's web URL: /health and /v1/chat/completions like SGLang,
-    with the Bearer key required on the chat endpoint. `health_status`/`chat_status` choose the
-    answers; `requests` records (method, path, authorized) per request.
-
-    The accepted keys come from `api_keys(environment)`, called per request: like the real server,
-    which reads its key from the Modal secret when its container starts."""
-
-    def __init__(self, api_keys: Callable[[str], set[str]] = lambda _environment: {TEST_API_KEY}):
-        self.api_keys = api_keys
-        self.health_status = 200
-        self.chat_status = 200
-        self.requests: list[tuple[str, str, bool]] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    def start(self) -> WebStandIn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def url_for(self, environment: str, label: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{environment}/{label}"
-
-    def chat_requests(self) -> list[tuple[str, str, bool]]:
-        with self._lock:
-            return [r for r in self.requests if r[1].endswith("/v1/chat/completions")]
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: object) -> None:
-                pass
-
-            def _reply(self, status: int, payload: dict) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _authorized(self) -> bool:
-                environment = self.path.strip("/").split("/", 1)[0]
-                given = self.headers.get("Authorization", "")
-                return any(given == f"Bearer {key}" for key in standin.api_keys(environment))
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                with standin._lock:
-                    standin.requests.append(("GET", self.path, self._authorized()))
-                if self.path.endswith("/health"):
-                    self._reply(standin.health_status, {"status": "ok" if standin.health_status == 200 else "loading"})
-                else:
-                    self._reply(404, {"error": "not found"})
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                request = json.loads(self.rfile.read(length) or b"{}")
-                authorized = self._authorized()
-                with standin._lock:
-                    standin.requests.append(("POST", self.path, authorized))
-                if not self.path.endswith("/v1/chat/completions"):
-                    self._reply(404, {"error": "not found"})
-                elif not authorized:
-                    self._reply(401, {"error": "unauthorized"})
-                elif standin.chat_status != 200:
-                    # Like SGLang errors that quote the request: the key comes back in the body.
-                    self._reply(standin.chat_status, {"object": "error", "message": "the model is on fire",
-                                                      "request_headers": dict(self.headers)})
-                else:
-                    message = {"role": "assistant", "content": "ready", "reasoning_content": None}
-                    self._reply(200, {"object": "chat.completion", "model": request.get("model"),
-                                      "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
-
-        return Handler
-
-
-def api_keys_in(cp: ControlPlane, key_name: str = "API_KEY") -> Callable[[str], set[str]]:
-    """The API keys the control plane's secrets of an environment hold right now."""
-
-    def keys(environment: str) -> set[str]:
-        with cp.state.lock:
-            env = cp.state.environment(environment)
-            secrets = list(env.secrets.values()) if env is not None else []
-            return {secret.values[key_name] for secret in secrets if key_name in secret.values}
-
-    return keys
