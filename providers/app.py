@@ -25,7 +25,16 @@ deployment tag, shown by `modal app history`), and a new commit alone is no reas
 outputs keep those of the deployment this resource made.
 
 redeploy_triggers is for what the module does not read but its containers depend on, e.g. a digest
-of a Modal secret's values (a running container reads its secrets once, at start). Its values may be
+of a Modal secret's values (a running container reads its secrets once, at start).
+
+A deploy whose function definitions did not change is a no-op on Modal (no new version; the running
+containers, which read their secrets when they started, go on). So when only redeploy_triggers
+changed, the deploy is followed by `modal app rollover --strategy <strategy>` (deployments.py),
+which Modal offers for exactly this: a new version of the same functions with fresh containers
+(the old ones drain, or with `recreate` are stopped). A create that Modal answers as a no-op (an
+app deployed before with the same definitions) is rolled over as well: the stack may just have
+written its secrets. A no-op that needs no fresh containers is recorded as what it is: the live
+version stays, with its own tag and commit. Its values may be
 Pulumi secrets: the engine marks each output key secret whose input was, so a secret trigger keeps
 module_env free of secrets, and the module's config readable in state and in `pulumi preview --diff`.
 
@@ -60,7 +69,7 @@ from .base import (
     split_id,
     strip_internal,
 )
-from .deployments import deployment_info
+from .deployments import RolloverError, deployment_info, rollover
 from .module_runs import ModuleEnv, ModulePath
 from .retry import modal_call
 from .supervisor import format_elapsed, run_with_retries
@@ -176,8 +185,39 @@ def _deploy(inputs: AppInputs) -> dict[str, Any]:
         retry_started=True,  # deploying the same app again is idempotent
     )
     _check_web_endpoint(inputs, deployment.get("web_urls") or {}, just_deployed=True)
-    progress(f"{where} deployed: version {deployment.get('deployment_version')} ({deployment.get('app_id')})")
+    if not deployment.get("noop"):
+        progress(f"{where} deployed: version {deployment.get('deployment_version')} ({deployment.get('app_id')})")
     return deployment
+
+
+def _apply(inputs: AppInputs, *, fresh_containers: bool) -> dict[str, Any]:
+    """Deploy `inputs`. Modal answers a deploy whose function definitions did not change as a no-op
+    (no new version, running containers untouched, not even by the recreate strategy). When the
+    containers must start anew all the same (`fresh_containers`: something they read once at start
+    changed that the definitions do not show, e.g. a secret's values), roll them over."""
+    where = _where(inputs.app_name, inputs.environment)
+    deployment = _deploy(inputs)
+    if not deployment.get("noop"):
+        return deployment
+    version = deployment.get("deployment_version")
+    if not fresh_containers:
+        progress(f"{where}: Modal found nothing to deploy; version {version} stays live")
+        return deployment
+    progress(
+        f"{where}: Modal found nothing to deploy (version {version} stays live), but its containers read "
+        f"their secrets when they started: rolling them over (`modal app rollover --strategy {inputs.strategy}`)"
+    )
+    try:
+        rolled = rollover(inputs.app_name, inputs.environment, inputs.strategy)
+    except (RolloverError, modal.exception.Error) as error:
+        raise ProviderError(
+            f"{where}: the rollover that would replace its containers failed ({error}); the containers that run "
+            "still hold what they read at start. Run `pulumi up` again."
+        ) from None
+    if rolled["warning"]:
+        progress(f"{where}: rolled over, but an old container may still run: {rolled['warning']}")
+    progress(f"{where} rolled over: version {rolled['deployment_version']}, fresh containers")
+    return {**rolled, "noop": False}
 
 
 class AppProvider(ModalProvider):
@@ -194,7 +234,9 @@ class AppProvider(ModalProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = self.validated(props)
         assert isinstance(inputs, AppInputs)
-        deployment = _deploy(inputs)
+        # An app deployed before (by hand, or by an `up` that failed half-way) is adopted; if Modal finds
+        # nothing to change, its containers may still hold secrets this `up` has just written.
+        deployment = _apply(inputs, fresh_containers=True)
         return CreateResult(join_id(inputs.environment, inputs.app_name), _deployed_outputs(inputs, deployment))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -226,7 +268,14 @@ class AppProvider(ModalProvider):
         assert isinstance(inputs, AppInputs)
         new_values = inputs.model_dump(mode="json")
         if drifted(olds) or any(olds.get(name) != new_values.get(name) for name in REDEPLOY_ON):
-            return UpdateResult(_deployed_outputs(inputs, _deploy(inputs)))
+            fresh = olds.get("redeploy_triggers") != new_values.get("redeploy_triggers")
+            deployment = _apply(inputs, fresh_containers=fresh)
+            outputs = _deployed_outputs(inputs, deployment)
+            if deployment.get("noop") or "warning" in deployment:
+                # No deploy of ours is live (a no-op, or a rollover of the deploy that was): the live
+                # version keeps the tag and commit it was deployed with.
+                outputs.update({name: olds.get(name, "") for name in ("tag", "commit")})
+            return UpdateResult(outputs)
         # web_endpoint or timeout_seconds only: nothing to do on Modal. The deployment stays the
         # one made with the old tag, commit and strategy.
         _check_web_endpoint(inputs, olds.get("web_urls") or {}, just_deployed=False)

@@ -25,7 +25,8 @@ stack's config with the next resource's and could never be re-imported with othe
     for the call by its id (job_runs.py), and so can the next `up` if this one dies. Nothing needs to
     be deployed first.
   - `deploy`: `app.deploy(name=N, environment_name=E, tag=T, strategy=S)`, then looks the deployment
-    up by name for its app id, deployment version and the URLs of its web endpoints.
+    up by name for its app id, deployment version and the URLs of its web endpoints, and says
+    whether Modal answered the deploy as a no-op (the version live before is still live).
 - It prints human progress lines (`say`), then its result line (module_runs.py): {"ok": true, ...}
   with exit status 0, or a RunnerFailure with exit status 1.
 - On SIGTERM (the provider's timeout), a call it spawned but could not record yet is cancelled.
@@ -207,8 +208,19 @@ def _cancel_unrecorded(state: dict[str, Any]) -> None:
 
 
 def deploy_app(module_name: str, app_name: str, environment: str, tag: str, strategy: str) -> dict[str, Any]:
+    """Deploy, then say what Modal made of it: `noop` when Modal answered that nothing changed
+    (modal 1.6.4 prints "Deployment skipped: no changes detected!", makes no version and skips the
+    recreate strategy's container stop), read as the live version being the one before the deploy."""
     app = import_app(module_name)
     started_at = time.monotonic()
+    policy = retry_policy(f"look up deployed app {app_name!r}", is_transient)
+    try:
+        before = policy(deployment_info, app_name, environment)
+    except _Interrupted:
+        raise RunnerFailure("stopped by the provider (timeout)", phase=PHASE_SETUP) from None
+    except Exception as error:  # nothing deployed yet
+        message = f"{type(error).__name__}: {error}"
+        raise RunnerFailure(message, phase=PHASE_SETUP, transient=is_transient(error)) from None
     say(f"deploying app {app_name!r} to environment {environment!r}")
     try:
         app.deploy(name=app_name, environment_name=environment, tag=tag, strategy=strategy)
@@ -221,15 +233,21 @@ def deploy_app(module_name: str, app_name: str, environment: str, tag: str, stra
     # Deployed: from here on, a failure must not make the provider deploy again, so the lookup
     # retries on its own and its failure is reported as not worth a re-run.
     try:
-        info = retry_policy(f"look up deployed app {app_name!r}", is_transient)(deployment_info, app_name, environment)
+        info = policy(deployment_info, app_name, environment)
     except _Interrupted:
         raise RunnerFailure("stopped by the provider (timeout)", phase=PHASE_LOOKUP) from None
     except Exception as error:
         raise RunnerFailure(f"{type(error).__name__}: {error}", phase=PHASE_LOOKUP) from None
     if info is None:
         raise RunnerFailure(f"app {app_name!r} is not deployed after deploying it", phase=PHASE_DEPLOY)
-    say(f"deployed app {app_name!r}: {info['app_id']} version {info['deployment_version']}")
-    return {**info, "duration_seconds": round(time.monotonic() - started_at, 3)}
+    noop = before is not None and before["app_id"] == info["app_id"] and before["deployment_version"] == info[
+        "deployment_version"
+    ]
+    if noop:
+        say(f"Modal found no change to deploy: version {info['deployment_version']} of {app_name!r} stays live")
+    else:
+        say(f"deployed app {app_name!r}: {info['app_id']} version {info['deployment_version']}")
+    return {**info, "noop": noop, "duration_seconds": round(time.monotonic() - started_at, 3)}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

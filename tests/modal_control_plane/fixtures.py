@@ -72,8 +72,10 @@ def connect_in_process(cp: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 
 @pytest.fixture
-def modal_control_plane(monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlPlane]:
-    cp = ControlPlane().start()
+def modal_control_plane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlPlane]:
+    """A started control plane; parametrize it indirectly with ControlPlane's keyword arguments (e.g.
+    `{"publish_noop": NOOP_NEVER}`) to run a test under another plausible answer of Modal's."""
+    cp = ControlPlane(**getattr(request, "param", {})).start()
     try:
         with connect_in_process(cp, monkeypatch):
             yield cp

@@ -41,7 +41,11 @@ def write_artifact() -> dict:
     return {"ok": True, "path": path}
 
 
-@app.cls(volumes={MOUNT_PATH: volume})
+# With a secret named in the config, the server's containers read it (at their start, as on Modal).
+web_secrets = [modal.Secret.from_name(config["secret"])] if config.get("secret") else []
+
+
+@app.cls(volumes={MOUNT_PATH: volume}, secrets=web_secrets)
 class Web:
     @modal.enter()
     def start(self) -> None:

@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import modal
+import pytest
 from grpclib import Status
 
 from providers.app import AppProvider, ModalAppDeployment
 from providers.supervisor import PROGRESS_SECONDS_ENV
+from tests.modal_control_plane.rpc_apps import NOOP_NEVER, NOOP_WHEN_UNCHANGED
 from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
 from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.provider_server import ProviderServer
@@ -52,9 +54,10 @@ def app(**inputs: object):
     return desired(ModalAppDeployment, AppProvider(), "web", props)
 
 
-def deploy_by_hand(cp, name: str = APP) -> None:
-    """What an operator's `modal deploy` (or an earlier, interrupted `pulumi up`) leaves behind."""
-    env = {**cp.subprocess_env(), **module_env()}
+def deploy_by_hand(cp, name: str = APP, **config: object) -> None:
+    """What an operator's `modal deploy` (or an earlier, interrupted `pulumi up`) leaves behind; with
+    `config`, of another config than the stack's (another image: other function definitions)."""
+    env = {**cp.subprocess_env(), **module_env(**config)}
     argv = [sys.executable, "-m", "providers.runner", "deploy", "--module", "sample_modal_app",
             "--app-name", name, "--environment", ENV]  # fmt: skip
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -94,14 +97,19 @@ def test_lifecycle_deploy_redeploy_replace_stop(modal_control_plane):
         assert cp.calls_since(mark) == []  # a second identical apply: no Modal call, no deploy
         assert again.calls_of(*PROVIDER_MUTATIONS) == []
 
+        # A new digest of a source that deploys the same definitions: Modal answers the deploy as a
+        # no-op, and the stack records just that (no version Modal did not make).
         source = eng.up([app(source_digest="sha256:two")])
         assert source.ok and source.counts["update"] == 1
-        assert source.outputs[URN]["deployment_version"] == 2
-        assert source.outputs[URN]["app_id"] == deployed.id  # the same app, a new deployment
+        assert source.outputs[URN]["deployment_version"] == source.outputs[URN]["stack_deployment_version"] == 1
+        assert cp.app(APP).deployment_version == 1
+        assert any("Modal found nothing to deploy; version 1 stays live" in line for line in source.stdout_lines)
 
         config = eng.up([app(source_digest="sha256:two", module_env=module_env(note="new"))])
         assert config.ok and config.counts["update"] == 1
-        assert cp.app(APP).deployment_version == 3
+        assert config.outputs[URN]["deployment_version"] == 2
+        assert config.outputs[URN]["app_id"] == deployed.id  # the same app, a new deployment
+        assert cp.app(APP).deployment_version == 2
 
         mark = cp.mark()
         local_only = eng.up([app(source_digest="sha256:two", module_env=module_env(note="new"),
@@ -145,7 +153,7 @@ def test_refresh_sees_redeploys_and_stops(modal_control_plane):
         assert unchanged.ok and unchanged.step(URN).detail == ""
         assert cp.mutating_calls(mark) == []
 
-        deploy_by_hand(cp)
+        deploy_by_hand(cp, note="by hand")
         redeployed = eng.refresh()
         assert redeployed.ok, redeployed.errors
         assert redeployed.outputs[URN]["deployment_version"] == 2
@@ -199,7 +207,8 @@ def test_each_deploy_carries_the_tag_and_strategy_and_a_new_tag_alone_deploys_no
         assert rolling.outputs[URN]["strategy"] == "recreate"  # the live deployment's
 
         mark = cp.mark()
-        redeploy = eng.up([app(tag="def456", commit="def456", source_digest="sha256:two")])
+        redeploy = eng.up([app(tag="def456", commit="def456", source_digest="sha256:two",
+                               module_env=module_env(note="two"))])  # fmt: skip
         assert redeploy.ok, redeploy.errors
         assert cp.app(APP).deployment.tag == "def456" and redeploy.outputs[URN]["tag"] == "def456"
         assert redeploy.outputs[URN]["strategy"] == "rolling"
@@ -210,8 +219,9 @@ def test_a_rollback_shows_as_drift_and_the_next_up_deploys_the_declared_config(m
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
+        two = {"tag": "two", "source_digest": "sha256:two", "module_env": module_env(note="two")}
         assert eng.up([app(tag="one")]).ok
-        assert eng.up([app(tag="two", source_digest="sha256:two")]).ok
+        assert eng.up([app(**two)]).ok
         declared = cp.app(APP).functions["Web.*"].definition_id
         rolled_back = subprocess.run([sys.executable, "-m", "modal", "app", "rollback", APP, "--env", ENV],
                                      env=cp.subprocess_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -220,9 +230,9 @@ def test_a_rollback_shows_as_drift_and_the_next_up_deploys_the_declared_config(m
 
         refreshed = eng.refresh()
         assert refreshed.ok and refreshed.outputs[URN]["deployment_version"] == 3
-        assert eng.preview([app(tag="two", source_digest="sha256:two")]).counts["update"] == 1
+        assert eng.preview([app(**two)]).counts["update"] == 1
 
-        up = eng.up([app(tag="two", source_digest="sha256:two")])
+        up = eng.up([app(**two)])
         assert up.ok and up.counts["update"] == 1, up.errors
         assert cp.app(APP).deployment_version == 4 and cp.app(APP).deployment.tag == "two"
         assert up.outputs[URN]["stack_deployment_version"] == 4
@@ -254,7 +264,7 @@ def test_deploy_survives_two_transient_failures(modal_control_plane):
         assert eng.up([app()]).ok
 
         cp.fail_next("AppPublish", 2, Status.RESOURCE_EXHAUSTED, "rate limited")  # ours: deploy again
-        redeploy = eng.up([app(source_digest="sha256:two")])
+        redeploy = eng.up([app(source_digest="sha256:two", module_env=module_env(note="two"))])
         assert redeploy.ok, redeploy.errors
         assert cp.pending_failures("AppPublish") == 0
         assert len([line for line in redeploy.stdout_lines if "transient failure" in line]) == 2
@@ -329,6 +339,39 @@ def test_a_secret_redeploy_trigger_redeploys_and_stays_secret_alone(modal_contro
                                        secret_inputs=("redeploy_triggers",))])  # fmt: skip
         assert [failure.property for _, failure in refused.check_failures] == ["redeploy_triggers (secret)"]
         assert not any(canary in error for error in refused.errors)
+
+
+@pytest.mark.parametrize(
+    "modal_control_plane", [{"publish_noop": NOOP_WHEN_UNCHANGED}, {"publish_noop": NOOP_NEVER}], indirect=True
+)
+@pytest.mark.parametrize("strategy", ["rolling", "recreate"])
+def test_a_rotated_secret_reaches_every_container_that_serves_after_the_up(modal_control_plane, strategy):
+    """A secret updated in place (same Modal object: the app's definitions do not change) plus a new
+    redeploy trigger: whether Modal answers the deploy as a no-op or not, no container that started
+    before the rotation takes a request afterwards, and the one that does read the new value."""
+    cp = modal_control_plane
+    cp.create_secret("web-key", {"API_KEY": "old"}, environment=ENV)
+    inputs = {"module_env": module_env(secret="web-key"), "strategy": strategy}
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([app(**inputs, redeploy_triggers={"key": "digest-old"})]).ok
+        with cp.state.lock:
+            before = cp.containers.for_web_request(WEB_URL)
+            cp.state.environments[ENV].secrets["web-key"].values = {"API_KEY": "new"}  # what the secret's update does
+
+        rotate = eng.up([app(**inputs, redeploy_triggers={"key": "digest-new"})])
+
+        assert rotate.ok and rotate.counts["update"] == 1, rotate.errors
+        with cp.state.lock:
+            after = cp.containers.for_web_request(WEB_URL)
+        assert before.secret_values == {"API_KEY": "old"} and after.secret_values == {"API_KEY": "new"}
+        assert before.state == ("stopped" if strategy == "recreate" else "draining")
+        live = cp.app(APP)
+        assert rotate.outputs[URN]["deployment_version"] == rotate.outputs[URN]["stack_deployment_version"] == 2
+        assert live.deployment_version == 2 and after.version == 2
+        rolled_over = any("rolling them over" in line for line in rotate.stdout_lines)
+        assert rolled_over == (cp.publish_noop == NOOP_WHEN_UNCHANGED)
+        assert eng.up([app(**inputs, redeploy_triggers={"key": "digest-new"})]).counts["same"] == 1
 
 
 def test_a_secret_in_module_env_stays_secret(modal_control_plane):
