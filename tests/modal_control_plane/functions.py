@@ -13,6 +13,36 @@ A test decides the outcome of each function by its Modal tag ("download_model", 
   which the client re-raises, as Modal does.
 
 A function nobody scripted fails loudly with `UnscriptedFunctionError`, naming the tag.
+
+Each input runs in a container of its own (`CallInput.container`: "running", "exited" once the
+function's code ended, "terminated" once Modal killed it). Cancelling and ageing behave as on Modal:
+
+- `FunctionCall.cancel()` (terminate_containers=False, the client's default): Modal sends the
+  container a cancel event, its SIGUSR1 handler raises `InputCancellation` in the function's MAIN
+  thread, and the container reports the input as GENERIC_STATUS_TERMINATED with no exception text
+  and no data (modal/_container_entrypoint.py, `output_items_cancellation` in
+  modal/_runtime/container_io_manager.py), so the client raises `RemoteError("")`
+  (`_process_result` in modal/_utils/function_utils.py). Here: a scripted outcome (asleep in its
+  main thread) stops at once and writes nothing more. A handler stands for work that runs in threads
+  of its own (a download blocked in huggingface_hub's thread pool): the signal never reaches them, so
+  it keeps running and its volume writes keep landing until its container ends; `volumes.cancelled`
+  is the InputCancellation its main thread got (`volumes.raise_if_cancelled()` for a handler that
+  models code which does stop).
+- `cancel(terminate_containers=True)`: the containers running the inputs are killed (the docstring
+  of `FunctionCall.cancel`; the worker SIGINTs them, modal-client #2254). Nothing the function does
+  afterwards reaches a volume (a handler's next volume access raises `ContainerTerminated`). Modal
+  itself reports such an input, since its container cannot; with which text is not documented:
+  `FunctionRunner.terminated_message` (default "") is that text, and stopping an app does the same to
+  its containers.
+- When a detached app stops by itself is not documented once a cancel left a container running:
+  `FunctionRunner.detached_app_stop` is STOP_WHEN_CONTAINERS_EXIT (default: the app lives while any
+  of its containers runs, the strictest reading) or STOP_WHEN_CALLS_END (it stops once every input
+  has an output, taking leftover containers with it).
+- Results expire: Modal keeps a call's result for 7 days after completion (docs, "Job processing":
+  "accessible via FunctionCall.get() for up to 7 days after completion. After this period, we return
+  an expired response"). An expired input is left out of FunctionGetOutputs, which then answers no
+  output and no unfinished input: that is how modal 1.6.4 detects expiry (`poll_function` raises
+  OutputExpiredError). Age is measured with the control plane's clock (`ControlPlane(clock=...)`).
 """
 
 from __future__ import annotations
@@ -30,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from grpclib import GRPCError, Status
 from modal._serialization import deserialize_data_format, serialize
+from modal.exception import InputCancellation
 from modal_proto import api_pb2
 
 from .rpc_objects import normalize_path, remove_path, write_file
@@ -42,9 +73,25 @@ SUCCESS = api_pb2.GenericResult.GENERIC_STATUS_SUCCESS
 FAILURE = api_pb2.GenericResult.GENERIC_STATUS_FAILURE
 TERMINATED = api_pb2.GenericResult.GENERIC_STATUS_TERMINATED
 
+# How long Modal keeps a finished call's result (Modal's docs, "Job processing").
+RESULT_TTL_SECONDS = 7 * 24 * 3600
+
+# `FunctionRunner.detached_app_stop`: when a detached app whose calls all have an output stops.
+STOP_WHEN_CONTAINERS_EXIT = "when-containers-exit"
+STOP_WHEN_CALLS_END = "when-calls-end"
+DETACHED_APP_STOP_MODES = (STOP_WHEN_CONTAINERS_EXIT, STOP_WHEN_CALLS_END)
+
+# What the container sends for an input whose main thread got InputCancellation: no text, no data.
+CANCELLED_BY_CONTAINER = api_pb2.GenericResult(status=TERMINATED)
+
 
 class UnscriptedFunctionError(RuntimeError):
     """Raised (remotely, so the client re-raises it) by a function no test scripted."""
+
+
+class ContainerTerminated(BaseException):
+    """Raised in a handler's thread when it touches a volume after Modal killed its container: what it
+    would have written never lands. A BaseException, so a handler's `except Exception` cannot hide it."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +109,25 @@ class VolumeAccess:
     """The volumes of one environment, as a running function sees them (by volume name)."""
 
     def __init__(self, state: ControlPlaneState, environment: str, now: Callable[[], float],
-                 mounts: dict[str, str] | None = None):  # fmt: skip
+                 mounts: dict[str, str] | None = None, call_input: CallInput | None = None):  # fmt: skip
         self._state = state
         self.environment = environment
         self._now = now
         # Where the function has each volume mounted: mount path -> volume name.
         self.mounts: dict[str, str] = dict(mounts or {})
+        self._input = call_input
+        # Set when a non-terminating cancel raised InputCancellation in the function's main thread.
+        self.cancelled = call_input.cancelled if call_input is not None else threading.Event()
+
+    def raise_if_cancelled(self) -> None:
+        """What code running in the function's main thread meets after a cancel: InputCancellation."""
+        if self.cancelled.is_set():
+            raise InputCancellation("Input was cancelled by user")
 
     def _volume(self, name: str, *, create: bool = False) -> Volume:
+        # Called with state.lock held: a container killed meanwhile has its access refused here.
+        if self._input is not None and self._input.container == "terminated":
+            raise ContainerTerminated(f"the container of input {self._input.id} was terminated")
         env = self._state.environment(self.environment)
         if env is None:
             raise KeyError(f"environment {self.environment!r} does not exist")
@@ -141,6 +199,9 @@ class CallInput:
     kwargs: dict = field(default_factory=dict)
     decode_error: BaseException | None = None
     result: api_pb2.GenericResult | None = None
+    completed_at: float | None = None  # when `result` was produced, on the control plane's clock
+    container: str = "running"  # running | exited (its code ended) | terminated (killed by Modal)
+    cancelled: threading.Event = field(default_factory=threading.Event)  # a non-terminating cancel
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -183,6 +244,11 @@ class FunctionCall:
                 return status
         return "succeeded"
 
+    @property
+    def containers_running(self) -> int:
+        """Containers of this call whose code still runs (after a non-terminating cancel, too)."""
+        return sum(1 for inp in self.inputs if inp.container == "running")
+
 
 class FunctionRunner:
     def __init__(self, state: ControlPlaneState, blobs: BlobStore, now: Callable[[], float]):
@@ -192,6 +258,10 @@ class FunctionRunner:
         self._lock = threading.Lock()
         self.outcomes: dict[str, ScriptedOutcome | Handler] = {}
         self.calls: dict[str, FunctionCall] = {}
+        # The switches for what Modal does not document (module docstring).
+        self.terminated_message = ""
+        self.detached_app_stop = STOP_WHEN_CONTAINERS_EXIT
+        self.result_ttl_seconds: float = RESULT_TTL_SECONDS
 
     # ---- scripting (test thread) ---------------------------------------------------------------
 
@@ -260,7 +330,8 @@ class FunctionRunner:
     async def _execute(self, call: FunctionCall, inp: CallInput) -> None:
         tag = f"{call.tag.removesuffix('.*')}.{inp.method_name}" if inp.method_name else call.tag
         outcome = self._outcome_for(call.tag, inp.method_name)
-        volumes = VolumeAccess(self._state, call.environment, self._now, call.volume_mounts)
+        volumes = VolumeAccess(self._state, call.environment, self._now, call.volume_mounts, inp)
+        in_thread = False
         try:
             if inp.decode_error is not None:
                 raise inp.decode_error
@@ -270,23 +341,51 @@ class FunctionRunner:
                     "cp.script_function(...) or cp.on_function(...)"
                 )
             if isinstance(outcome, ScriptedOutcome):
-                if outcome.seconds:
-                    await asyncio.sleep(outcome.seconds)
-                for (volume, path), data in outcome.writes.items():
-                    volumes.write(volume, path, data)
-                if isinstance(outcome.error, BaseException):
-                    raise outcome.error
-                if outcome.error is not None:
-                    raise RuntimeError(outcome.error)
-                value = outcome.result
+                value = await _scripted(outcome, volumes)
             else:
-                value = await asyncio.to_thread(outcome, inp.args, inp.kwargs, volumes)
-            _finish(inp, api_pb2.GenericResult(status=SUCCESS, data=serialize(value)))
+                in_thread = True
+                loop = asyncio.get_running_loop()
+                value = await asyncio.to_thread(self._run_handler, loop, call, inp, outcome, volumes)
+            self._finish(inp, api_pb2.GenericResult(status=SUCCESS, data=serialize(value)))
         except asyncio.CancelledError:
-            _finish(inp, CANCELLED_RESULT)
+            # The main thread's InputCancellation (or the plane shutting down): what the container sends.
+            self._finish(inp, CANCELLED_BY_CONTAINER)
+        except ContainerTerminated:
+            pass  # killed: Modal already reported the input
         except Exception as exc:
-            _finish(inp, _failure(exc))
+            self._finish(inp, _failure(exc))
+        finally:
+            if not in_thread:
+                self._exit_container(inp)
         self.stop_if_done(call.app_id)
+
+    def _run_handler(
+        self, loop: asyncio.AbstractEventLoop, call: FunctionCall, inp: CallInput, handler: Handler,
+        volumes: VolumeAccess,
+    ) -> Any:  # fmt: skip
+        """The handler in its worker thread; its container ends when it returns, whoever waited for it."""
+        try:
+            return handler(inp.args, inp.kwargs, volumes)
+        finally:
+            self._exit_container(inp)
+            # Back on the loop: stopping the app settles asyncio state, which only the loop may touch.
+            with contextlib.suppress(RuntimeError):  # the plane stopped meanwhile
+                loop.call_soon_threadsafe(self.stop_if_done, call.app_id)
+
+    def _exit_container(self, inp: CallInput) -> None:
+        with self._state.lock:
+            if inp.container == "running":
+                inp.container = "exited"
+
+    def _finish(self, inp: CallInput, result: api_pb2.GenericResult) -> None:
+        """Record an input's outcome once: the first of completion and cancellation wins."""
+        if inp.result is None:
+            inp.result = result
+            inp.completed_at = self._now()
+            inp.done.set()
+
+    def _expired(self, inp: CallInput) -> bool:
+        return inp.completed_at is not None and self._now() - inp.completed_at > self.result_ttl_seconds
 
     async def wait_outputs(
         self, call: FunctionCall, wanted: range | None, timeout: float
@@ -305,22 +404,39 @@ class FunctionRunner:
                 input_id=inp.id, idx=inp.idx, result=inp.result, data_format=api_pb2.DATA_FORMAT_PICKLE
             )
             for inp in inputs
-            if inp.result is not None
+            if inp.result is not None and not self._expired(inp)
         ]
 
-    def cancel(self, call: FunctionCall) -> None:
-        # Settle the inputs here rather than in the tasks: a task cancelled before it first ran
-        # never executes its body.
-        for inp in call.inputs:
-            _finish(inp, CANCELLED_RESULT)
+    def cancel(self, call: FunctionCall, *, terminate_containers: bool = False) -> None:
+        """FunctionCallCancel (see the module docstring)."""
+        if terminate_containers:
+            self._terminate(call)
+        else:
+            for inp in call.inputs:
+                if inp.result is None:
+                    inp.cancelled.set()
+                    # Settled here rather than in the task: a task cancelled before it first ran
+                    # never executes its body.
+                    self._finish(inp, CANCELLED_BY_CONTAINER)
+            for task in call.tasks:
+                task.cancel()
+        self.stop_if_done(call.app_id)
+
+    def _terminate(self, call: FunctionCall) -> None:
+        """Kill the containers of the call's inputs; Modal reports the unfinished ones as terminated."""
+        with self._state.lock:
+            for inp in call.inputs:
+                if inp.container == "running":
+                    inp.container = "terminated"
+                self._finish(inp, api_pb2.GenericResult(status=TERMINATED, exception=self.terminated_message))
         for task in call.tasks:
             task.cancel()
-        self.stop_if_done(call.app_id)
 
     def stop_if_done(self, app_id: str) -> None:
         """Stop a detached app once it had calls and none of them runs any more (Modal runs a detached
-        app until its work is done, whether or not its client said goodbye), or once its client
-        disconnected before it called anything."""
+        app until its work is done, whether or not its client said goodbye; see `detached_app_stop`
+        for a container a cancel left running), or once its client disconnected before it called
+        anything. Its containers end with it."""
         with self._lock:
             calls = [call for call in self.calls.values() if call.app_id == app_id]
         with self._state.lock:
@@ -329,28 +445,36 @@ class FunctionRunner:
                 return
             if any(call.unfinished() for call in calls) or not (calls or app.disconnected):
                 return
+            if self.detached_app_stop == STOP_WHEN_CONTAINERS_EXIT and any(c.containers_running for c in calls):
+                return
             app.state = "stopped"
             app.stopped_at = self._now()
+            for call in calls:
+                self._terminate(call)
 
     def cancel_app(self, app_id: str) -> None:
+        """The app stopped (AppStop, a disconnect of an app that is not detached): Modal terminates all
+        of its containers (`App.stop`'s docstring)."""
         with self._lock:
             calls = [call for call in self.calls.values() if call.app_id == app_id]
         for call in calls:
-            self.cancel(call)
+            self._terminate(call)
 
     def snapshot(self) -> list[FunctionCall]:
         with self._lock:
             return list(self.calls.values())
 
 
-CANCELLED_RESULT = api_pb2.GenericResult(status=TERMINATED, exception="Function call was cancelled")
-
-
-def _finish(inp: CallInput, result: api_pb2.GenericResult) -> None:
-    """Record an input's outcome once: the first of completion and cancellation wins."""
-    if inp.result is None:
-        inp.result = result
-        inp.done.set()
+async def _scripted(outcome: ScriptedOutcome, volumes: VolumeAccess) -> Any:
+    if outcome.seconds:
+        await asyncio.sleep(outcome.seconds)
+    for (volume, path), data in outcome.writes.items():
+        volumes.write(volume, path, data)
+    if isinstance(outcome.error, BaseException):
+        raise outcome.error
+    if outcome.error is not None:
+        raise RuntimeError(outcome.error)
+    return outcome.result
 
 
 def _failure(exc: BaseException) -> api_pb2.GenericResult:

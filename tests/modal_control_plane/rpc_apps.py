@@ -127,6 +127,12 @@ class AppRpcs(ObjectRpcs):
 
     async def AppGetOrCreate(self, request: api_pb2.AppGetOrCreateRequest) -> api_pb2.AppGetOrCreateResponse:
         with self.state.lock:
+            by_id = self.state.by_id.get(request.app_name)
+            creates = request.object_creation_type == api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING
+            if isinstance(by_id, App) and not creates:
+                # Like Modal (`App.lookup`'s docstring in 1.6.4): an app id finds that app, ephemeral or
+                # stopped, whatever the environment.
+                return api_pb2.AppGetOrCreateResponse(app_id=by_id.id)
             env = self._environment(request.environment_name)
             app = self._deployed_app(env.name, request.app_name)
             if app is None:
@@ -148,6 +154,7 @@ class AppRpcs(ObjectRpcs):
             created_at=app.created_at,
             deployed_at=app.deployed_at,
             version=app.deployment_version,
+            stopped_at=app.stopped_at,  # 0 while it runs, as Modal's unset timestamps
         )
 
     async def AppGetLayout(self, request: api_pb2.AppGetLayoutRequest) -> api_pb2.AppGetLayoutResponse:
@@ -658,6 +665,8 @@ class AppRpcs(ObjectRpcs):
         if request.HasField("start_idx"):
             wanted = range(request.start_idx, request.end_idx + 1)
         # Long-poll like Modal: answer as soon as an output is ready, or empty-handed at the timeout.
+        # An output older than Modal keeps results is left out: no output and no unfinished input is
+        # how the client knows it expired (functions.py).
         outputs = await self.runner.wait_outputs(call, wanted, timeout=max(0.0, request.timeout))
         return api_pb2.FunctionGetOutputsResponse(
             outputs=outputs,
@@ -676,7 +685,10 @@ class AppRpcs(ObjectRpcs):
         )
 
     async def FunctionCallCancel(self, request: api_pb2.FunctionCallCancelRequest) -> Empty:
-        self.runner.cancel(self.runner.get(request.function_call_id))
+        """`FunctionCall.cancel(terminate_containers=...)`: an InputCancellation in the function's main
+        thread, or its containers killed (functions.py says what each does, and from where)."""
+        call = self.runner.get(request.function_call_id)
+        self.runner.cancel(call, terminate_containers=request.terminate_containers)
         return Empty()
 
     async def FunctionGetCurrentStats(self, request: api_pb2.FunctionGetCurrentStatsRequest) -> api_pb2.FunctionStats:

@@ -1,15 +1,24 @@
 """Calling functions on a deployed app and in an ephemeral run, with scripted outcomes."""
 
 import threading
+import time
 
 import modal
+import modal.experimental
 import pytest
 from grpclib import Status
-from modal.exception import ServiceError
+from modal.exception import OutputExpiredError, RemoteError, ServiceError
 
 from . import sample_app
 from .client_retries import CLIENT_ATTEMPTS
-from .functions import UnscriptedFunctionError
+from .clock import plane_with_clock
+from .functions import (
+    DETACHED_APP_STOP_MODES,
+    RESULT_TTL_SECONDS,
+    STOP_WHEN_CALLS_END,
+    ContainerTerminated,
+    UnscriptedFunctionError,
+)
 
 # How long a test waits for a handler thread to be released before declaring the test broken.
 HANDLER_WAIT_SECONDS = 30
@@ -161,17 +170,163 @@ def test_spawn_then_poll_a_running_call(deployed):
     assert deployed.function_calls[0].status == "succeeded"
 
 
-def test_cancelled_call_reports_termination(deployed):
-    release = threading.Event()
-    deployed.on_function("write_marker", lambda args, kwargs, volumes: release.wait(HANDLER_WAIT_SECONDS))
+def wait_for(condition, what: str, timeout_s: float = HANDLER_WAIT_SECONDS) -> None:
+    """Polls `condition` (a bound on a hang, not a timed assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
+
+def gated_writer(late_path: str):
+    """A handler whose work runs past a cancel, as a download blocked in a thread pool does: it writes
+    `late_path` once released. Returns (handler, started, release, errors seen by the handler)."""
+    started, release, seen = threading.Event(), threading.Event(), []
+
+    def write_marker(args, kwargs, volumes):
+        started.set()
+        if not release.wait(HANDLER_WAIT_SECONDS):
+            raise TimeoutError("test never released the handler")
+        try:
+            volumes.write(sample_app.VOLUME_NAME, late_path, b"written after the cancel")
+        except BaseException as error:
+            seen.append(error)
+            raise
+        return "finished"
+
+    return write_marker, started, release, seen
+
+
+def test_a_cancel_ends_the_call_with_an_empty_remote_error_and_stops_a_scripted_run(deployed):
+    """Modal's container answers a cancel with GENERIC_STATUS_TERMINATED and no text, so the client
+    raises RemoteError("") (container_io_manager.output_items_cancellation, _process_result)."""
+    deployed.script_function("write_marker", seconds=30, writes={(sample_app.VOLUME_NAME, "never"): b"x"})
     call = _write_marker().spawn("a", "b")
+    mark = deployed.mark()
+
     call.cancel()
 
-    with pytest.raises(modal.exception.RemoteError):
+    with pytest.raises(RemoteError) as raised:
         call.get(timeout=HANDLER_WAIT_SECONDS)
-    assert deployed.function_calls[0].status == "cancelled"
+    assert str(raised.value) == "" and type(raised.value) is RemoteError
+    [record] = [c for c in deployed.calls_since(mark) if c.rpc == "FunctionCallCancel"]
+    assert record.args.get("terminate_containers", False) is False  # the client's default
+    [plane_call] = deployed.function_calls
+    assert plane_call.status == "cancelled" and plane_call.containers_running == 0
+    assert "never" not in deployed.volume_files(sample_app.VOLUME_NAME)
+
+
+def test_a_cancel_leaves_work_in_other_threads_writing_after_it(deployed):
+    handler, started, release, seen = gated_writer("late")
+    deployed.on_function("write_marker", handler)
+    call = _write_marker().spawn("a", "b")
+    assert started.wait(HANDLER_WAIT_SECONDS)
+
+    call.cancel()
+    with pytest.raises(RemoteError):
+        call.get(timeout=HANDLER_WAIT_SECONDS)  # the call is over for Modal ...
+    [plane_call] = deployed.function_calls
+    assert plane_call.status == "cancelled" and plane_call.inputs[0].cancelled.is_set()
+    assert plane_call.containers_running == 1  # ... its container is not
+
     release.set()
+    wait_for(lambda: plane_call.containers_running == 0, "the handler to end")
+    assert seen == []
+    assert deployed.read_file(sample_app.VOLUME_NAME, "late") == b"written after the cancel"
+
+
+@pytest.mark.parametrize("text", ["", "Function call was cancelled", "container terminated by user"])
+def test_a_cancel_that_terminates_the_containers_stops_every_later_write(deployed, text):
+    deployed.runner.terminated_message = text  # what Modal says for a killed container is not documented
+    handler, started, release, seen = gated_writer("late")
+    deployed.on_function("write_marker", handler)
+    call = _write_marker().spawn("a", "b")
+    assert started.wait(HANDLER_WAIT_SECONDS)
+
+    call.cancel(terminate_containers=True)
+    with pytest.raises(RemoteError) as raised:
+        call.get(timeout=HANDLER_WAIT_SECONDS)
+    assert str(raised.value) == text
+    [plane_call] = deployed.function_calls
+    assert plane_call.status == "cancelled" and plane_call.containers_running == 0
+
+    release.set()
+    wait_for(lambda: seen, "the handler to try its write")
+    assert isinstance(seen[0], ContainerTerminated)
+    assert "late" not in deployed.volume_files(sample_app.VOLUME_NAME)
+
+
+@pytest.mark.parametrize("mode", DETACHED_APP_STOP_MODES)
+def test_a_detached_app_whose_call_was_cancelled_stops_as_the_switch_says(cp, mode):
+    cp.runner.detached_app_stop = mode
+    handler, started, release, seen = gated_writer("late")
+    cp.on_function("write_marker", handler)
+    with sample_app.app.run(detach=True):
+        app_id = sample_app.app.app_id
+        call = sample_app.write_marker.spawn("a", "b")
+        assert started.wait(HANDLER_WAIT_SECONDS)
+        call.cancel()
+    lifecycle = modal.experimental.get_app_lifecycle(app_id)
+    if mode == STOP_WHEN_CALLS_END:
+        assert lifecycle.stopped_at is not None  # stopped with its call, taking the container along
+    else:
+        assert lifecycle.stopped_at is None  # its container still runs, so the app does
+        modal.App.lookup(app_id).stop()  # what ends it: stopping the app terminates its containers
+        assert modal.experimental.get_app_lifecycle(app_id).stopped_at is not None
+    release.set()
+    wait_for(lambda: seen, "the handler to try its write")
+    assert isinstance(seen[0], ContainerTerminated)
+    assert "late" not in cp.volume_files(sample_app.VOLUME_NAME)
+
+
+def test_stopping_an_app_terminates_the_containers_of_its_calls(deployed):
+    handler, started, release, seen = gated_writer("late")
+    deployed.on_function("write_marker", handler)
+    call = _write_marker().spawn("a", "b")
+    assert started.wait(HANDLER_WAIT_SECONDS)
+
+    modal.App.lookup("sample").stop()
+
+    with pytest.raises(RemoteError):
+        call.get(timeout=HANDLER_WAIT_SECONDS)
+    release.set()
+    wait_for(lambda: seen, "the handler to try its write")
+    assert isinstance(seen[0], ContainerTerminated)
+
+
+@pytest.fixture
+def aged(monkeypatch):
+    with plane_with_clock(monkeypatch) as (plane, clock):
+        plane.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+        sample_app.app.deploy(name="sample")
+        yield plane, clock
+
+
+def test_a_result_expires_seven_days_after_the_call_completed(aged):
+    cp, clock = aged
+    cp.script_function("write_marker", result="/models/done")
+    call = _write_marker().spawn("done", "yes")
+    assert call.get(timeout=HANDLER_WAIT_SECONDS) == "/models/done"
+
+    clock.advance(RESULT_TTL_SECONDS - 60)
+    assert modal.FunctionCall.from_id(call.object_id).get(timeout=0) == "/models/done"  # still there
+
+    clock.advance(120)
+    with pytest.raises(OutputExpiredError):
+        modal.FunctionCall.from_id(call.object_id).get(timeout=0)
+
+
+def test_a_running_call_never_expires(aged):
+    cp, clock = aged
+    release = threading.Event()
+    cp.on_function("write_marker", lambda args, kwargs, volumes: release.wait(HANDLER_WAIT_SECONDS) and "late")
+    call = _write_marker().spawn("a", "b")
+    clock.advance(RESULT_TTL_SECONDS * 2)
+
+    with pytest.raises(TimeoutError):
+        call.get(timeout=0)
+    release.set()
+    assert call.get(timeout=HANDLER_WAIT_SECONDS) == "late"  # a fresh result, readable at once
 
 
 def test_large_arguments_travel_through_blob_storage(deployed):
