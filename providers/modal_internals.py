@@ -3,7 +3,7 @@ modal 1.6.4 (the version pinned in pyproject.toml).
 
 Everything else in providers/ uses modal's public API: `Secret.objects.create` and `Secret.update`,
 `App.lookup(...).stop()`, `modal.experimental.get_app_lifecycle`, `App.deploy(tag=, strategy=)`.
-modal 1.6.4 has no public call for these three:
+modal 1.6.4 has no public call for these five:
 - the gRPC status of an error: modal sets `_grpc_status` on its exceptions; the public `.status`
   warns about its deprecation;
 - a secret's key names, and removing a key: `SecretInfo` carries no keys (`Secret._get_keys` reads
@@ -14,12 +14,20 @@ modal 1.6.4 has no public call for these three:
   RPC AppGetLayout through the client's own retrying stub `_Client._stub` (run blocking with
   modal's `synchronizer`), as get_app_objects itself does.
 
+- a volume's VolumeFS version (1 or 2): only in the metadata hydration fetched
+  (`Volume._get_metadata().version`; `VolumeInfo` has no version), where UNSPECIFIED means v1 as the
+  client's own `_is_v1` reads it;
+- what an App holds before it runs: `App.registered_functions` / `registered_classes` are deprecated
+  in 1.6.4 (to be removed in 1.7.0) with no public successor; the runner needs them to start a
+  function in the smallest App that holds it.
+
 tests/providers/test_modal_internals.py checks that the installed client still has each of these and
 names the one that is gone, so a modal upgrade starts there.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,3 +82,17 @@ async def _web_urls(app_id: str) -> dict[str, str]:
         if metadata.web_url and not methods:
             urls[class_name] = metadata.web_url  # a web function, or an `app.server` class
     return dict(sorted(urls.items()))
+
+
+def app_objects(app: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({tag: Function}, {tag: Cls}) registered on a local `modal.App` (before it runs): the deprecated
+    `App.registered_functions` / `registered_classes`, with their deprecation warning silenced (the
+    child's stderr is quoted to operators, and this is known, tested, and pinned)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dict(app.registered_functions), dict(app.registered_classes)
+
+
+def volume_version(volume: Any) -> int:
+    """The VolumeFS version of a hydrated volume: 2 for v2, else 1 (UNSPECIFIED is v1 to the client)."""
+    return 2 if volume._get_metadata().version == api_pb2.VOLUME_FS_VERSION_V2 else 1

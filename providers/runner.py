@@ -19,8 +19,9 @@ stack's config with the next resource's and could never be re-imported with othe
   `serving` is, editable), or found through a PYTHONPATH in module_env. The child's working
   directory is the provider's, i.e. the program directory.
 - It imports M, finds its `modal.App` (the attribute `app`, or the only App in the module), then
-  - `run`: starts the app ephemerally and DETACHED (`with app.run(environment_name=E, detach=True)`),
-    spawns F with no arguments, writes the job's run record into volume V (run_records.py: the call,
+  - `run`: starts the smallest App of M that holds F (F's own, if M gives it one) ephemerally and
+    DETACHED (`with app.run(environment_name=E, detach=True)`), spawns F with no arguments, writes
+    the job's run record into volume V (run_records.py: the call,
     digest D, the deadline T seconds on), and exits. The run goes on without it; the provider waits
     for the call by its id (job_runs.py), and so can the next `up` if this one dies. Nothing needs to
     be deployed first.
@@ -29,9 +30,10 @@ stack's config with the next resource's and could never be re-imported with othe
     whether Modal answered the deploy as a no-op (the version live before is still live).
 - It prints human progress lines (`say`), then its result line (module_runs.py): {"ok": true, ...}
   with exit status 0, or a RunnerFailure with exit status 1.
-- On SIGTERM (the provider's timeout), a call it spawned but could not record yet is cancelled.
-  Nothing else stops a run: when the provider process dies, this child finishes starting the run
-  and recording it, and the run goes on.
+- A call it spawned but could not record (the write failed, or SIGTERM, the provider's timeout,
+  came first) is looked at: kept when it already ended, else stopped for good (job_calls.stop_run:
+  its containers and app end). Nothing else stops a run: when the provider process dies, this
+  child finishes starting the run and recording it, and the run goes on.
 
 The provider's side, which starts this process, follows it and retries it, is supervisor.py.
 """
@@ -39,7 +41,6 @@ The provider's side, which starts this process, follows it and retries it, is su
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from providers.deployments import deployment_info
+from providers.job_calls import STOP_CONFIRM_SECONDS, look, stop_run
 from providers.module_runs import (
     PHASE_DEPLOY,
     PHASE_IMPORT,
@@ -84,6 +86,25 @@ def find_app(module: Any, module_name: str) -> Any:
         return apps[0]
     found = "no modal.App" if not apps else f"{len(apps)} modal.App objects and none named `app`"
     raise RunnerFailure(f"module {module_name!r} has {found}", phase=PHASE_IMPORT)
+
+
+def app_of_function(module: Any, module_name: str, function: Any) -> Any:
+    """The smallest of the module's Apps that holds `function`: a module may give a function an App
+    of its own (and `App.include` it into its main one), so that a run of that function brings up
+    nothing else of the module (no web endpoint, no class). Else the module's app (`find_app`)."""
+    import modal
+
+    from providers.modal_internals import app_objects
+
+    sizes = {}
+    for value in vars(module).values():
+        if isinstance(value, modal.App):
+            functions, classes = app_objects(value)
+            if any(held is function for held in functions.values()):
+                sizes[id(value)] = (len(functions) + len(classes), value)
+    if not sizes:
+        return find_app(module, module_name)
+    return min(sizes.values(), key=lambda size_and_app: size_and_app[0])[1]
 
 
 def module_functions(module: Any) -> dict[str, Any]:
@@ -133,9 +154,11 @@ def start_function(module_name: str, function_name: str, environment: str, recor
 
     Detached: the app outlives this process, so the run does not depend on anyone waiting for it
     (the provider waits, job_runs.py). Right after the spawn the run record names the call, so that
-    whatever happens to this process or the provider next, the next `up` finds the run; a record that
-    cannot be written cancels the call (a run nobody can find must not go on)."""
-    app = import_app(module_name)
+    whatever happens to this process or the provider next, the next `up` finds the run. When the
+    record cannot be written, the call is looked at first: one that already ended (a quick job that
+    succeeded) is kept and reported by its id, which the provider then holds; one still running is
+    stopped for good (a run nobody can find must not go on), and the failure says what became of it."""
+    import_app(module_name)
     functions = module_functions(sys.modules[module_name])
     function = functions.get(function_name)
     if function is None:
@@ -144,6 +167,7 @@ def start_function(module_name: str, function_name: str, environment: str, recor
             f"module {module_name!r} has no Modal function {function_name!r} (functions: {known})",
             phase=PHASE_IMPORT,
         )
+    app = app_of_function(sys.modules[module_name], module_name, function)
     state: dict[str, Any] = {"phase": PHASE_SETUP, "call": None, "app_id": None, "recorded": False}
     try:
         say(f"starting a detached ephemeral run of app {app.name or module_name!r} in environment {environment!r}")
@@ -154,34 +178,39 @@ def start_function(module_name: str, function_name: str, environment: str, recor
             state["call"], state["phase"] = call, PHASE_RUNNING
             say(f"started function call {call.object_id} in app {app.app_id}")
             job = f"{module_name}.{function_name}"
-            _record_or_cancel(environment, record, job, call, app.app_id, started_at)
+            _write_run_record(environment, record, job, call, app.app_id, started_at)
             state["recorded"] = True
     except _Interrupted:
-        _cancel_unrecorded(state)
+        settled = _settle_unrecorded(state, confirm_seconds=INTERRUPTED_STOP_CONFIRM_SECONDS)
         raise RunnerFailure(
-            "stopped by the provider (timeout)",
+            "stopped by the provider (timeout)" + (f"; {settled.text}" if settled else ""),
             phase=state["phase"],
-            started=state["recorded"],
+            started=state["recorded"] or settled is not None,
             app_id=state["app_id"],
         ) from None
     except Exception as error:
         # A failure once the record exists (e.g. the disconnect) leaves a run going that the record
         # names: the provider finds it there and waits for it.
+        settled = _settle_unrecorded(state)
+        if settled is not None and settled.kept:
+            return {"app_id": state["app_id"], "function_call_id": state["call"].object_id,
+                    "started_at": started_at, "recorded": False}  # fmt: skip
+        text = f"{type(error).__name__}: {error}"
         raise RunnerFailure(
-            f"{type(error).__name__}: {error}",
+            f"its run record could not be written ({text}); {settled.text}" if settled else text,
             phase=state["phase"],
             transient=is_transient(error),
-            started=state["recorded"],
+            started=state["recorded"] or settled is not None,
             app_id=state["app_id"],
         ) from None
     call = state["call"]
     return {"app_id": state["app_id"], "function_call_id": call.object_id, "started_at": started_at}
 
 
-def _record_or_cancel(
+def _write_run_record(
     environment: str, record: RecordPlace, job: str, call: Any, app_id: str, started_at: float
 ) -> None:
-    """Write the run record naming `call`; if that fails, cancel the call (nobody could find it)."""
+    """Write the run record naming `call` (retried by modal_call inside write_record)."""
     run = RunRecord(
         job=job,
         identity_digest=record.identity_digest,
@@ -190,21 +219,51 @@ def _record_or_cancel(
         started_at=started_at,
         deadline_at=started_at + record.timeout_seconds,
     )
+    write_record(environment, record.volume, run)
+
+
+# After SIGTERM the parent waits supervisor.TERMINATE_GRACE_SECONDS (15 s) before it kills us.
+INTERRUPTED_STOP_CONFIRM_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """What became of a call no run record names."""
+
+    kept: bool  # it had ended: reported by its id, for the provider to take
+    text: str  # what happened to it, for the failure message ("" when kept)
+
+
+def _settle_unrecorded(state: dict[str, Any], *, confirm_seconds: float = STOP_CONFIRM_SECONDS) -> _Settled | None:
+    """A call no run record names (its write failed, or our timeout came first): look at it before
+    giving up on it. One that has ended is kept; one still running is stopped for good. None: there
+    is no such call."""
+    call, app_id = state["call"], state["app_id"]
+    if call is None or state["recorded"]:
+        return None
+    call_id = call.object_id
+    policy = retry_policy(f"function call {call_id}", is_transient)
     try:
-        write_record(environment, record.volume, run)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            call.cancel()
-            say(f"cancelled function call {call.object_id}: its run record could not be written")
-        raise
-
-
-def _cancel_unrecorded(state: dict[str, Any]) -> None:
-    """At our timeout during the start: a call that no record names is cancelled (nobody could find it)."""
-    if state["call"] is not None and not state["recorded"]:
-        with contextlib.suppress(Exception):
-            state["call"].cancel()
-            say(f"cancelled function call {state['call'].object_id}")
+        seen = policy(look, call_id)
+        stop = None if seen.state != "running" else policy(stop_run, call_id, app_id, confirm_seconds=confirm_seconds)
+    except Exception as error:
+        text = (f"function call {call_id} could not be looked at or stopped ({type(error).__name__}: {error}): it may "
+                f"still run; stop it with `modal app stop {app_id}` before the next `pulumi up`")  # fmt: skip
+        say(text)
+        return _Settled(kept=False, text=text)
+    if stop is None or not stop.cancelled:
+        ended = seen if stop is None else stop.look
+        say(f"function call {call_id} had already ended ({ended.state}) when its run record could not be written: "
+            "keeping it, the provider takes it by its id")  # fmt: skip
+        return _Settled(kept=True, text="")
+    if stop.confirmed:
+        text = (f"function call {call_id} was stopped before it finished (its containers and app {app_id} ended): "
+                "no run record could name it")  # fmt: skip
+    else:
+        text = (f"function call {call_id} was asked to stop, but Modal has not confirmed that app {app_id} "
+                f"stopped: stop it with `modal app stop {app_id}` before the next `pulumi up`")  # fmt: skip
+    say(text)
+    return _Settled(kept=False, text=text)
 
 
 def deploy_app(module_name: str, app_name: str, environment: str, tag: str, strategy: str) -> dict[str, Any]:

@@ -48,6 +48,15 @@ CONFIG_JSON = cfg.to_json()
 
 app = modal.App(cfg.app_name)
 
+# Each setup job also has an app of its own, holding that one function: a job started on its own
+# (`pulumi up` runs each as a detached ephemeral app, providers/runner.py) then brings up nothing else,
+# in particular no web endpoint (a `-dev` URL whose first request would start 8x B200 before the
+# weights are there) and no GPU class. `app` includes all three below, so `modal run serving/app.py`
+# and `modal deploy serving/app.py` see every function, as before.
+download_app = modal.App(f"{cfg.app_name}-download-model")
+compile_app = modal.App(f"{cfg.app_name}-compile-deepgemm")
+verify_app = modal.App(f"{cfg.app_name}-verify-setup")
+
 # ## Container images
 
 # The download image is deliberately small: no CUDA, just the Hub client with hf_xet (chunked,
@@ -126,7 +135,7 @@ def reload_volumes(*volumes: modal.Volume) -> None:
 # The job skips when the weights are already there and retries transient Hub errors with backoff.
 
 
-@app.function(
+@download_app.function(
     image=download_image,
     volumes=WEIGHTS_ONLY,
     secrets=[hf_token_secret],
@@ -147,7 +156,7 @@ def download_model() -> dict:
 # serving hardware with the serving arguments. `force=True` recompiles even when the marker matches.
 
 
-@app.function(
+@compile_app.function(
     image=sglang_image,
     gpu=cfg.hardware.modal_gpu,
     volumes=BOTH_VOLUMES,
@@ -166,12 +175,15 @@ def compile_deepgemm(force: bool = False) -> dict:
 # Cheap and read-only. Returns a report whose `failures` each name the command that fixes them.
 
 
-@app.function(image=download_image, volumes=BOTH_VOLUMES, timeout=cfg.timeouts.verify)
+@verify_app.function(image=download_image, volumes=BOTH_VOLUMES, timeout=cfg.timeouts.verify)
 def verify_setup() -> dict:
     reload_volumes(weights_volume, kernels_volume)
     report = jobs.verify(cfg)
     print_line(json.dumps(report, indent=2))
     return report
+
+
+app.include(download_app).include(compile_app).include(verify_app)
 
 
 # ## The server (8x B200)

@@ -25,6 +25,8 @@ ATTRIBUTES = [
     ("modal.client", "_Client.from_env"),
     ("modal.client", "_Client._stub"),
     ("modal._utils.async_utils", "synchronizer.create_blocking"),
+    ("modal", "App.registered_functions"),
+    ("modal", "App.registered_classes"),
 ]
 
 # The control-plane RPCs it calls through `_Client._stub`.
@@ -82,4 +84,23 @@ def test_modal_errors_still_carry_their_grpc_status():
     assert grpc_status(error) == grpclib.Status.ABORTED, (
         f"modal {modal.__version__} no longer sets `_grpc_status` on its exceptions ({USED_BY}): "
         "ABORTED would no longer be retried"
+    )
+
+
+def test_an_apps_local_state_still_holds_its_functions_and_classes():
+    app = modal.App("internals-probe")
+
+    @app.function(serialized=True)
+    def probe() -> None: ...
+
+    @app.cls(serialized=True)
+    class Probe:
+        @modal.method()
+        def go(self) -> None: ...
+
+    from providers.modal_internals import app_objects
+
+    functions, classes = app_objects(app)
+    assert probe in functions.values() and "Probe.*" in functions and set(classes) == {"Probe"}, (
+        f"modal {modal.__version__}: App.registered_functions/classes no longer list what it holds ({USED_BY})"
     )

@@ -86,9 +86,15 @@ def test_deploy_reports_id_version_and_web_urls(modal_control_plane):
         "deployment_version": 1,
         "deployed_at": datetime.fromtimestamp(deployed.deployed_at, UTC).isoformat(timespec="seconds"),
         "web_urls": {"Web.serve": "https://control-plane-test--runner-app-web-serve.modal.run"},
+        "noop": False,
         "duration_seconds": result["duration_seconds"],
     }
     assert lines[-1] == f"deployed app 'runner-app': {deployed.id} version 1"
+
+    # The same definitions again: Modal's no-op, reported as one.
+    status, lines, result = run_child(cp, "deploy", module="sample_modal_app", app_name="runner-app", environment=ENV)
+    assert status == 0 and result["noop"] is True and result["deployment_version"] == 1
+    assert lines[-1] == "Modal found no change to deploy: version 1 of 'runner-app' stays live"
 
 
 def test_module_env_travels_in_the_environment_never_in_argv(modal_control_plane):
