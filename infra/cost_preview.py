@@ -132,7 +132,7 @@ def total_line(summary: dict[str, Any]) -> str:
 async def _unknown(output: pulumi.Output[Any]) -> bool:
     """Whether a preview leaves `output` unknown, i.e. the engine plans to (re)create its resource.
 
-    `Output.is_known` is the one member of pulumi 3.260.0's Output this uses that its source marks an
+    `Output.is_known` is the one member of pulumi 3.272.0's Output this uses that its source marks an
     implementation detail (there is no documented way to ask); tests/infra/test_cost_preview.py
     pins what it answers in a preview, so an SDK bump that changes it fails there."""
     return not await output.is_known()

@@ -7,7 +7,7 @@ resource's provider object from state as a dill pickle; a provider class that li
 package is pickled *by reference* ("providers.secret.SecretProvider"), so the pickle stays tens of
 bytes and the process imports the current code. Keep every provider class in `providers/`.
 
-What the engine hands us (pulumi 3.260.0; tests/stack runs it through the real CLI):
+What the engine hands us (CLI v3.277.0, SDK 3.272.0; tests/stack runs it through the real CLI):
 - `check(olds, news)`: olds are the old *inputs*; values not yet known in a preview are `UNKNOWN`.
 - `diff(id, olds, news)` and `update(id, olds, news)`: olds are the old *outputs*, so every output
   echoes the inputs a diff needs (never a secret value). Answer precisely: "unknown" makes the

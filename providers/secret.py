@@ -97,7 +97,7 @@ def _as_secret(value: Any) -> Any:
     The dynamic provider server serializes what a provider returns with `rpc.serialize_properties`,
     which passes this marker through unchanged, and the engine reads it back as a secret. A
     `pulumi.Output.secret` would not do: that process has no resource monitor, so the serializer
-    sends an Output's value in plaintext (pulumi 3.260.0, `serialize_property`)."""
+    sends an Output's value in plaintext (pulumi 3.272.0, `serialize_property`)."""
     return rpc.wrap_rpc_secret(value)
 
 

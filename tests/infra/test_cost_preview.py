@@ -45,7 +45,7 @@ def _planned_in_a_preview():
 
 
 def test_a_preview_leaves_exactly_the_planned_ids_unknown(preview_engine: None) -> None:
-    # Pins the SDK member `_unknown` relies on (Output.is_known, an implementation detail of 3.260.0).
+    # Pins the SDK member `_unknown` relies on (Output.is_known, an implementation detail of 3.272.0).
     _planned_in_a_preview()
 
 

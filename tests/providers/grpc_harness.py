@@ -31,14 +31,24 @@ from tests.pulumi_engine.provider_server import (
 # Our backoff base in tests: 1 ms instead of 2 s, so 3 retries cost nothing noticeable.
 FAST_RETRY_ENV = {RETRY_BASE_SECONDS_ENV: "0.001"}
 
-# The pinned SDK's dynamic provider server (pulumi 3.260.0, `Read`) looks the provider up in the read's
-# `properties` only. An import (`ResourceOptions(import_=...)`) sends none, just the declared inputs,
-# so it fails with KeyError '__provider' before our code runs; a later SDK (3.272.0) falls back to the
-# inputs. Our creates adopt existing objects by name, so nothing of ours needs an import. Strict:
-# when a bumped SDK reads imports again, these tests pass and pytest says so.
-IMPORT_NEEDS_A_NEWER_SDK = pytest.mark.xfail(
-    strict=True, raises=ProviderCallError, reason="pulumi 3.260.0's dynamic provider server cannot read an import"
-)
+# An import's Read, as the engine sends it: neither state nor inputs, just the id (pulumi v3.277.0, the
+# pinned CLI: pkg/resource/deploy/step.go `ImportStep.Apply`, the same in v3.260.0; `pulumi import` and
+# `ResourceOptions(import_=...)` alike). The Python SDK's dynamic provider server looks the serialized
+# provider up in the properties, else the inputs (pulumi 3.272.0, `pulumi/dynamic/__main__.py`, `Read`),
+# so an import fails with KeyError '__provider' before our code runs. tests/stack/test_import.py proves
+# it through the real CLI. Our creates adopt existing objects by name, so nothing of ours needs an
+# import. Strict: when a bumped SDK finds the provider without them, these tests pass and pytest says so.
+IMPORT_READ_HAS_NO_PROVIDER = pytest.mark.xfail(
+    strict=True, raises=ProviderCallError,
+    reason="an import's Read carries neither state nor inputs (pulumi v3.277.0 engine), so pulumi 3.272.0's "
+    "dynamic provider server fails with KeyError: '__provider'",
+)  # fmt: skip
+
+
+def import_read(server: ProviderServer, id_: str, urn: str) -> Any:
+    """The Read an import sends (IMPORT_READ_HAS_NO_PROVIDER): the id, no state, no inputs."""
+    return server.read(id_, urn, {})
+
 
 # The mutating gRPC methods of the provider protocol (DeploymentResult.mutating_calls filters by them).
 PROVIDER_MUTATIONS = MUTATING_METHODS

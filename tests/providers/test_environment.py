@@ -9,10 +9,11 @@ from grpclib import Status
 from providers.environment import EnvironmentProvider, ModalEnvironment
 from tests.modal_control_plane.state import App
 from tests.providers.grpc_harness import (
-    IMPORT_NEEDS_A_NEWER_SDK,
+    IMPORT_READ_HAS_NO_PROVIDER,
     PROVIDER_MUTATIONS,
     desired,
     engine,
+    import_read,
     mutating_rpcs,
     serve,
     urn_of,
@@ -96,16 +97,17 @@ def test_refresh_sees_a_deleted_environment(modal_control_plane):
         assert gone.steps[0].detail == "deleted" and eng.state.resources == {}
 
 
-@IMPORT_NEEDS_A_NEWER_SDK
-def test_import_reads_an_existing_environment(modal_control_plane):
+@IMPORT_READ_HAS_NO_PROVIDER
+def test_import_reads_an_existing_environment_by_its_name(modal_control_plane):
     cp = modal_control_plane
     with serve(cp) as server:
         cp.create_environment("prod")
-        declared = environment(name="prod")
-        read = server.read("prod", URN, {}, declared.inputs)
+        read = import_read(server, "prod", URN)
         assert read.id == "prod"
         assert read.properties["environment_id"] == cp.state.environments["prod"].id
         assert {k: v for k, v in read.inputs.items() if k != "__provider"} == {"name": "prod", "force_delete": False}
+        assert import_read(server, "missing", URN).id == ""  # not there: the import fails, nothing is adopted
+    assert mutating_rpcs(cp, 0) == []
 
 
 def test_a_delete_keeps_an_environment_that_holds_objects_on_modal_and_says_so(modal_control_plane):

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from grpclib import Status
 
-from providers.secret import ADDITIONAL_SECRET_OUTPUTS, ModalSecret, SecretProvider, values_digest
+from providers.secret import ADDITIONAL_SECRET_OUTPUTS, ModalSecret, SecretProvider
 from tests.providers.grpc_harness import (
-    IMPORT_NEEDS_A_NEWER_SDK,
+    IMPORT_READ_HAS_NO_PROVIDER,
     PROVIDER_MUTATIONS,
     desired,
     engine,
+    import_read,
     mutating_rpcs,
     serve,
     urn_of,
@@ -146,23 +147,20 @@ def test_refresh_notices_drift_and_the_next_up_restores_the_declared_values(moda
         assert gone.steps[0].detail == "deleted" and eng.state.resources == {}
 
 
-@IMPORT_NEEDS_A_NEWER_SDK
+@IMPORT_READ_HAS_NO_PROVIDER
 def test_import_reads_an_existing_secret_by_id(modal_control_plane):
     cp = modal_control_plane
     existing = cp.create_secret("hf", {"HF_TOKEN": "x"}, environment=ENV).id
     with serve(cp) as server:
-        declared = secret({"HF_TOKEN": "x"})
-        read = server.read(f"{ENV}/hf", URN, {}, declared.inputs)
+        read = import_read(server, f"{ENV}/hf", URN)
         assert read.id == f"{ENV}/hf"
         assert read.properties["secret_id"] == existing
         assert read.properties["key_names"] == ["HF_TOKEN"]
-        assert wire.is_secret(read.properties["values_digest"])
-        assert wire.reveal(read.properties["values_digest"]) == values_digest({"HF_TOKEN": "x"})
-        assert wire.is_secret(read.inputs["values"])
-
-        other_keys = server.read(f"{ENV}/hf", URN, {}, secret({"OTHER": "y"}).inputs)
-        assert wire.reveal(other_keys.properties["values_digest"]) == ""  # cannot vouch for them: next up rewrites
-        assert server.read(f"{ENV}/missing", URN, {}, declared.inputs).id == ""
+        # Modal never gives the values back and the import declares none: nothing to vouch for, the
+        # next `up` writes the program's values.
+        assert wire.is_secret(read.properties["values_digest"]) and wire.reveal(read.properties["values_digest"]) == ""
+        assert {k: v for k, v in read.inputs.items() if k != "__provider"} == {"name": "hf", "environment": ENV}
+        assert import_read(server, f"{ENV}/missing", URN).id == ""
     assert mutating_rpcs(cp, 0) == []
 
 

@@ -9,10 +9,11 @@ from grpclib import Status
 
 from providers.volume import ModalVolume, VolumeProvider
 from tests.providers.grpc_harness import (
-    IMPORT_NEEDS_A_NEWER_SDK,
+    IMPORT_READ_HAS_NO_PROVIDER,
     PROVIDER_MUTATIONS,
     desired,
     engine,
+    import_read,
     mutating_rpcs,
     serve,
     urn_of,
@@ -125,20 +126,19 @@ def test_refresh_sees_a_deleted_volume_and_the_next_up_recreates_it(modal_contro
         assert "weights" in cp.state.environments[ENV].volumes
 
 
-@IMPORT_NEEDS_A_NEWER_SDK
+@IMPORT_READ_HAS_NO_PROVIDER
 def test_import_reads_an_existing_volume_by_id(modal_control_plane):
     cp = modal_control_plane
     existing = cp.create_volume("cache", environment=ENV).id
     with serve(cp) as server:
-        declared = desired(ModalVolume, VolumeProvider(), "cache", {"name": "cache", "environment": ENV})
-        read = server.read(f"{ENV}/cache", declared.urn, {}, declared.inputs)
+        urn = urn_of(ModalVolume, "cache")
+        read = import_read(server, f"{ENV}/cache", urn)
         assert read.id == f"{ENV}/cache"
         assert read.properties["volume_id"] == existing
-        assert read.inputs == {"name": "cache", "environment": ENV, "delete_data": False, "__provider": (
-            declared.inputs["__provider"]
-        )}
-        missing = server.read(f"{ENV}/nope", declared.urn, {}, declared.inputs)
-        assert missing.id == ""  # gone: the engine takes it out of state
+        assert {k: v for k, v in read.inputs.items() if k != "__provider"} == {
+            "name": "cache", "environment": ENV, "delete_data": False,
+        }  # fmt: skip
+        assert import_read(server, f"{ENV}/nope", urn).id == ""  # not there: the import fails
     assert mutating_rpcs(cp, 0) == []
 
 

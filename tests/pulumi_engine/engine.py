@@ -10,7 +10,7 @@ Two ways in: `engine.up(resources)` for a list of `DesiredResource`s, or
 `deployment = engine.begin("up")` + `deployment.register(resource)` per resource + `deployment.finish()`.
 
 What the real engine does and this one reproduces (pulumi/pulumi at commit 1b59498, the newest
-stored snapshot; read with SDK 3.272.0; the pinned SDK is now 3.260.0). Step generation is in
+stored snapshot; read with SDK 3.272.0, the pinned SDK). Step generation is in
 pkg/resource/deploy/step_generator.go, step execution in pkg/resource/deploy/step.go and step_executor.go:
 
 1. Check: with no old state, Check(news) only; otherwise Check(olds = OLD INPUTS, news)

@@ -7,7 +7,7 @@ Pulumi protocol: a secret is the SDK's own marker object
 the string `pulumi.runtime.rpc.UNKNOWN`. Tests assert secretness with `is_secret`.
 
 Engine behaviours reproduced here (pulumi/pulumi at commit 1b59498, the newest stored snapshot;
-read with SDK 3.272.0; the pinned SDK is now 3.260.0):
+read with SDK 3.272.0, the pinned SDK):
 
 - `strip_secrets` is `plugin.MarshalProperties(..., KeepSecrets: false)`: a provider that
   answered Configure with `acceptSecrets=False` (the Python dynamic provider always does,

@@ -8,7 +8,7 @@ Properties go in and come out as plain dicts in wire form (see properties.py): s
 SDK's secret marker, so a test can assert exactly what the engine would store as secret.
 
 How the engine starts and talks to the dynamic provider (checked in pulumi/pulumi at commit
-1b59498; read with SDK 3.272.0; the pinned SDK is now 3.260.0):
+1b59498; read with SDK 3.272.0, the pinned SDK):
 
 - Plugin `pulumi-resource-pulumi-python` is a shell shim (sdk/python/dist/pulumi-resource-pulumi-python)
   that runs `"$PULUMI_RUNTIME_VIRTUALENV/bin/python" -u -m pulumi.dynamic "$@"` with the venv's
@@ -55,7 +55,7 @@ How the engine starts and talks to the dynamic provider (checked in pulumi/pulum
   diff: only changes / replaces / deleteBeforeReplace reach the engine
   (sdk/python/lib/pulumi/dynamic/__main__.py `Diff`).
 - A provider exception becomes gRPC status UNKNOWN whose details are the full Python traceback
-  (`_abort_with_traceback` in the 3.272.0 __main__.py, as in the pinned 3.260.0); the engine shows that text to
+  (`_abort_with_traceback` in the pinned 3.272.0 __main__.py); the engine shows that text to
   the user, so whatever a provider puts in an exception message is user-visible.
 - The server has 4 worker threads (`ThreadPoolExecutor(max_workers=4)`), and Cancel does nothing.
 """

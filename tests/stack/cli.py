@@ -1,8 +1,9 @@
 """The real Pulumi CLI, run the way an operator runs it, offline and repeatable.
 
-Where the CLI comes from: `./scripts/setup` reuses a `pulumi` of the pinned version (the Python SDK's,
-pyproject.toml) found on PATH, or builds that release from the Go module proxy into `.tools/bin/`
-(scripts/pulumi-cli). `pulumi_binary()` finds it the same way, and refuses any other version.
+Where the CLI comes from: `./scripts/setup` reuses a `pulumi` of the pinned version (scripts/pulumi-cli/
+go.mod's, newer than the Python SDK's: tests/pulumi_release.py) found on PATH, or builds that release
+from the Go module proxy into `.tools/bin/` (scripts/pulumi-cli). `pulumi_binary()` finds it the same
+way, and refuses any other version.
 
 Every run gets its own world (`CliWorld`): a temporary `PULUMI_HOME`, a local backend
 (`file://<tmp>/state`, or any backend URL a test passes), a passphrase for the secrets provider,
@@ -34,18 +35,19 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from pulumi import automation as auto
+
+from tests.pulumi_release import cli_release
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 PROJECT_FILES = ("Pulumi.yaml", "Pulumi.staging.yaml", "Pulumi.prod.yaml")
 
-# The CLI release this repository pins: the same as the Python SDK it installs.
-PULUMI_VERSION = "v" + metadata.version("pulumi")
+# The CLI release this repository pins (scripts/pulumi-cli/go.mod), newer than the SDK it installs.
+PULUMI_VERSION = "v" + cli_release()
 
 PASSPHRASE = "glm-modal-test-passphrase"  # noqa: S105 - a throwaway key for throwaway test stacks
 
