@@ -1,8 +1,11 @@
 """A named Modal volume as a Pulumi resource: created, or adopted when one of that name exists.
 
 Inputs:  name, environment, delete_data (default False: never delete a volume holding files).
-Outputs: name, environment, delete_data, volume_id.
+Outputs: name, environment, delete_data, volume_id, version (1 or 2: Modal's VolumeFS version).
 Id:      "<environment>/<name>" (what `pulumi import` takes).
+
+A new volume is v1 (NEW_VOLUME_VERSION says why); an adopted one keeps the version it has. The
+modal client picks the file RPCs of each version itself, so everything here works on both.
 
 A weights volume holds hundreds of GB that take up to an hour to download again, so a delete of one
 with files in it (a destroy, or the old volume of a rename) keeps it on Modal: the resource leaves
@@ -18,7 +21,7 @@ from typing import Any
 
 import modal
 import pulumi
-from modal.exception import AlreadyExistsError, NotFoundError
+from modal.exception import AlreadyExistsError, InvalidError, NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
 from .base import (
@@ -32,6 +35,8 @@ from .base import (
     progress,
     split_id,
 )
+from .environment import environment_exists
+from .modal_internals import volume_version
 from .retry import modal_call
 
 # Inputs whose change means another volume.
@@ -40,6 +45,12 @@ REPLACE_ON = ("name", "environment")
 FIELDS = ("name", "environment", "delete_data")
 # How many top-level entries a refusal names, so a full volume gives a readable message.
 LISTED_ENTRIES = 5
+# The VolumeFS version a new volume gets. v1: what `Volume.objects.create(name)`, `modal volume create`
+# and the reference recipe make, and what Modal's client does not call experimental. Its limits do not
+# bind us: 500,000 files (the weights are a few hundred files, ~700 GB; the kernels a few thousand),
+# and Modal's advice of at most 5 concurrent writers (the jobs write one at a time). v2 (beta) would
+# lift both. Asked for explicitly, so a change of Modal's default cannot change what `up` creates.
+NEW_VOLUME_VERSION = 1
 
 
 class VolumeInputs(InputModel):
@@ -49,12 +60,20 @@ class VolumeInputs(InputModel):
 
 
 def lookup_volume(environment: str, name: str) -> Any | None:
-    """The hydrated volume, or None when there is none (a read-only call)."""
+    """The hydrated volume, or None when there is none, its environment included (a read-only call).
+
+    A missing environment may be answered "Environment '<name>' not found" with INVALID_ARGUMENT
+    (InvalidError, as in Modal's servicer) as well as NOT_FOUND: an InvalidError means "none" only
+    when the environment is indeed gone."""
 
     def get() -> Any | None:
         try:
             return modal.Volume.from_name(name, environment_name=environment).hydrate()
         except NotFoundError:
+            return None
+        except InvalidError:
+            if environment_exists(environment):
+                raise
             return None
 
     return modal_call(get, what=f"look up volume '{name}' in environment '{environment}'")
@@ -67,7 +86,7 @@ def _create_new(inputs: VolumeInputs) -> bool:
 
     def create() -> bool:
         try:
-            modal.Volume.objects.create(inputs.name, environment_name=inputs.environment)
+            modal.Volume.objects.create(inputs.name, environment_name=inputs.environment, version=NEW_VOLUME_VERSION)
         except AlreadyExistsError:
             return False
         return True
@@ -81,28 +100,30 @@ def _top_level_entries(volume: Any, where: str) -> list[str]:
     return sorted(entry.path for entry in entries)
 
 
-def _outputs(inputs: VolumeInputs, volume_id: str) -> dict[str, Any]:
-    return {**inputs.model_dump(mode="json"), "volume_id": volume_id}
+def _outputs(inputs: VolumeInputs, volume: Any) -> dict[str, Any]:
+    return {**inputs.model_dump(mode="json"), "volume_id": volume.object_id, "version": volume_version(volume)}
 
 
 class VolumeProvider(ModalProvider):
     inputs_model = VolumeInputs
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return precise_diff(olds, news, FIELDS, replace_on=REPLACE_ON, stables=("volume_id",))
+        return precise_diff(olds, news, FIELDS, replace_on=REPLACE_ON, stables=("volume_id", "version"))
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         inputs = self.validated(props)
         where = f"volume '{inputs.name}' in environment '{inputs.environment}'"
         # Create first (the one mutating call), so a name that exists shows up as AlreadyExists.
-        if _create_new(inputs):
-            progress(f"{where} created")
-        else:
-            progress(f"{where} already exists: adopting it with its contents")
+        created = _create_new(inputs)
         volume = lookup_volume(inputs.environment, inputs.name)
         if volume is None:
             raise ProviderError(f"{where} vanished right after it was created or found: run `pulumi up` again")
-        return CreateResult(join_id(inputs.environment, inputs.name), _outputs(inputs, volume.object_id))
+        version = volume_version(volume)
+        if created:
+            progress(f"{where} created (v{version})")
+        else:
+            progress(f"{where} already exists (v{version}): adopting it with its contents")
+        return CreateResult(join_id(inputs.environment, inputs.name), _outputs(inputs, volume))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         environment, name = split_id(id_, "Volume")
@@ -112,12 +133,13 @@ class VolumeProvider(ModalProvider):
         importing = "volume_id" not in props  # no outputs yet: `pulumi import` (props are the declared inputs)
         inputs = VolumeInputs(name=name, environment=environment, delete_data=bool(props.get("delete_data", False)))
         imported = inputs.model_dump(mode="json") if importing else None
-        return ReadResult(id_, _outputs(inputs, volume.object_id), imported)
+        return ReadResult(id_, _outputs(inputs, volume), imported)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         # Only delete_data can change in place, and it lives in our state, not on Modal.
         inputs = self.validated(news)
-        return UpdateResult(_outputs(inputs, olds.get("volume_id", "")))
+        outputs = {**inputs.model_dump(mode="json"), "volume_id": olds.get("volume_id", "")}
+        return UpdateResult({**outputs, "version": olds.get("version")})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         environment, name = split_id(id_, "Volume")
@@ -152,6 +174,7 @@ class ModalVolume(Resource, module="modal", name="Volume"):
     environment: pulumi.Output[str]
     delete_data: pulumi.Output[bool]
     volume_id: pulumi.Output[str]
+    version: pulumi.Output[int]
 
     def __init__(
         self,
@@ -162,5 +185,6 @@ class ModalVolume(Resource, module="modal", name="Volume"):
         delete_data: pulumi.Input[bool] = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {"name": name, "environment": environment, "delete_data": delete_data, "volume_id": None}
+        props = {"name": name, "environment": environment, "delete_data": delete_data,
+                 "volume_id": None, "version": None}  # fmt: skip
         super().__init__(VolumeProvider(), resource_name, props, opts)

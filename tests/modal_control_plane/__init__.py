@@ -25,8 +25,13 @@ State:         cp.state.environments[env].{settings, secrets[name].values, volum
                apps[name]} (App: id, state, deployment_version, functions, classes, images,
                image_env, web_urls, web_url, history/deployment: each version's tag, commit_info
                and rollback_version); cp.state.ephemeral_apps; cp.app(name, environment).
-               Helpers: create_environment, create_secret, secret_values, create_volume,
-               put_file, remove_file, volume_files, read_file.
+               Helpers: create_environment, delete_environment, create_environment_concurrently,
+               create_secret, secret_values, create_volume(version=1|2), put_file, remove_file,
+               volume_files, read_file (environment None: the workspace's default one).
+Switches:      ControlPlane(default_environment="main"); cp.environment_answers.create_existing
+               ("succeed" | "already_exists" | "permission_denied"), .missing_status
+               (INVALID_ARGUMENT | NOT_FOUND): see rpc_objects.EnvironmentAnswers. Volumes keep the
+               version they were created with and are served by that version's file RPCs.
 Functions:     cp.script_function(tag, seconds=, result=, error=, writes=),
                cp.on_function(tag, handler(args, kwargs, volumes)), cp.function_calls.
                Tags are Modal's: "download_model", "Server.*", "Server.method".

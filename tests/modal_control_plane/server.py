@@ -37,8 +37,8 @@ from .calls import LOGGED_HEADERS, CallLog, CallRecord, FaultPlan, is_mutating, 
 from .containers import Containers
 from .functions import FunctionCall, FunctionRunner, Handler, ScriptedOutcome
 from .rpc_apps import NOOP_WHEN_UNCHANGED, PUBLISH_NOOP_MODES, AppRpcs
-from .rpc_objects import normalize_path, remove_path, write_file
-from .state import DEFAULT_ENVIRONMENT, App, ControlPlaneState, Secret, Volume
+from .rpc_objects import EnvironmentAnswers, normalize_path, remove_path, write_file
+from .state import DEFAULT_ENVIRONMENT, VOLUME_FS_VERSION_V1, App, ControlPlaneState, Secret, Volume
 
 # Dummy credentials: the control plane checks that every call carries exactly these, like Modal
 # checks real ones, so a client that is not pointed at us (or lost its token) fails loudly.
@@ -65,6 +65,7 @@ class Rpcs(AppRpcs):
         self.web_url_of = plane.web_url_of
         self.containers = plane.containers
         self.publish_noop = plane.publish_noop
+        self.environment_answers = plane.environment_answers
         self.blob_url = ""  # known once the blob server is bound
 
 
@@ -92,11 +93,15 @@ class ControlPlane:
         clock: Callable[[], float] = time.time,
         web_url_of: WebUrlOf | None = None,
         publish_noop: str = NOOP_WHEN_UNCHANGED,
+        default_environment: str = DEFAULT_ENVIRONMENT,
     ):
         """`web_url_of(environment, slug)`, if given, is the URL handed out for a web endpoint
         instead of Modal's *.modal.run scheme (unreachable offline): e.g. the web front of web.py.
         `publish_noop`: whether a deploy that changes no definition is a no-op, as Modal answers it
-        (NOOP_WHEN_UNCHANGED, the default) or a new version all the same (NOOP_NEVER): see AppPublish."""
+        (NOOP_WHEN_UNCHANGED, the default) or a new version all the same (NOOP_NEVER): see AppPublish.
+        `default_environment`: the name of the workspace's default environment, the one it starts with
+        (Modal's is "main" unless renamed). `environment_answers` (rpc_objects.EnvironmentAnswers) can be
+        changed at any time: how environment RPCs answer where Modal's answer is unknown."""
         if publish_noop not in PUBLISH_NOOP_MODES:
             raise ValueError(f"publish_noop must be one of {PUBLISH_NOOP_MODES}, not {publish_noop!r}")
         self._clock = clock
@@ -104,7 +109,8 @@ class ControlPlane:
         self.publish_noop = publish_noop
         self._last_ts = 0.0
         self._ts_lock = threading.Lock()
-        self.state = ControlPlaneState()
+        self.state = ControlPlaneState(default_environment=default_environment)
+        self.environment_answers = EnvironmentAnswers()
         self.log = CallLog()
         self.faults = FaultPlan()
         self.blobs = blob_server.BlobStore()
@@ -112,7 +118,7 @@ class ControlPlane:
         self.containers = Containers(self.state, self.now)
         self.rpcs = Rpcs(self)
         self.server_errors: list[str] = []
-        self.state.add_environment(DEFAULT_ENVIRONMENT, self.now())
+        self.state.add_environment(default_environment, self.now())
         self._routes = _Routes(self)
         handlers = self._routes.__mapping__()
         # All 285 RPCs of the service, whether implemented here or not, and which ones stream.
@@ -201,7 +207,7 @@ class ControlPlane:
     @property
     def client_env(self) -> dict[str, str]:
         """Environment variables that point a modal client (e.g. a `modal deploy` subprocess) here.
-        MODAL_ENVIRONMENT is deliberately absent: the default environment ("main") applies.
+        MODAL_ENVIRONMENT is deliberately absent: the workspace's default environment applies.
         HOME is an empty temp dir, so nothing in a real home can leak in; drop it for a subprocess
         that needs the real one (e.g. the pulumi CLI and its plugin cache)."""
         assert self._tmpdir is not None, "start() the control plane first"
@@ -303,7 +309,7 @@ class ControlPlane:
 
     # ---- state helpers for tests ---------------------------------------------------------------
 
-    def _env(self, environment: str):
+    def _env(self, environment: str | None):
         env = self.state.environment(environment)
         if env is None:
             raise KeyError(f"environment {environment!r} does not exist")
@@ -314,26 +320,43 @@ class ControlPlane:
             if name not in self.state.environments:
                 self.state.add_environment(name, self.now())
 
-    def create_secret(self, name: str, values: dict[str, str], environment: str = DEFAULT_ENVIRONMENT) -> Secret:
+    def delete_environment(self, name: str) -> None:
+        """Delete an environment with everything in it, as `modal environment delete` would by hand."""
+        with self.state.lock:
+            self.state.remove_environment(name)
+
+    def create_environment_concurrently(self, name: str) -> None:
+        """Another client creates environment `name` just before the next `EnvironmentCreate` of that
+        name arrives: the race between a look-up that found nothing and the create that follows."""
+        with self.state.lock:
+            self.environment_answers.created_by_another_client_first.add(name)
+
+    def create_secret(self, name: str, values: dict[str, str], environment: str | None = None) -> Secret:
         with self.state.lock:
             return self.state.add_secret(self._env(environment), name, dict(values), self.now())
 
-    def secret_values(self, name: str, environment: str = DEFAULT_ENVIRONMENT) -> dict[str, str] | None:
+    def secret_values(self, name: str, environment: str | None = None) -> dict[str, str] | None:
         with self.state.lock:
             secret = self._env(environment).secrets.get(name)
             return dict(secret.values) if secret else None
 
-    def create_volume(self, name: str, environment: str = DEFAULT_ENVIRONMENT) -> Volume:
+    def create_volume(
+        self, name: str, environment: str | None = None, *, version: int = VOLUME_FS_VERSION_V1
+    ) -> Volume:
+        """The named volume, created empty with `version` (1 or 2) if missing; one that exists keeps its
+        own version. v1 by default: what `modal volume create` and `from_name(create_if_missing=True)` make."""
+        if version not in (1, 2):
+            raise ValueError(f"a volume version is 1 or 2, not {version!r}")
         with self.state.lock:
             env = self._env(environment)
-            return env.volumes.get(name) or self.state.add_volume(env, name, self.now())
+            return env.volumes.get(name) or self.state.add_volume(env, name, self.now(), version)
 
-    def put_file(self, volume: str, path: str, data: bytes, environment: str = DEFAULT_ENVIRONMENT) -> None:
+    def put_file(self, volume: str, path: str, data: bytes, environment: str | None = None) -> None:
         """Place a file in a volume (created if missing), as if some container had written it."""
         with self.state.lock:
             write_file(self.create_volume(volume, environment), path, data, self.now())
 
-    def remove_file(self, volume: str, path: str, environment: str = DEFAULT_ENVIRONMENT) -> None:
+    def remove_file(self, volume: str, path: str, environment: str | None = None) -> None:
         with self.state.lock:
             target = self._env(environment).volumes[volume]
             try:
@@ -341,15 +364,15 @@ class ControlPlane:
             except GRPCError as exc:
                 raise FileNotFoundError(exc.message) from None
 
-    def volume_files(self, volume: str, environment: str = DEFAULT_ENVIRONMENT) -> dict[str, bytes]:
+    def volume_files(self, volume: str, environment: str | None = None) -> dict[str, bytes]:
         """{path: contents} of a volume; paths are relative to its root, e.g. "models/config.json"."""
         with self.state.lock:
             return dict(self._env(environment).volumes[volume].files)
 
-    def read_file(self, volume: str, path: str, environment: str = DEFAULT_ENVIRONMENT) -> bytes:
+    def read_file(self, volume: str, path: str, environment: str | None = None) -> bytes:
         return self.volume_files(volume, environment)[normalize_path(path)]
 
-    def app(self, name: str, environment: str = DEFAULT_ENVIRONMENT) -> App:
+    def app(self, name: str, environment: str | None = None) -> App:
         """The app deployed (or last deployed, if stopped) under `name`."""
         with self.state.lock:
             return self._env(environment).apps[name]

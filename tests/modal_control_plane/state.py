@@ -1,6 +1,9 @@
 """The in-memory state of the control plane: what Modal would have stored for our workspace.
 
-Objects are scoped per environment, as on Modal: `state.environments["main"].secrets["hf"]`.
+Objects are scoped per environment, as on Modal: `state.environments["main"].secrets["hf"]`. The
+workspace's default environment (the one an empty environment name means) is `default_environment`:
+"main" unless the plane was started with another name, because Modal's is not always called "main"
+(a workspace may rename it, or make another environment the default).
 Every object also has an id with Modal's prefix ("st-", "vo-", "ap-", "fu-", ...) registered in
 `state.by_id`, because the client refers to hydrated objects by id only.
 
@@ -16,8 +19,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-# The environment every workspace starts with, and the one an empty environment name means.
+# The environment a workspace starts with, and the one an empty environment name means, unless the
+# plane is started with another default (`ControlPlane(default_environment=...)`).
 DEFAULT_ENVIRONMENT = "main"
+
+# Volume versions as modal_proto numbers them (VolumeFsVersion). A volume keeps the version its
+# creator asked for, UNSPECIFIED included, as Modal's own servicer stores it; the client treats
+# UNSPECIFIED as v1 (`modal/volume.py`: `_Volume._is_v1`, `_validate_volume_version`).
+VOLUME_FS_VERSION_UNSPECIFIED = 0
+VOLUME_FS_VERSION_V1 = 1
+VOLUME_FS_VERSION_V2 = 2
 
 # The image builder version our environments report: the newest modal 1.6.4 knows, so the client
 # builds its images the way a fresh workspace would.
@@ -42,8 +53,14 @@ class Volume:
     name: str
     environment: str
     created_at: float
+    version: int = VOLUME_FS_VERSION_V1  # as asked for when it was created (VolumeGetOrCreate's `version`)
     files: dict[str, bytes] = field(default_factory=dict)  # path (no leading "/") -> contents
     mtimes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_v1(self) -> bool:
+        """What the client concludes from the version it is given: anything but V2 is v1."""
+        return self.version != VOLUME_FS_VERSION_V2
 
 
 @dataclass
@@ -205,6 +222,7 @@ class ControlPlaneState:
     mounts: dict[str, Mount] = field(default_factory=dict)
     mount_files: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> contents
     ephemeral_apps: list[App] = field(default_factory=list)
+    default_environment: str = DEFAULT_ENVIRONMENT
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _counters: dict[str, itertools.count] = field(default_factory=dict, repr=False)
 
@@ -214,7 +232,8 @@ class ControlPlaneState:
         return f"{prefix}-{next(counter)}"
 
     def environment(self, name: str | None) -> Environment | None:
-        return self.environments.get(name or DEFAULT_ENVIRONMENT)
+        """The environment of that name; an empty name means the workspace's default, as on Modal."""
+        return self.environments.get(name or self.default_environment)
 
     def add_environment(self, name: str, now: float) -> Environment:
         env = Environment(
@@ -224,7 +243,7 @@ class ControlPlaneState:
             settings={
                 "image_builder_version": IMAGE_BUILDER_VERSION,
                 # Modal's default environment has no web suffix; others get their name.
-                "webhook_suffix": "" if name == DEFAULT_ENVIRONMENT else name,
+                "webhook_suffix": "" if name == self.default_environment else name,
             },
         )
         self.environments[name] = env
@@ -238,9 +257,10 @@ class ControlPlaneState:
         self.by_id[secret.id] = secret
         return secret
 
-    def add_volume(self, env: Environment, name: str, now: float) -> Volume:
-        """A new, empty named volume of `env`, registered by id."""
-        volume = Volume(self.new_id("vo"), name, env.name, now)
+    def add_volume(self, env: Environment, name: str, now: float, version: int = VOLUME_FS_VERSION_V1) -> Volume:
+        """A new, empty named volume of `env`, registered by id. v1 unless told otherwise: what
+        `modal volume create`, `Volume.objects.create(name)` and `from_name(create_if_missing=True)` make."""
+        volume = Volume(self.new_id("vo"), name, env.name, now, version)
         env.volumes[name] = volume
         self.by_id[volume.id] = volume
         return volume

@@ -44,7 +44,7 @@ def test_lookups_are_not_mutating_and_creations_are(modal_control_plane):
     modal.Volume.from_name("weights").remove_file("a")
     modal.Secret.from_name("fresh", environment_name="main")  # lazy: no call until used
     modal.Volume.from_name("new", create_if_missing=True).hydrate()
-    assert [c.rpc for c in cp.mutating_calls(since=mark)] == ["VolumeRemoveFile2", "VolumeGetOrCreate"]
+    assert [c.rpc for c in cp.mutating_calls(since=mark)] == ["VolumeRemoveFile", "VolumeGetOrCreate"]  # a v1 volume
 
 
 @pytest.mark.parametrize(

@@ -88,17 +88,19 @@ def test_retries_share_one_idempotency_key_per_operation(modal_control_plane):
     assert len({call.metadata["x-idempotency-key"] for call in attempts}) == 1
 
 
-def test_streaming_rpcs_are_not_retried(modal_control_plane):
+@pytest.mark.parametrize(("version", "listing"), [(1, "VolumeListFiles"), (2, "VolumeListFiles2")])
+def test_streaming_rpcs_are_not_retried(modal_control_plane, version, listing):
     cp = modal_control_plane
+    cp.create_volume("weights", version=version)
     cp.put_file("weights", "a.txt", b"a")
     volume = modal.Volume.from_name("weights").hydrate()
-    cp.fail_next("VolumeListFiles2", n=1, status=Status.UNAVAILABLE)
+    cp.fail_next(listing, n=1, status=Status.UNAVAILABLE)
     mark = cp.mark()
 
     with pytest.raises(ServiceError):
         volume.listdir("/")
 
-    assert _attempts(cp, "VolumeListFiles2", mark) == 1
+    assert _attempts(cp, listing, mark) == 1
 
 
 def test_image_join_is_rejoined_by_its_caller(modal_control_plane):

@@ -1,12 +1,43 @@
 """The real modal client managing environments, secrets and volumes against the control plane."""
 
+import asyncio
 import io
+from urllib.parse import urlsplit
 
 import modal
 import pytest
-from modal.exception import AlreadyExistsError, NotFoundError
+from google.protobuf.empty_pb2 import Empty
+from grpclib import Status
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
+from modal.exception import AlreadyExistsError, InvalidError, NotFoundError, PermissionDeniedError
+from modal_proto import api_pb2
+from modal_proto.api_grpc import ModalClientStub
 
 from providers.modal_internals import remove_secret_keys
+
+from .fixtures import connect_in_process
+from .rpc_objects import EXISTING_CREATE_ANSWERS, MISSING_ENVIRONMENT_STATUSES
+from .server import TOKEN_ID, TOKEN_SECRET, ControlPlane
+
+# What the client raises for each status an environment that does not exist may be answered with.
+MISSING_ENVIRONMENT_ERRORS = {Status.INVALID_ARGUMENT: InvalidError, Status.NOT_FOUND: NotFoundError}
+
+
+def raw_call(cp: ControlPlane, rpc: str, request):
+    """One RPC straight to the plane, bypassing the client's choice of RPC (its responses, a list
+    for a streaming RPC): for answers the client itself never asks for."""
+
+    async def call():
+        url = urlsplit(cp.url)
+        channel = Channel(url.hostname, url.port)
+        try:
+            metadata = {"x-modal-token-id": TOKEN_ID, "x-modal-token-secret": TOKEN_SECRET}
+            return await getattr(ModalClientStub(channel), rpc)(request, metadata=metadata)
+        finally:
+            channel.close()
+
+    return asyncio.run(call())
 
 
 def test_client_hello_authenticates(modal_control_plane):
@@ -23,16 +54,91 @@ def test_wrong_token_is_rejected(modal_control_plane):
 
 def test_environments_create_list_delete(modal_control_plane):
     modal.Environment.objects.create("staging")
-    with pytest.raises(AlreadyExistsError):
-        modal.Environment.objects.create("staging")
+    created = modal_control_plane.state.environments["staging"].id
+    modal.Environment.objects.create("staging")  # Modal's servicer: an existing name is left as it is
 
+    assert modal_control_plane.state.environments["staging"].id == created
     assert [env.name for env in modal.Environment.objects.list()] == ["main", "staging"]
     assert modal_control_plane.state.environments["staging"].settings["webhook_suffix"] == "staging"
 
     modal.Environment.objects.delete("staging")
     assert [env.name for env in modal.Environment.objects.list()] == ["main"]
-    with pytest.raises(NotFoundError):
+    with pytest.raises(InvalidError, match="Environment 'staging' not found"):
         modal.Environment.objects.delete("staging")
+
+
+@pytest.mark.parametrize("answer", EXISTING_CREATE_ANSWERS)
+def test_a_create_of_an_existing_environment_answers_as_switched(modal_control_plane, answer):
+    cp = modal_control_plane
+    cp.environment_answers.create_existing = answer
+    cp.create_environment("staging")
+    existing = cp.state.environments["staging"].id
+    expected = {"succeed": None, "already_exists": AlreadyExistsError, "permission_denied": PermissionDeniedError}
+
+    if expected[answer] is None:
+        modal.Environment.objects.create("staging")
+    else:
+        with pytest.raises(expected[answer], match="staging"):
+            modal.Environment.objects.create("staging")
+    assert cp.state.environments["staging"].id == existing  # never replaced
+    modal.Environment.objects.create("fresh")  # a name that does not exist is created under every answer
+    assert "fresh" in cp.state.environments
+
+
+@pytest.mark.parametrize("answer", EXISTING_CREATE_ANSWERS)
+def test_a_create_racing_another_client_meets_an_existing_environment(modal_control_plane, answer):
+    cp = modal_control_plane
+    cp.environment_answers.create_existing = answer
+    cp.create_environment_concurrently("staging")
+    assert "staging" not in cp.state.environments  # a look-up now still finds nothing
+
+    if answer == "succeed":
+        modal.Environment.objects.create("staging")
+    else:
+        with pytest.raises((AlreadyExistsError, PermissionDeniedError)):
+            modal.Environment.objects.create("staging")
+    assert [env.name for env in modal.Environment.objects.list()] == ["main", "staging"]
+    assert cp.environment_answers.created_by_another_client_first == set()  # that race happens once
+
+
+@pytest.mark.parametrize("status", MISSING_ENVIRONMENT_STATUSES)
+def test_a_missing_environment_is_answered_with_the_switched_status_by_every_rpc(modal_control_plane, status):
+    modal_control_plane.environment_answers.missing_status = status
+    error = MISSING_ENVIRONMENT_ERRORS[status]
+    with pytest.raises(error, match="Environment 'ghost' not found"):
+        modal.Environment.from_name("ghost").hydrate()
+    with pytest.raises(error, match="Environment 'ghost' not found"):
+        modal.Secret.objects.create("hf", {"A": "1"}, environment_name="ghost")
+    with pytest.raises(error, match="Environment 'ghost' not found"):
+        modal.Volume.from_name("weights", environment_name="ghost").hydrate()
+    with pytest.raises(error, match="Environment 'ghost' not found"):
+        modal.Environment.objects.delete("ghost")
+
+
+def test_the_default_environment_need_not_be_called_main(monkeypatch):
+    with ControlPlane(default_environment="production") as cp, connect_in_process(cp, monkeypatch):
+        modal.Secret.objects.create("hf", {"A": "1"})  # no environment named: the workspace's default
+        modal.Environment.objects.create("staging")
+
+        assert list(cp.state.environments) == ["production", "staging"]
+        assert cp.secret_values("hf") == {"A": "1"} and cp.secret_values("hf", "production") == {"A": "1"}
+        listed = raw_call(cp, "EnvironmentList", Empty())
+        assert {item.name: item.default for item in listed.items} == {"production": True, "staging": False}
+        assert cp.state.environments["production"].settings["webhook_suffix"] == ""
+        with pytest.raises(InvalidError, match="Environment 'main' not found"):
+            modal.Environment.from_name("main").hydrate()
+        with pytest.raises(modal.exception.ConflictError, match="default environment cannot be deleted"):
+            modal.Environment.objects.delete("production")
+
+
+def test_a_renamed_default_environment_stays_the_default(modal_control_plane):
+    from modal.environments import update_environment
+
+    update_environment("main", new_name="prod")
+    modal.Secret.objects.create("hf", {"A": "1"})
+
+    assert modal_control_plane.state.default_environment == "prod"
+    assert modal_control_plane.secret_values("hf", "prod") == {"A": "1"}
 
 
 def test_environment_update_renames_and_sets_web_suffix(modal_control_plane):
@@ -51,7 +157,7 @@ def test_environment_update_renames_and_sets_web_suffix(modal_control_plane):
 
 
 def test_environment_lookup_and_create_if_missing(modal_control_plane):
-    with pytest.raises(NotFoundError):
+    with pytest.raises(InvalidError, match="Environment 'nope' not found"):  # Modal's servicer's status
         modal.Environment.from_name("nope").hydrate()
 
     env = modal.Environment.from_name("dev", create_if_missing=True).hydrate()
@@ -76,11 +182,6 @@ def test_objects_are_scoped_per_environment(modal_control_plane):
     modal.Environment.objects.delete("staging")
     assert "staging" not in modal_control_plane.state.environments
     assert modal_control_plane.secret_values("hf") == {"HF_TOKEN": "prod"}
-
-
-def test_operations_in_a_missing_environment_fail(modal_control_plane):
-    with pytest.raises(NotFoundError, match="Environment 'ghost' not found"):
-        modal.Secret.objects.create("hf", {"A": "1"}, environment_name="ghost")
 
 
 def test_secret_create_get_list_delete(modal_control_plane):
@@ -169,13 +270,47 @@ def test_volume_create_lookup_list_delete(modal_control_plane):
         modal.Volume.from_name("weights").hydrate()
 
 
-def test_volume_files_through_the_client(modal_control_plane):
-    volume = modal.Volume.from_name("weights", create_if_missing=True)
+def test_a_volume_keeps_the_version_it_was_created_with(modal_control_plane):
+    """As Modal's servicer: the version asked for is recorded and reported; no version is
+    UNSPECIFIED, which the client itself takes for v1."""
+    modal.Volume.objects.create("plain")
+    modal.Volume.objects.create("one", version=1)
+    modal.Volume.objects.create("two", version=2)
+    volumes = modal_control_plane.state.environments["main"].volumes
+
+    assert {name: volume.version for name, volume in volumes.items()} == {
+        "plain": api_pb2.VOLUME_FS_VERSION_UNSPECIFIED,
+        "one": api_pb2.VOLUME_FS_VERSION_V1,
+        "two": api_pb2.VOLUME_FS_VERSION_V2,
+    }
+    listed = raw_call(modal_control_plane, "VolumeList", api_pb2.VolumeListRequest())
+    assert {item.label: item.metadata.version for item in listed.items} == {"plain": 0, "one": 1, "two": 2}
+    looked_up = {name: modal.Volume.from_name(name).hydrate()._get_metadata().version for name in volumes}
+    assert looked_up == {"plain": 0, "one": 1, "two": 2}
+    modal.Volume.from_name("two", create_if_missing=True, version=1)  # no error before hydration ...
+    with pytest.raises(InvalidError, match="exists but has version v2, not v1"):
+        modal.Volume.from_name("two", version=1).hydrate()  # ... the client compares what it asked for
+
+
+# What the client calls on each version (modal/volume.py): listing, writing, removing; both read
+# with VolumeGetFile2.
+FILE_RPCS = {
+    1: {"list": "VolumeListFiles", "put": "VolumePutFiles", "remove": "VolumeRemoveFile"},
+    2: {"list": "VolumeListFiles2", "put": "VolumePutFiles2", "remove": "VolumeRemoveFile2"},
+}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_volume_files_through_the_client(modal_control_plane, version):
+    cp = modal_control_plane
+    modal.Volume.objects.create("weights", version=version)
+    volume = modal.Volume.from_name("weights")
+    mark = cp.mark()
     with volume.batch_upload() as batch:
         batch.put_file(io.BytesIO(b"{}"), "/GLM/config.json")
         batch.put_file(io.BytesIO(b"w" * 100), "/GLM/model-00001.safetensors")
 
-    assert modal_control_plane.volume_files("weights") == {
+    assert cp.volume_files("weights") == {
         "GLM/config.json": b"{}",
         "GLM/model-00001.safetensors": b"w" * 100,
     }
@@ -184,15 +319,21 @@ def test_volume_files_through_the_client(modal_control_plane):
     assert b"".join(volume.read_file("GLM/config.json")) == b"{}"
 
     volume.remove_file("GLM/config.json")
-    assert list(modal_control_plane.volume_files("weights")) == ["GLM/model-00001.safetensors"]
+    assert list(cp.volume_files("weights")) == ["GLM/model-00001.safetensors"]
     with pytest.raises(FileNotFoundError):
         b"".join(volume.read_file("GLM/config.json"))
+    rpcs = set(cp.rpcs_called(mark))
+    assert set(FILE_RPCS[version].values()) | {"VolumeGetFile2"} <= rpcs
+    assert not rpcs & set(FILE_RPCS[3 - version].values())  # never the other version's family
 
 
-def test_large_volume_files_span_several_blocks(modal_control_plane):
-    """Files over the client's 8 MiB block size go through several block PUTs and GETs."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_large_volume_files_span_several_blocks(modal_control_plane, version):
+    """Files over the client's 8 MiB block size go through several block PUTs and GETs (v2), or one
+    blob upload (v1), and come back whole."""
     data = bytes(range(256)) * (9 * 4096 + 7)  # a little over 9 MiB, not block-aligned
-    volume = modal.Volume.from_name("weights", create_if_missing=True)
+    modal.Volume.objects.create("weights", version=version)
+    volume = modal.Volume.from_name("weights")
     with volume.batch_upload() as batch:
         batch.put_file(io.BytesIO(data), "big.bin")
 
@@ -203,7 +344,9 @@ def test_large_volume_files_span_several_blocks(modal_control_plane):
     assert buffer.getvalue() == data
 
 
-def test_tests_can_place_and_remove_files(modal_control_plane):
+@pytest.mark.parametrize("version", [1, 2])
+def test_tests_can_place_and_remove_files(modal_control_plane, version):
+    modal_control_plane.create_volume("weights", version=version)
     modal_control_plane.put_file("weights", "GLM/model.safetensors.index.json", b"{}")
     volume = modal.Volume.from_name("weights")
 
@@ -216,7 +359,14 @@ def test_tests_can_place_and_remove_files(modal_control_plane):
     assert modal_control_plane.volume_files("weights") == {}
 
 
-def test_volume_upload_refuses_to_overwrite_without_force(modal_control_plane):
+def test_a_volume_placed_by_a_test_is_v1_like_one_made_by_hand(modal_control_plane):
+    modal_control_plane.put_file("weights", "a.txt", b"a")
+    assert modal.Volume.from_name("weights").hydrate()._get_metadata().version == api_pb2.VOLUME_FS_VERSION_V1
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_volume_upload_refuses_to_overwrite_without_force(modal_control_plane, version):
+    modal_control_plane.create_volume("weights", version=version)
     modal_control_plane.put_file("weights", "a.txt", b"old")
     volume = modal.Volume.from_name("weights")
 
@@ -226,3 +376,61 @@ def test_volume_upload_refuses_to_overwrite_without_force(modal_control_plane):
         batch.put_file(io.BytesIO(b"new"), "a.txt")
 
     assert modal_control_plane.read_file("weights", "a.txt") == b"new"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_commit_and_reload_work_on_both_versions(modal_control_plane, version):
+    cp = modal_control_plane
+    cp.create_volume("weights", version=version)
+    volume = modal.Volume.from_name("weights")
+    volume.commit()
+    volume.reload()
+    assert cp.rpcs_called()[-3:] == ["VolumeCommit", "VolumeReload", "VolumeReload"]  # commit reloads too
+
+    modal.Volume.objects.delete("weights")
+    with pytest.raises(RuntimeError, match="not found"):  # the client's own translation of NOT_FOUND
+        volume.commit()
+
+
+def test_a_file_rpc_of_the_other_version_is_refused(modal_control_plane):
+    """Whether Modal serves a volume on the other version's RPCs is unknown, so the plane refuses it:
+    only VolumeGetFile2 and VolumePutFiles2 serve both, as the client and Modal's servicer use them."""
+    cp = modal_control_plane
+    one = cp.create_volume("one", version=1)
+    two = cp.create_volume("two", version=2)
+    cp.put_file("one", "a.txt", b"a")
+    cp.put_file("two", "a.txt", b"a")
+    requests = {
+        "VolumeListFiles": api_pb2.VolumeListFilesRequest(path="/"),
+        "VolumeRemoveFile": api_pb2.VolumeRemoveFileRequest(path="a.txt"),
+        "VolumeGetFile": api_pb2.VolumeGetFileRequest(path="a.txt"),
+        "VolumePutFiles": api_pb2.VolumePutFilesRequest(),
+        "VolumeListFiles2": api_pb2.VolumeListFiles2Request(path="/"),
+        "VolumeRemoveFile2": api_pb2.VolumeRemoveFile2Request(path="a.txt"),
+    }
+    for rpc, request in requests.items():
+        wrong = two if not rpc.endswith("2") else one
+        request.volume_id = wrong.id
+        with pytest.raises(GRPCError) as refused:
+            raw_call(cp, rpc, request)
+        assert refused.value.status == Status.INVALID_ARGUMENT
+        assert f"is a v{1 if wrong is one else 2} volume" in refused.value.message
+    assert cp.volume_files("one") == {"a.txt": b"a"} and cp.volume_files("two") == {"a.txt": b"a"}
+
+    read = raw_call(cp, "VolumeGetFile2", api_pb2.VolumeGetFile2Request(volume_id=one.id, path="a.txt"))
+    assert read.size == 1  # the client reads v1 files with VolumeGetFile2
+
+
+def test_the_v1_read_serves_ranges(modal_control_plane):
+    cp = modal_control_plane
+    volume = cp.create_volume("one", version=1)
+    cp.put_file("one", "data.bin", b"0123456789")
+
+    whole = raw_call(cp, "VolumeGetFile", api_pb2.VolumeGetFileRequest(volume_id=volume.id, path="/data.bin"))
+    part = raw_call(cp, "VolumeGetFile", api_pb2.VolumeGetFileRequest(volume_id=volume.id, path="data.bin",
+                                                                      start=2, len=3))  # fmt: skip
+    assert (whole.data, whole.size) == (b"0123456789", 10)
+    assert (part.data, part.start, part.len, part.size) == (b"234", 2, 3, 10)
+    with pytest.raises(GRPCError) as missing:
+        raw_call(cp, "VolumeGetFile", api_pb2.VolumeGetFileRequest(volume_id=volume.id, path="nope"))
+    assert missing.value.status == Status.NOT_FOUND

@@ -238,10 +238,10 @@ def test_streaming_calls_get_transport_retries_from_us(modal_control_plane, fast
     cp.put_file("data", "a.txt", b"a")
     volume = modal.Volume.from_name("data").hydrate()
     cp.clear_calls()
-    cp.fail_next("VolumeListFiles2", 2, Status.UNAVAILABLE)
+    cp.fail_next("VolumeListFiles", 2, Status.UNAVAILABLE)
     entries = modal_call(volume.listdir, "/", what="list data", client_retries=False)
     assert [e.path for e in entries] == ["a.txt"]
-    assert cp.rpcs_called() == ["VolumeListFiles2"] * 3
+    assert cp.rpcs_called() == ["VolumeListFiles"] * 3
 
 
 def test_errors_are_redacted_of_every_registered_secret(modal_control_plane, fast_retries):

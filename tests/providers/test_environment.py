@@ -1,5 +1,7 @@
 """ModalEnvironment through the real dynamic-provider gRPC server, the real modal client and the local
-control plane: lifecycle, adoption, drift, the refusal to delete a non-empty environment, retries."""
+control plane: lifecycle, look-up before create (under every answer Modal may give a create of an
+existing name, and both statuses it may give a missing one), adoption that destroy never deletes (the
+default environment whatever its name), drift, the refusal to delete a non-empty environment, retries."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ import pytest
 from grpclib import Status
 
 from providers.environment import EnvironmentProvider, ModalEnvironment
+from tests.modal_control_plane import ControlPlane
+from tests.modal_control_plane.fixtures import connect_in_process
+from tests.modal_control_plane.rpc_objects import EXISTING_CREATE_ANSWERS, MISSING_ENVIRONMENT_STATUSES
 from tests.modal_control_plane.state import App
 from tests.providers.grpc_harness import (
     IMPORT_READ_HAS_NO_PROVIDER,
@@ -20,13 +25,28 @@ from tests.providers.grpc_harness import (
 )
 
 URN = urn_of(ModalEnvironment, "env")
+ADOPTED = "[modal] environment '{}' already exists: adopting it (destroy will keep it)"
 
 
 def environment(name: str = "staging", **inputs: object):
     return desired(ModalEnvironment, EnvironmentProvider(), "env", {"name": name, **inputs})
 
 
-def test_lifecycle_preview_up_noop_update_replace_destroy(modal_control_plane):
+@pytest.fixture(params=EXISTING_CREATE_ANSWERS)
+def create_existing(request, modal_control_plane):
+    """Every answer Modal may give a create of an existing environment name (the plane's switch)."""
+    modal_control_plane.environment_answers.create_existing = request.param
+    return request.param
+
+
+@pytest.fixture(params=MISSING_ENVIRONMENT_STATUSES, ids=lambda status: status.name)
+def missing_status(request, modal_control_plane):
+    """Both statuses Modal may give an environment that does not exist (the plane's switch)."""
+    modal_control_plane.environment_answers.missing_status = request.param
+    return request.param
+
+
+def test_lifecycle_preview_up_noop_update_replace_destroy(modal_control_plane, create_existing):
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
@@ -37,8 +57,9 @@ def test_lifecycle_preview_up_noop_update_replace_destroy(modal_control_plane):
         assert up.ok, up.errors
         assert up.ids[URN] == "staging"
         assert up.outputs[URN]["environment_id"] == cp.state.environments["staging"].id
-        assert up.outputs[URN]["force_delete"] is False
+        assert up.outputs[URN]["force_delete"] is False and up.outputs[URN]["created"] is True
         assert mutating_rpcs(cp, 0) == ["EnvironmentCreate"]
+        server.wait_for_stdout(lambda line: line == "[modal] environment 'staging' created")
 
         mark = cp.mark()
         again = eng.up([environment()])
@@ -49,6 +70,7 @@ def test_lifecycle_preview_up_noop_update_replace_destroy(modal_control_plane):
         forced = eng.up([environment(force_delete=True)])
         assert forced.ok and forced.counts["update"] == 1
         assert cp.calls_since(mark) == []  # force_delete lives in our state only
+        assert forced.outputs[URN]["created"] is True
 
         renamed = eng.up([environment(name="staging-2")])
         assert renamed.ok and renamed.counts["replace"] == 1
@@ -73,28 +95,118 @@ def test_diff_is_precise_and_never_calls_modal(modal_control_plane):
         assert cp.calls_since(mark) == []
 
 
-def test_create_adopts_an_existing_environment(modal_control_plane):
+def test_an_existing_environment_is_looked_up_and_adopted_without_a_create(modal_control_plane, create_existing):
     cp = modal_control_plane
     cp.create_environment("staging")
     existing = cp.state.environments["staging"].id
     with serve(cp) as server:
-        up = engine(server).up([environment()])
+        eng = engine(server)
+        up = eng.up([environment()])
         assert up.ok, up.errors
-        server.wait_for_stdout(lambda line: line == "[modal] environment 'staging' already exists: adopting it")
-    assert up.outputs[URN]["environment_id"] == existing
+        server.wait_for_stdout(lambda line: line == ADOPTED.format("staging"))
+        assert up.outputs[URN]["environment_id"] == existing and up.outputs[URN]["created"] is False
+        assert mutating_rpcs(cp, 0) == []  # whatever a create of it would have answered, none was sent
+
+        mark = cp.mark()
+        kept = eng.destroy()
+        assert kept.ok, kept.errors
+        said = server.wait_for_stdout(lambda line: "environment 'staging' was adopted" in line)
+        assert "kept on Modal, no longer managed by this stack" in said
+        assert mutating_rpcs(cp, mark) == [] and cp.state.environments["staging"].id == existing
 
 
-def test_refresh_sees_a_deleted_environment(modal_control_plane):
+def test_a_create_that_meets_an_environment_made_meanwhile_adopts_it(modal_control_plane, create_existing):
+    """The look-up found nothing, then another client created it before our create arrived: every
+    answer Modal may give is taken right. A refusal means adopted (destroy keeps it); a silent success
+    cannot be told from our own create, so it is recorded as created."""
+    cp = modal_control_plane
+    cp.create_environment_concurrently("staging")
+    with serve(cp) as server:
+        eng = engine(server)
+        up = eng.up([environment()])
+        assert up.ok, up.errors
+        assert mutating_rpcs(cp, 0) == ["EnvironmentCreate"]
+        assert up.outputs[URN]["environment_id"] == cp.state.environments["staging"].id
+        assert up.outputs[URN]["created"] is (create_existing == "succeed")
+        if create_existing != "succeed":
+            server.wait_for_stdout(lambda line: line == ADOPTED.format("staging"))
+        assert eng.destroy().ok
+        assert ("staging" in cp.state.environments) is (create_existing != "succeed")
+
+
+def test_a_token_that_may_not_create_fails_with_the_reason_and_records_nothing(modal_control_plane):
+    cp = modal_control_plane
+    cp.fail_next("EnvironmentCreate", 1, Status.PERMISSION_DENIED, "token may not create environments")
+    with serve(cp) as server:
+        eng = engine(server)
+        failed = eng.up([environment()])
+        assert not failed.ok
+        error = failed.errors[0]
+        assert "create environment 'staging' failed: PermissionDeniedError: token may not create environments" in error
+        assert "right workspace/environment role" in error
+        assert eng.state.resources == {} and "staging" not in cp.state.environments
+
+
+def test_the_default_environment_is_adopted_and_kept_whatever_its_name(monkeypatch, create_existing):
+    """Modal's default environment is not always "main": here it is "production", and the stack that
+    declares it adopts it and never deletes it, even with force_delete."""
+    with ControlPlane(default_environment="production") as cp, connect_in_process(cp, monkeypatch):
+        cp.environment_answers.create_existing = create_existing
+        cp.create_secret("hf", {"K": "v"})  # the default environment holds the recipe's objects
+        with serve(cp) as server:
+            eng = engine(server)
+            up = eng.up([environment(name="production", force_delete=True)])
+            assert up.ok, up.errors
+            assert up.outputs[URN]["created"] is False and mutating_rpcs(cp, 0) == []
+            mark = cp.mark()
+            assert eng.destroy().ok
+            server.wait_for_stdout(lambda line: "environment 'production' was adopted" in line)
+            assert mutating_rpcs(cp, mark) == []
+        assert cp.secret_values("hf", "production") == {"K": "v"}
+
+
+def test_refresh_after_a_deletion_by_hand_drops_the_environment(modal_control_plane, missing_status):
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
         assert eng.up([environment()]).ok
         unchanged = eng.refresh()
         assert unchanged.ok and unchanged.steps[0].keys == ()
-        with cp.state.lock:
-            cp.state.remove_environment("staging")  # deleted by hand
+        cp.delete_environment("staging")  # by hand
+
         gone = eng.refresh()
+        assert gone.ok, gone.errors
         assert gone.steps[0].detail == "deleted" and eng.state.resources == {}
+        again = eng.up([environment()])
+        assert again.ok and again.counts["create"] == 1 and again.outputs[URN]["created"] is True
+
+
+def test_a_destroy_after_a_deletion_by_hand_says_it_is_gone(modal_control_plane, missing_status):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([environment()]).ok
+        cp.delete_environment("staging")
+        mark = cp.mark()
+        assert eng.destroy().ok
+        server.wait_for_stdout(lambda line: line == "[modal] environment 'staging' is already gone")
+        assert mutating_rpcs(cp, mark) == []
+
+
+def test_a_delete_answered_not_found_while_the_environment_stays_fails(modal_control_plane, missing_status):
+    """"Not found" is what a delete whose first attempt got through hears; it is believed only when a
+    look-up agrees. Here the environment is still there, so nothing claims it was deleted."""
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([environment()]).ok
+        cp.fail_next("EnvironmentDelete", 1, missing_status, "Environment 'staging' not found")
+        failed = eng.destroy()
+        assert not failed.ok
+        assert "delete environment 'staging' failed" in failed.errors[0]
+        assert "staging" in cp.state.environments and URN in eng.state.resources
+        assert not any("environment 'staging' deleted" in line for line in server.stdout_lines)
+        assert eng.destroy().ok and "staging" not in cp.state.environments
 
 
 @IMPORT_READ_HAS_NO_PROVIDER
@@ -133,7 +245,20 @@ def test_a_delete_keeps_an_environment_that_holds_objects_on_modal_and_says_so(m
         assert "EnvironmentDelete" not in cp.rpcs_called(mark)
         assert "staging" in cp.state.environments and not eng.state.resources
 
-        assert eng.up([environment(force_delete=True)]).ok  # adopts it again
+        # Declared again, it is adopted now: no longer ours to delete, even with its contents.
+        readopted = eng.up([environment(force_delete=True)])
+        assert readopted.ok and readopted.outputs[URN]["created"] is False
+        assert eng.destroy().ok
+        assert "staging" in cp.state.environments
+
+
+def test_force_delete_deletes_a_created_environment_with_its_contents(modal_control_plane):
+    cp = modal_control_plane
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([environment(force_delete=True)]).ok
+        cp.create_volume("weights", environment="staging")
+        cp.put_file("weights", "config.json", b"{}", environment="staging")
         assert eng.destroy().ok
         assert "staging" not in cp.state.environments
 
@@ -143,10 +268,13 @@ def test_every_mutating_call_survives_two_transient_failures(modal_control_plane
     cp = modal_control_plane
     with serve(cp) as server:
         eng = engine(server)
+        cp.fail_next("EnvironmentList", 2, status)  # the look-up before the create
         cp.fail_next("EnvironmentCreate", 2, status)
         mark = cp.mark()
-        assert eng.up([environment()]).ok
+        up = eng.up([environment()])
+        assert up.ok, up.errors
         assert cp.rpcs_called(mark).count("EnvironmentCreate") == 3
+        assert up.outputs[URN]["created"] is True
 
         cp.fail_next("EnvironmentDelete", 2, status)
         cp.fail_next("AppList", 2, status)  # the emptiness check must not turn a blip into a failure

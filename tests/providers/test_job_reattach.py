@@ -108,7 +108,7 @@ def test_a_success_whose_artifact_check_failed_is_not_run_again(modal_control_pl
     cp.script_function("write_artifact", result={"ok": True}, writes={(VOLUME, MARKER): b"{}"})
     with serve(cp) as server:
         eng = engine(server)
-        cp.fail_next("VolumeListFiles2", 7, Status.UNAVAILABLE, "volume service down")
+        cp.fail_next("VolumeListFiles", 7, Status.UNAVAILABLE, "volume service down")  # the sample app's volume is v1
         failed = eng.up([job()])
         assert not failed.ok
         assert f"look for '{MARKER}' in volume '{VOLUME}'" in last_error_line(failed.errors)

@@ -27,6 +27,7 @@ ATTRIBUTES = [
     ("modal._utils.async_utils", "synchronizer.create_blocking"),
     ("modal", "App.registered_functions"),
     ("modal", "App.registered_classes"),
+    ("modal", "Volume._get_metadata"),
 ]
 
 # The control-plane RPCs it calls through `_Client._stub`.
@@ -41,6 +42,7 @@ FIELDS = {
     "AppLayout": {"objects", "function_ids"},
     "Object": {"object_id", "function_handle_metadata"},
     "FunctionHandleMetadata": {"function_name", "web_url", "method_handle_metadata"},
+    "VolumeMetadata": {"version"},
 }
 
 
@@ -103,4 +105,15 @@ def test_an_apps_local_state_still_holds_its_functions_and_classes():
     functions, classes = app_objects(app)
     assert probe in functions.values() and "Probe.*" in functions and set(classes) == {"Probe"}, (
         f"modal {modal.__version__}: App.registered_functions/classes no longer list what it holds ({USED_BY})"
+    )
+
+
+def test_a_volume_still_tells_its_version_from_its_metadata(modal_control_plane):
+    from providers.modal_internals import volume_version
+
+    modal.Volume.objects.create("plain")  # no version asked for: v1 to the client
+    modal.Volume.objects.create("two", version=2)
+    versions = {name: volume_version(modal.Volume.from_name(name).hydrate()) for name in ("plain", "two")}
+    assert versions == {"plain": 1, "two": 2}, (
+        f"modal {modal.__version__}: `Volume._get_metadata().version` no longer tells the version ({USED_BY})"
     )

@@ -1,7 +1,9 @@
 """Moving from the reference recipe to this project, through the real CLI, on a control plane seeded
 with exactly what the recipe leaves in a Modal environment: the first `up` adopts the secrets,
 volumes and app, downloads nothing, compiles the kernels and redeploys the same app; the second `up`
-does nothing. An incomplete snapshot is completed, not restarted."""
+does nothing. An incomplete snapshot is completed, not restarted. The recipe's volumes are v1 (its
+`Volume.from_name(..., create_if_missing=True)` asks for no version): adopted, they stay v1, and every
+file the stack reads or writes in them goes through v1's RPCs."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from .harness import JOB_FUNCTIONS, PROJECT, REPO_ROOT, SHARDS, HubStandIn, Stac
 # The recipe's environment is the workspace's default one.
 RECIPE_ENVIRONMENT = "main"
 RECIPE_MARKER = ".compiled-GLM-5.1-FP8"
+# The file RPCs only a v2 volume is served with (modal/volume.py): never used on the recipe's volumes.
+V2_ONLY_FILE_RPCS = {"VolumeListFiles2", "VolumeRemoveFile2"}
 
 
 def recipe_config() -> StackConfig:
@@ -32,6 +36,8 @@ def seed_recipe_deployment(cp: ControlPlane, cfg: DeploymentConfig, *, drop_shar
     """What following the recipe leaves behind: its two secrets, the snapshot_download of the weights
     under GLM-5.1-FP8/ (index, shards, Hub metadata), the kernels with the recipe's marker, the app."""
     env = RECIPE_ENVIRONMENT
+    for volume in (cfg.storage.weights_volume, cfg.storage.kernels_volume):
+        cp.create_volume(volume, env, version=1)  # what the recipe's from_name(create_if_missing=True) made
     cp.create_secret(cfg.secrets.hf_token, {"HF_TOKEN": "hf_recipeToken0000"}, env)
     cp.create_secret(cfg.secrets.api_key, {"API_KEY": "recipe-production-key"}, env)
     with tempfile.TemporaryDirectory() as scratch:
@@ -71,6 +77,8 @@ def test_the_first_up_adopts_a_recipe_deployment_downloads_nothing_and_redeploys
         kernels = cp.volume_files(cfg.storage.kernels_volume, RECIPE_ENVIRONMENT)
         app = cp.app(cfg.app_name, RECIPE_ENVIRONMENT)
         apps = deployed_apps(cp)
+        versions = {name: volume.version for name, volume in cp.state.environments[RECIPE_ENVIRONMENT].volumes.items()}
+        rpcs = set(cp.rpcs_called())
         second = harness.up(config, expect_no_changes=True)
         hub_requests = list(running.hub.requests)
 
@@ -81,6 +89,13 @@ def test_the_first_up_adopts_a_recipe_deployment_downloads_nothing_and_redeploys
     # Adopted, not duplicated: every object is the recipe's, under its name.
     assert set(first.ops().values()) == {"create"}
     assert "already existed: adopted" in first.text  # the secrets, rewritten with the stack's values
+    # The workspace's default environment, adopted: this stack will never delete it.
+    assert f"environment '{RECIPE_ENVIRONMENT}' already exists: adopting it (destroy will keep it)" in first.text
+    # The recipe's v1 volumes stay v1, and nothing used a v2-only RPC on them.
+    assert versions == {cfg.storage.weights_volume: 1, cfg.storage.kernels_volume: 1}
+    weights_volume = f"volume '{cfg.storage.weights_volume}' in environment '{RECIPE_ENVIRONMENT}'"
+    assert f"{weights_volume} already exists (v1): adopting it with its contents" in first.text
+    assert "VolumePutFiles" in rpcs and "VolumeListFiles" in rpcs and not rpcs & V2_ONLY_FILE_RPCS
     # Downloaded nothing: the job recognised the snapshot from its index and shards and only wrote its
     # own completion record; the Hub stand-in saw no request at all.
     assert hub_requests == []
