@@ -47,9 +47,10 @@ FIELDS = ("name", "environment", "delete_data")
 LISTED_ENTRIES = 5
 # The VolumeFS version a new volume gets. v1: what `Volume.objects.create(name)`, `modal volume create`
 # and the reference recipe make, and what Modal's client does not call experimental. Its limits do not
-# bind us: 500,000 files (the weights are a few hundred files, ~700 GB; the kernels a few thousand),
-# and Modal's advice of at most 5 concurrent writers (the jobs write one at a time). v2 (beta) would
-# lift both. Asked for explicitly, so a change of Modal's default cannot change what `up` creates.
+# bind us: 500,000 files (the weights are a few hundred files, ~700 GB; kernels and JIT caches far
+# fewer), and Modal's advice of at most 5 concurrent writers (the jobs write one at a time; a starting
+# server only adds the JIT-cache files the compile skipped). v2 (beta) would lift both. Asked for
+# explicitly, so a change of Modal's default cannot change what `up` creates.
 NEW_VOLUME_VERSION = 1
 
 
