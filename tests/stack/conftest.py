@@ -44,13 +44,14 @@ def modal_env(cp: ControlPlane) -> dict[str, str]:
 
 
 @contextmanager
-def rig(backend_url: str | None = None) -> Iterator[Rig]:
+def rig(backend_url: str | None = None, extra_env: dict[str, str] | None = None) -> Iterator[Rig]:
+    """`extra_env`: more environment for the CLI and what it starts (the provider, its runners)."""
     web = WebFront().start()
     cp = ControlPlane(web_url_of=web.url_for).start()
     web.attach(cp)
     hub = HubStandIn()
     install_serving_functions(cp, hub)
-    world = CliWorld(modal_env(cp), extra_env=FAST_PROVIDER_ENV, backend_url=backend_url)
+    world = CliWorld(modal_env(cp), extra_env={**FAST_PROVIDER_ENV, **(extra_env or {})}, backend_url=backend_url)
     try:
         yield Rig(cp, web, world, hub)
     finally:

@@ -109,7 +109,9 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedStack]:
     source = tmp_path_factory.mktemp("source") / "serving"
     shutil.copytree(infra.resources.SERVING_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
     config = StackConfig.of("staging")
-    with pytest.MonkeyPatch.context() as patch, rig() as running:
+    # The runners import serving/ from the same copy (ahead of the installed one), so a case's edit
+    # reaches Modal as it does from an operator's checkout: as a changed mount of the app's functions.
+    with pytest.MonkeyPatch.context() as patch, rig(extra_env={"PYTHONPATH": str(source.parent)}) as running:
         patch.setattr(infra.resources, "SERVING_DIR", source)
         harness = running.harness("staging", config)
         first_preview = harness.preview()

@@ -189,6 +189,8 @@ def test_an_interrupted_waiting_side_leaves_the_run_going_and_recovery_converges
         wait_until(lambda: not victim.is_running(), "the interrupted process is gone")
         wait_until(lambda: not provider_running(running.world.project), "the provider process is gone")
         [call] = [call for call in running.cp.function_calls if call.tag == function]
+        pending = [(op["type"], resource_name(op["resource"]["urn"]))
+                   for op in harness.export()["deployment"].get("pending_operations") or []]  # fmt: skip
         time.sleep(1)  # a cancel would have arrived by now
         still_running = call.status
         reattach = sig == signal.SIGKILL
@@ -207,6 +209,10 @@ def test_an_interrupted_waiting_side_leaves_the_run_going_and_recovery_converges
         settled = harness.up(expect_no_changes=True)
 
     assert result["up"].outcome.exit_code != 0
+    # Only a `pulumi` that died leaves its step pending; a dead provider fails the step in the engine,
+    # which records nothing pending (what the README's "An interrupted `up`" says).
+    job = next(name for name, tag in JOB_FUNCTIONS.items() if tag == function)
+    assert pending == ([("creating", job)] if target == "pulumi" else [])
     assert still_running == "running"  # the interruption cancelled nothing
     assert cancel.ok, cancel.text
     assert cleared.ok and cleared.mutating_modal_calls == [], cleared.text
