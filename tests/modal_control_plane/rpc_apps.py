@@ -82,6 +82,7 @@ class AppRpcs(ObjectRpcs):
     runner: FunctionRunner
     containers: Containers
     publish_noop: str
+    stopping_seconds: float
     # (environment, "<app>-<label>") -> URL of a web endpoint; None: Modal's *.modal.run scheme.
     web_url_of: Callable[[str, str], str] | None
 
@@ -148,9 +149,21 @@ class AppRpcs(ObjectRpcs):
             app = self._object(request.app_id, App, "App")
             return api_pb2.AppGetLifecycleResponse(lifecycle=self._lifecycle(app))
 
+    def _reported_state(self, app: App) -> int:
+        """The state Modal reports, which says more than ours: a detached app is DETACHED while its
+        client is connected and DETACHED_DISCONNECTED after (modal/cli/app.py lists both as
+        "ephemeral (detached)"); a stopped app is STOPPING for `stopping_seconds` after its stop (how long
+        Modal takes is not documented), and STOPPED from then on. Lookups by name never find a stopping
+        app (Modal's servicer forgets the deployment name at AppStop), whatever it reports."""
+        if app.state == "ephemeral" and app.detached:
+            return api_pb2.APP_STATE_DETACHED_DISCONNECTED if app.disconnected else api_pb2.APP_STATE_DETACHED
+        if app.state == "stopped" and self.now() < app.stopped_at + self.stopping_seconds:
+            return api_pb2.APP_STATE_STOPPING
+        return APP_STATE_PROTO[app.state]
+
     def _lifecycle(self, app: App) -> api_pb2.AppLifecycle:
         return api_pb2.AppLifecycle(
-            app_state=APP_STATE_PROTO[app.state],
+            app_state=self._reported_state(app),
             created_at=app.created_at,
             deployed_at=app.deployed_at,
             version=app.deployment_version,
@@ -329,7 +342,8 @@ class AppRpcs(ObjectRpcs):
                     app_id=app.id,
                     name=app.name if app.state == "deployed" else "",
                     description=app.name,
-                    state=APP_STATE_PROTO[app.state],
+                    state=self._reported_state(app),
+                    n_running_tasks=len(app.live_containers),
                     created_at=app.created_at,
                     stopped_at=app.stopped_at,
                 )

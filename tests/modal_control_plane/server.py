@@ -65,6 +65,7 @@ class Rpcs(AppRpcs):
         self.web_url_of = plane.web_url_of
         self.containers = plane.containers
         self.publish_noop = plane.publish_noop
+        self.stopping_seconds = plane.stopping_seconds
         self.environment_answers = plane.environment_answers
         self.blob_url = ""  # known once the blob server is bound
 
@@ -94,11 +95,13 @@ class ControlPlane:
         web_url_of: WebUrlOf | None = None,
         publish_noop: str = NOOP_WHEN_UNCHANGED,
         default_environment: str = DEFAULT_ENVIRONMENT,
+        stopping_seconds: float = 1.0,
     ):
         """`web_url_of(environment, slug)`, if given, is the URL handed out for a web endpoint
         instead of Modal's *.modal.run scheme (unreachable offline): e.g. the web front of web.py.
         `publish_noop`: whether a deploy that changes no definition is a no-op, as Modal answers it
         (NOOP_WHEN_UNCHANGED, the default) or a new version all the same (NOOP_NEVER): see AppPublish.
+        `stopping_seconds`: how long a stopped app reports APP_STATE_STOPPING (rpc_apps `_reported_state`).
         `default_environment`: the name of the workspace's default environment, the one it starts with
         (Modal's is "main" unless renamed). `environment_answers` (rpc_objects.EnvironmentAnswers) can be
         changed at any time: how environment RPCs answer where Modal's answer is unknown."""
@@ -107,6 +110,7 @@ class ControlPlane:
         self._clock = clock
         self.web_url_of = web_url_of
         self.publish_noop = publish_noop
+        self.stopping_seconds = stopping_seconds
         self._last_ts = 0.0
         self._ts_lock = threading.Lock()
         self.state = ControlPlaneState(default_environment=default_environment)

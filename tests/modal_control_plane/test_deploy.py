@@ -421,3 +421,20 @@ def test_a_rollover_is_a_new_version_with_fresh_containers(cp, strategy):
         fresh = cp.containers.start(app, app.functions["write_marker"])
     assert old.secret_values == {"TOKEN": "old"}  # read once, at its start
     assert fresh.version == 2
+
+
+def test_a_stopped_app_reports_stopping_then_stopped_and_is_never_found_by_name(cp):
+    cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
+    assert _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample").returncode == 0
+    app_id = cp.app("sample").id
+    stopped = _modal_cli(cp, "app", "stop", "sample", "--yes")
+    assert stopped.returncode == 0, stopped.stderr
+
+    with pytest.raises(NotFoundError):
+        modal.App.lookup("sample")
+    listed = _modal_cli(cp, "app", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["state"] for row in json.loads(listed.stdout) if row["app_id"] == app_id] == ["stopping..."]
+    cp.stopping_seconds = cp.rpcs.stopping_seconds = 0.0  # as much later
+    listed = _modal_cli(cp, "app", "list", "--json")
+    assert [row["state"] for row in json.loads(listed.stdout) if row["app_id"] == app_id] == ["stopped"]
