@@ -15,10 +15,13 @@ How it runs: `create` runs the function in a DETACHED ephemeral app, so nothing 
 first and the run does not depend on the process that waits for it (job_runs.py: the runner child
 starts it and records it in the job's run record, run_records.py; the provider waits for the call).
 Progress lines and a "<function>: running 12m30s" line every 30 s are printed to stdout, which
-`pulumi up` shows while it waits. At `timeout_seconds` after its start the run is stopped: its
-function call is cancelled. An interrupted `up` (Ctrl-C twice, SIGKILL, a CI time limit) leaves the
+`pulumi up` shows while it waits. At `timeout_seconds` after its start the run is stopped for good:
+its function call is cancelled with its containers, and its app stopped (a run that succeeded just
+before is kept). An interrupted `up` (Ctrl-C twice, SIGKILL, a CI time limit) leaves the
 run going; the next create or replace with the same triggers re-attaches to it, or takes its result
-when it already succeeded, and never starts a second run of the job while one is going.
+when it already succeeded (also when Modal no longer has the result, 7 days after it finished: its
+artifact, written after the run started, proves it then), and never starts a second run of the job
+while one is going or while the app of a stopped one still runs.
 
 How success is proven: the function must return normally (and, with `require_ok`, return a mapping
 whose "ok" is true), and then `artifact` must exist in its volume. Only then is the resource
@@ -141,25 +144,32 @@ class JobInputs(InputModel):
         return self.model_dump(mode="json", include=set(REPLACE_ON))
 
 
-def artifact_present(environment: str, artifact: Artifact) -> bool:
-    """Whether `artifact.path` exists in its volume: one listing of its parent directory (never a read
-    of the file itself, which may be large). A missing volume or directory means "not present"."""
+def artifact_written_at(environment: str, artifact: Artifact) -> float | None:
+    """When `artifact.path` was last written in its volume (Modal's mtime, Unix seconds; 0 when Modal
+    gives none, e.g. for a directory), or None when it is not there: one listing of its parent
+    directory (never a read of the file itself, which may be large). A missing volume or directory
+    means "not there"."""
     parent = artifact.path.rpartition("/")[0] or "/"
     where = f"volume '{artifact.volume}' of environment '{environment}'"
     # The lookup is a unary call, which the modal client retries itself: our layer adds nothing to it.
     volume = lookup_volume(environment, artifact.volume)
     if volume is None:
-        return False
+        return None
 
-    def look() -> bool:
+    def look() -> float | None:
         try:
             entries = volume.listdir(parent)
         except NotFoundError:
-            return False
-        return any(entry.path.strip("/") == artifact.path for entry in entries)
+            return None
+        return next((float(entry.mtime) for entry in entries if entry.path.strip("/") == artifact.path), None)
 
     # listdir is a streaming RPC, which the modal client does not retry: our layer retries it.
     return modal_call(look, what=f"look for '{artifact.path}' in {where}", client_retries=False)
+
+
+def artifact_present(environment: str, artifact: Artifact) -> bool:
+    """Whether `artifact.path` exists in its volume (see artifact_written_at)."""
+    return artifact_written_at(environment, artifact) is not None
 
 
 def _describe(inputs: JobInputs) -> str:
@@ -204,7 +214,7 @@ class JobProvider(ModalProvider):
         assert isinstance(inputs, JobInputs)
         what = _describe(inputs)
         progress(f"{what}: starting (timeout {format_elapsed(inputs.timeout_seconds)})")
-        artifact = inputs.artifact
+        artifact, environment = inputs.artifact, inputs.environment
         run = run_job(
             JobRun(
                 module=inputs.module,
@@ -215,7 +225,7 @@ class JobProvider(ModalProvider):
                 identity_digest=identity_digest(inputs.identity()),
                 timeout_seconds=inputs.timeout_seconds,
                 what=what,
-                proof_holds=None if artifact is None else lambda: artifact_present(inputs.environment, artifact),
+                proof_written_at=None if artifact is None else lambda: artifact_written_at(environment, artifact),
                 judge=(lambda result: _require_ok(inputs, result)) if inputs.require_ok else None,
             )
         )

@@ -9,56 +9,45 @@ create or replace of the job finds it through its record:
 - the last run is still going and is for the same job and triggers (same identity digest):
   re-attach and wait for it, with the "<label>: running 12m30s" lines counted from its start;
 - it finished successfully, and its proof still holds (the artifact is there): take it, run nothing;
+- Modal no longer has its result (a result expires 7 days after completion), but its artifact was
+  written after the run started and nothing else judges it (no `require_ok`): take it, run nothing;
 - it is still going but for OTHER triggers: wait until it ends (never two runs of one job at once:
   they would share a volume), then start a new run;
-- otherwise (failed, cancelled, timed out, ended unseen and unknown to Modal, or never ran):
-  start a new run.
+- otherwise (failed, stopped, timed out, ended unseen and unknown to Modal, or never ran): start a
+  new run, but only once the earlier run's app has stopped: a run cancelled without its containers
+  (`FunctionCall.cancel()`'s default) may still be writing into the same volume, so that app is
+  stopped first (job_calls.py), and a new run is refused while Modal does not say it stopped.
 
-Only the deadline stops a run: whoever waits cancels it at `deadline_at` (its start plus the
-timeout it was started with), because a job that took too long is not worth more GPU time. An
+Only the deadline stops a run: whoever waits stops it at `deadline_at` (its start plus the timeout
+it was started with), because a job that took too long is not worth more GPU time; a stop kills its
+containers and its app (job_calls.stop_run), and a run that succeeded just before is kept. An
 interruption of the waiting side leaves it running; run_records.py has the command that stops one
-on purpose.
+on purpose. How a run ended is said from what we know (our deadline, an operator's stop recorded in
+the run record), never read from the words of Modal's answer.
 
 Once a run exists, every later step retries on its own and never starts another: polls of the call
 are retried with the providers' policy (retry.py), a poll that still fails says the run goes on and
-the next `up` re-attaches, and a start whose child failed after the record was written is found
-through the record and waited for.
+the next `up` re-attaches, a start whose child failed after the record was written is found through
+the record and waited for, and a run the child could not record but kept (it had already ended) is
+taken by the id the child reported.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import grpclib
-import modal
-from modal import exception as modal_errors
+from typing import Any, Literal
 
 from .base import ProviderError, progress
+from .job_calls import POLL_TROUBLE, Look, app_has_stopped, look, stop_app, stop_run
 from .retry import describe_failure, is_transient, retry_policy
-from .run_records import Outcome, RunRecord, read_record, write_record
+from .run_records import OPERATOR_STOP, Outcome, RunRecord, read_record, write_record
 from .supervisor import format_elapsed, progress_interval, run_with_retries
 
-# Results larger than this (JSON characters) are kept as a truncated preview only: a result is
-# stored in the run record and may end up in an error message.
-MAX_RESULT_CHARS = 16_000
-
-# Errors of a poll that say nothing about the run itself: Modal or the way to it is in trouble.
-_POLL_TROUBLE = (
-    modal_errors.ServiceError,
-    modal_errors.InternalError,
-    modal_errors.ConnectionError,
-    modal_errors.ResourceExhaustedError,
-    modal_errors.ConflictError,
-    modal_errors.AuthError,
-    modal_errors.PermissionDeniedError,
-    grpclib.GRPCError,
-    asyncio.TimeoutError,
-)
+# Modal's FileEntry.mtime is whole seconds: an artifact written in the second the run started may
+# read as up to a second earlier. (A clock of ours that is ahead only makes a run count as unproven.)
+MTIME_RESOLUTION_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,8 +62,9 @@ class JobRun:
     identity_digest: str
     timeout_seconds: float
     what: str  # "job serving.app.download_model in environment 'x'", for messages
-    # Whether the proof of a finished run still holds (the artifact is there); None: nothing to check.
-    proof_holds: Callable[[], bool] | None = None
+    # When the proof of a finished run was written (the artifact's mtime, Unix seconds), None when it
+    # is not there; no callable: nothing proves a run.
+    proof_written_at: Callable[[], float | None] | None = None
     # Raises ProviderError when a result does not count as success (require_ok); None: any result does.
     judge: Callable[[Any], None] | None = None
 
@@ -102,9 +92,10 @@ class FinishedRun:
 
 @dataclass(frozen=True)
 class _State:
-    """What Modal says about a recorded run: "running", or how it ended."""
+    """What is known about a recorded run: None while it runs, how it ended, or "expired": Modal no
+    longer has its result (never recorded: it says nothing about how the run ended)."""
 
-    outcome: Outcome | None  # None: still running
+    outcome: Outcome | Literal["expired"] | None
     result: Any = None
     error: str | None = None
 
@@ -127,6 +118,12 @@ def run_job(job: JobRun) -> FinishedRun:
             progress(f"{job.label}: its run {record.function_call_id} for these triggers already succeeded; "
                      "recording it without running anything")  # fmt: skip
             return FinishedRun(record, state.result, reattached=True)
+        if record is not None and state is not None and state.outcome == "expired":
+            proven = _proven_despite_expiry(job, record)
+            if proven is not None:
+                return proven
+        if record is not None:
+            _ensure_over(job, record)
         started = _start(job, record)
         return _finish(job, started, _wait(job, started), reattached=False)
 
@@ -139,7 +136,53 @@ def _reusable(job: JobRun, record: RunRecord, state: _State) -> bool:
             job.judge(state.result)
         except ProviderError:
             return False
-    return job.proof_holds is None or job.proof_holds()
+    return job.proof_written_at is None or job.proof_written_at() is not None
+
+
+def _proven_despite_expiry(job: JobRun, record: RunRecord) -> FinishedRun | None:
+    """A run of these triggers whose end nobody saw and whose result Modal no longer keeps: it counts as
+    succeeded when its artifact was written after the run started (then nothing but the run wrote it:
+    one run of a job at a time) and nothing else judges it. None: not proven, run it again."""
+    if record.identity_digest != job.identity_digest:
+        return None
+    written = job.proof_written_at() if job.proof_written_at is not None and job.judge is None else None
+    if written is None or written < record.started_at - MTIME_RESOLUTION_SECONDS:
+        why = ("its result is needed to judge it (require_ok)" if job.judge is not None
+               else "no artifact written after it started proves it")  # fmt: skip
+        progress(f"{job.label}: Modal no longer has the result of its run {record.function_call_id} (results "
+                 f"expire 7 days after completion) and {why}: running it again")  # fmt: skip
+        return None
+    progress(f"{job.label}: Modal no longer has the result of its run {record.function_call_id} (results expire "
+             "7 days after completion), but its artifact was written after that run started: recording it as "
+             "succeeded without running anything")  # fmt: skip
+    finished = record.model_copy(update={"outcome": "succeeded", "finished_at": written, "result": None,
+                                         "error": "result expired on Modal; proven by its artifact"})  # fmt: skip
+    _write_outcome(job, finished)
+    return FinishedRun(finished, None, reattached=True)
+
+
+def _ensure_over(job: JobRun, record: RunRecord) -> None:
+    """Before a new run: the last one's app must have stopped, so that nothing of it writes any more (a
+    run cancelled without its containers may). Stops that app when it still runs: the run is over."""
+    if record.app_id is None:
+        return
+    app_id = record.app_id
+
+    def stopped() -> bool:
+        if app_has_stopped(app_id):
+            return True
+        progress(f"{job.label}: its last run {record.function_call_id} is over, but its app {app_id} still runs "
+                 "(a container of it could still write into the job's volumes); stopping that app before a new "
+                 "run starts")  # fmt: skip
+        return stop_app(app_id)
+
+    what = f"make sure app {app_id} of its last run has stopped"
+    if not _retried(job, record, stopped, what, after=_NOTHING_STARTED):
+        raise ProviderError(
+            f"{job.what}: its last run {record.function_call_id} is over, but its app {app_id} has not stopped "
+            "although it was asked to (a container of it could still write into the job's volumes), so no new "
+            f"run was started. Stop it with `modal app stop {app_id}`, then run `pulumi up` again."
+        )
 
 
 def _state_of(job: JobRun, record: RunRecord) -> _State:
@@ -147,7 +190,7 @@ def _state_of(job: JobRun, record: RunRecord) -> _State:
     if record.outcome is not None:
         return _State(record.outcome, record.result, record.error)
     state = _poll(job, record, timeout=0)
-    if state.outcome is not None:
+    if state.outcome not in (None, "expired"):
         _record_outcome(job, record, state)
     return state
 
@@ -163,8 +206,8 @@ def _start(job: JobRun, previous: RunRecord | None) -> RunRecord:
         "timeout_seconds": str(job.timeout_seconds),
     }
     try:
-        run_with_retries("run", options, job.module_env, label=job.label, what=job.what,
-                         timeout_seconds=job.timeout_seconds, retry_started=False)  # fmt: skip
+        details = run_with_retries("run", options, job.module_env, label=job.label, what=job.what,
+                                   timeout_seconds=job.timeout_seconds, retry_started=False)  # fmt: skip
     except ProviderError as failure:
         # The child may have failed after its run began and was recorded (e.g. while disconnecting):
         # then that run goes on, and it is ours to wait for.
@@ -174,6 +217,12 @@ def _start(job: JobRun, previous: RunRecord | None) -> RunRecord:
         progress(f"{job.label}: its run {record.function_call_id} started before this failure: {failure}; "
                  "waiting for the run")  # fmt: skip
         return record
+    if details.get("recorded") is False:
+        # The child could not write the record but kept the call (it had already ended): ours by its id.
+        started_at = float(details["started_at"])
+        return RunRecord(job=job.job, identity_digest=job.identity_digest,
+                         function_call_id=str(details["function_call_id"]), app_id=details.get("app_id"),
+                         started_at=started_at, deadline_at=started_at + job.timeout_seconds)  # fmt: skip
     record = read_record(job.environment, job.record_volume, job.job)
     if not _is_new_run(job, record, previous):
         raise ProviderError(f"{job.what}: the runner reported a start, but the run record in volume "
@@ -189,6 +238,10 @@ def _is_new_run(job: JobRun, record: RunRecord | None, previous: RunRecord | Non
 
 def _finish(job: JobRun, record: RunRecord, state: _State, *, reattached: bool) -> FinishedRun:
     """The run ended: a success, or a ProviderError saying truthfully how it ended."""
+    if state.outcome == "expired":
+        raise ProviderError(f"{job.what}: Modal no longer has the result of its run {record.function_call_id} "
+                            f"({state.error}), so nothing says it succeeded. Run `pulumi up` again: it takes the run "
+                            "when its artifact proves it, else runs the job anew.")  # fmt: skip
     finished = record.finished(state.outcome or "succeeded", result=state.result, error=state.error)
     if state.outcome == "succeeded" and job.judge is not None:
         try:
@@ -210,8 +263,12 @@ def _ended_without_success(job: JobRun, record: RunRecord, state: _State) -> str
     if state.outcome == "failed":
         return (f"{what} ran on Modal and failed: {state.error}. See `modal app logs {record.app_id}`. Nothing "
                 "was recorded as done, so the next `pulumi up` runs it again.")  # fmt: skip
-    return (f"{what} ended without a result ({state.outcome}: {state.error}). Nothing was recorded as done, so "
-            "the next `pulumi up` runs it again.")  # fmt: skip
+    if state.error == OPERATOR_STOP:
+        return (f"{what} was stopped by an operator (python -m providers.run_records stop). Nothing was recorded "
+                "as done, so the next `pulumi up` runs it again.")  # fmt: skip
+    return (f"{what} ended on Modal without a result of its own ({state.error}): it was cancelled outside this "
+            "stack, or Modal could not bring back what it raised. Nothing was recorded as done, so the next "
+            "`pulumi up` runs it again.")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,83 +277,88 @@ def _ended_without_success(job: JobRun, record: RunRecord, state: _State) -> str
 
 
 def _wait(job: JobRun, record: RunRecord) -> _State:
-    """Poll the call until it ends or its deadline passes (then cancel it); record how it ended."""
+    """Poll the call until it ends or its deadline passes (then stop it); record how it ended."""
     interval = progress_interval()
     while True:
         remaining = record.deadline_at - time.time()
-        state = (
-            _cancel_at_deadline(job, record) if remaining <= 0 else _poll(job, record, timeout=min(interval, remaining))
-        )
+        if remaining <= 0:
+            state = _stop_at_deadline(job, record)
+        else:
+            state = _poll(job, record, timeout=min(interval, remaining))
+        if state.outcome == "cancelled":
+            state = _recorded_stop(job, record) or state
         if state.outcome is not None:
             _record_outcome(job, record, state)
             return state
         progress(f"{job.label}: running {format_elapsed(time.time() - record.started_at)}")
 
 
-def _cancel_at_deadline(job: JobRun, record: RunRecord) -> _State:
+def _stop_at_deadline(job: JobRun, record: RunRecord) -> _State:
     timeout = format_elapsed(record.deadline_at - record.started_at)
     progress(f"{job.label}: its run {record.function_call_id} timed out after {timeout}; stopping it")
-    call = modal.FunctionCall.from_id(record.function_call_id)
-    _retried(job, record, call.cancel, f"cancel function call {record.function_call_id}")
-    return _State("timed_out", error=f"cancelled at its timeout of {timeout}")
+    stop = _retried(job, record, lambda: stop_run(record.function_call_id, record.app_id),
+                    f"stop function call {record.function_call_id}")  # fmt: skip
+    if stop.look.state == "succeeded":
+        progress(f"{job.label}: its run {record.function_call_id} succeeded just before its timeout; keeping it")
+        return _State("succeeded", stop.look.result)
+    if not stop.cancelled:
+        return _from_look(stop.look)  # it ended by itself before the stop: say how
+    if stop.confirmed:
+        return _State("timed_out", error=f"stopped at its timeout of {timeout}: its containers and app "
+                                         f"{record.app_id} ended")  # fmt: skip
+    return _State("timed_out", error=f"asked to stop at its timeout of {timeout}, but Modal has not confirmed that "
+                                     f"its app {record.app_id} stopped")  # fmt: skip
+
+
+def _recorded_stop(job: JobRun, record: RunRecord) -> _State | None:
+    """An end without a result of its own: if an operator stopped it, the run record says so."""
+    try:
+        current = read_record(job.environment, job.record_volume, job.job)
+    except ProviderError:
+        return None
+    if current is None or current.function_call_id != record.function_call_id or current.outcome is None:
+        return None
+    return _State(current.outcome, current.result, current.error)
 
 
 def _poll(job: JobRun, record: RunRecord, *, timeout: float) -> _State:
     """One wait of up to `timeout` seconds for the call's result (retried on throttling)."""
-    call = modal.FunctionCall.from_id(record.function_call_id)
-
-    def get() -> _State:
-        try:
-            return _State("succeeded", json_safe(call.get(timeout=max(timeout, 0.0))))
-        except TimeoutError:
-            return _State(None)  # still running (the builtin TimeoutError: modal's is a subclass of Error)
-        except (modal_errors.OutputExpiredError, modal_errors.NotFoundError) as gone:
-            return _State("cancelled", error=f"Modal no longer has its result ({type(gone).__name__})")
-        except _POLL_TROUBLE:
-            raise
-        except Exception as error:  # the function's own exception, re-raised by the client
-            outcome = "cancelled" if _was_cancelled(error) else "failed"
-            return _State(outcome, error=f"{type(error).__name__}: {error}")
-
-    return _retried(job, record, get, f"wait for function call {record.function_call_id}")
+    seen = _retried(job, record, lambda: look(record.function_call_id, timeout=timeout),
+                    f"wait for function call {record.function_call_id}")  # fmt: skip
+    return _from_look(seen)
 
 
-def _was_cancelled(error: BaseException) -> bool:
-    return isinstance(error, modal_errors.RemoteError) and "cancel" in str(error).lower()
+def _from_look(seen: Look) -> _State:
+    outcome = {"running": None, "succeeded": "succeeded", "failed": "failed", "ended": "cancelled",
+               "gone": "expired"}[seen.state]  # fmt: skip
+    return _State(outcome, seen.result, seen.error)
 
 
-def _retried(job: JobRun, record: RunRecord, fn: Callable[[], Any], what: str) -> Any:
-    """A Modal call about a running run: retried on throttling; a failure says the run goes on."""
+# What a failed Modal call about a run leaves behind, said after the failure.
+_RUN_GOES_ON = ("The run itself goes on on Modal: the next `pulumi up` re-attaches to it (or takes its result), it "
+                "does not start another one.")  # fmt: skip
+_NOTHING_STARTED = "No new run was started: run `pulumi up` again once Modal answers."
+
+
+def _retried(job: JobRun, record: RunRecord, fn: Callable[[], Any], what: str, *, after: str = _RUN_GOES_ON) -> Any:
+    """A Modal call about a run: retried on throttling; a failure says what it leaves behind (`after`)."""
     policy = retry_policy(f"{job.label}: {what}", is_transient)
     try:
         return policy(fn)
-    except _POLL_TROUBLE as error:
+    except POLL_TROUBLE as error:
         message = describe_failure(f"{job.what}: {what}", error, policy.statistics["attempt_number"])
-        raise ProviderError(
-            f"{message} The run itself goes on on Modal: the next `pulumi up` re-attaches to it (or takes its "
-            f"result), it does not start another one."
-        ) from None
+        raise ProviderError(f"{message} {after}") from None
 
 
 def _record_outcome(job: JobRun, record: RunRecord, state: _State) -> None:
     """Write how the run ended; a failure to write is not fatal (the next `up` asks Modal instead)."""
+    if state.outcome is None or state.outcome == "expired":
+        return  # still running, or nothing is known about how it ended
+    _write_outcome(job, record.finished(state.outcome, result=state.result, error=state.error))
+
+
+def _write_outcome(job: JobRun, finished: RunRecord) -> None:
     try:
-        write_record(
-            job.environment,
-            job.record_volume,
-            record.finished(state.outcome or "succeeded", result=state.result, error=state.error),
-        )
+        write_record(job.environment, job.record_volume, finished)
     except ProviderError as error:
         progress(f"{job.label}: could not record how its run ended ({error}); the next `pulumi up` asks Modal")
-
-
-def json_safe(value: Any) -> Any:
-    """The function's return value as JSON, or a truncated preview of it when it is large or odd."""
-    try:
-        text = json.dumps(value, sort_keys=True)
-    except (TypeError, ValueError):
-        text = None
-    if text is not None and len(text) <= MAX_RESULT_CHARS:
-        return value
-    preview = repr(value) if text is None else text
-    return {"truncated_preview": preview[:MAX_RESULT_CHARS]}

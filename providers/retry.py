@@ -152,8 +152,8 @@ _ADVICE_BY_ERROR: list[tuple[type[BaseException], str]] = [
 _ADVICE_BY_PHASE = {
     PHASE_IMPORT: "Nothing ran on Modal. Fix the module or its module_env and run `pulumi up` again.",
     PHASE_SETUP: "Nothing started on Modal. Check the error, then run `pulumi up` again.",
-    PHASE_RUNNING: "Its function call had started (app {app_id}) but no run record names it, so it was cancelled "
-    "(a run nobody can find must not go on). Nothing was recorded as done: run `pulumi up` again.",
+    PHASE_RUNNING: "Its function call had started (app {app_id}) and no run record names it; what became of the "
+    "call is said above. Nothing was recorded as done: run `pulumi up` again.",
     PHASE_DEPLOY: "Run `pulumi up` again once the cause is fixed: a deploy of the same app is idempotent.",
     PHASE_LOOKUP: "The app WAS deployed; only looking the deployment up failed, after retries. Run `pulumi up` "
     "again once Modal answers: it deploys the same app again (idempotent) and records it.",

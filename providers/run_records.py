@@ -38,14 +38,19 @@ import pydantic
 from modal.exception import NotFoundError
 
 from .base import ProviderError
+from .job_calls import json_safe, stop_run
 from .retry import modal_call
 from .volume import lookup_volume
 
 RECORD_DIR = ".job-runs"
 
 # How a run ended, as far as a waiter saw it: "succeeded" (returned), "failed" (raised), "cancelled"
-# (by an operator, or gone without a result), "timed_out" (cancelled at its deadline by a waiter).
+# (stopped by an operator: `error` is OPERATOR_STOP; or ended without a result of its own), "timed_out"
+# (stopped at its deadline by a waiter).
 Outcome = Literal["succeeded", "failed", "cancelled", "timed_out"]
+
+# The `error` of a run an operator stopped with this module's command line.
+OPERATOR_STOP = "stopped by an operator"
 
 
 class RunRecord(pydantic.BaseModel):
@@ -144,16 +149,37 @@ def _describe(record: RunRecord) -> str:
 
 
 def stop(environment: str, volume: str, job: str) -> str:
-    """Cancel the job's detached run, if one is going, and record that an operator stopped it."""
+    """Stop the job's detached run for good, if one is going (job_calls.stop_run: its containers and
+    app end), and record that an operator stopped it. The record says so BEFORE the stop, so that an
+    `up` waiting for the run reports a stop and not some failure; a run that turns out to have ended
+    by itself is recorded as it ended."""
     record = read_record(environment, volume, job)
     if record is None:
         return f"{job}: no run recorded in {_where(environment, volume)}; nothing to stop"
     if record.outcome is not None:
         return f"{job}: its last run ({record.function_call_id}) already ended ({record.outcome}); nothing to stop"
-    call = modal.FunctionCall.from_id(record.function_call_id)
-    modal_call(call.cancel, what=f"cancel function call {record.function_call_id}")
-    write_record(environment, volume, record.finished("cancelled", error="stopped by an operator"))
-    return f"{job}: cancelled function call {record.function_call_id}; the next `pulumi up` starts a new run"
+    write_record(environment, volume, record.finished("cancelled", error=OPERATOR_STOP))
+    try:
+        result = modal_call(stop_run, record.function_call_id, record.app_id,
+                            what=f"stop function call {record.function_call_id}")  # fmt: skip
+    except ProviderError:
+        write_record(environment, volume, record)  # not stopped: it still runs, as the record said before
+        raise
+    seen = result.look
+    if not result.cancelled:
+        if seen.state == "gone":  # how it ended is unknown: the next `up` judges it by its artifact
+            write_record(environment, volume, record)
+        else:
+            ended = {"succeeded": "succeeded", "failed": "failed"}.get(seen.state, "cancelled")
+            write_record(environment, volume, record.finished(ended, result=json_safe(seen.result), error=seen.error))
+        return (f"{job}: its run {record.function_call_id} had already ended ({seen.state}"
+                f"{': ' + seen.error if seen.error else ''}); nothing was stopped")  # fmt: skip
+    if not result.confirmed:
+        return (f"{job}: asked Modal to stop function call {record.function_call_id}, but it has not confirmed that "
+                f"app {record.app_id} stopped; check with `modal app list` (the next `pulumi up` stops that app "
+                "before it starts a new run)")  # fmt: skip
+    return (f"{job}: stopped function call {record.function_call_id} (its containers and app {record.app_id} "
+            "ended); the next `pulumi up` starts a new run")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -290,7 +290,8 @@ def run_with_retries(
         attempts = policy.statistics["attempt_number"]
         over = "" if attempts == 1 else f" (over {attempts} attempts)"
         raise ProviderError(
-            f"{what} timed out after {format_elapsed(timeout_seconds)}{over} and was stopped (a running "
-            "function call is cancelled). Raise timeout_seconds if it needs longer, then run `pulumi up` again."
+            f"{what} timed out after {format_elapsed(timeout_seconds)}{over} while starting, and was stopped (a "
+            "function call it started but did not record is stopped, unless it already ended). Raise "
+            "timeout_seconds if it needs longer, then run `pulumi up` again."
         )
     return outcome.details

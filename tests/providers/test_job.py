@@ -5,18 +5,26 @@ drift, failures, the timeout, retries, progress lines, and what check/diff may (
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import modal
 import pytest
 from grpclib import Status
 
-from providers.base import ProviderError, register_secrets
+from providers.base import ProviderError, register_secrets, strip_internal
 from providers.job import RESULT_PREVIEW_CHARS, JobInputs, JobProvider, ModalJob, _require_ok
-from providers.supervisor import PROGRESS_SECONDS_ENV
+from providers.job_calls import Look, stop_run
+from providers.module_runs import RESULT_PREFIX
+from providers.run_records import identity_digest, read_record
+from providers.supervisor import PROGRESS_SECONDS_ENV, child_argv
+from tests.modal_control_plane.functions import DETACHED_APP_STOP_MODES, ContainerTerminated
 from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
 from tests.pulumi_engine.provider_server import ProviderCallError, ProviderServer
 
@@ -28,6 +36,11 @@ URN = urn_of(ModalJob, "write")
 SAMPLE_DIR = str(Path(__file__).resolve().parent)
 # Progress every 0.2 s instead of 30 s, so a one-second job prints some.
 FAST_PROGRESS_ENV = {PROGRESS_SECONDS_ENV: "0.2"}
+JOB_NAME = "sample_modal_app.write_artifact"
+# The file RPCs of both volume versions (modal/volume.py): a test that fails one fails both, so it
+# holds whichever version the volume has.
+LISTINGS = ("VolumeListFiles", "VolumeListFiles2")
+RECORD_WRITES = ("VolumePutFiles", "VolumePutFiles2")
 
 
 @contextmanager
@@ -60,6 +73,27 @@ def script_success(cp, seconds: float = 0.0) -> None:
 
 def finished_calls(cp) -> list:
     return [call for call in cp.function_calls if call.tag == "write_artifact"]
+
+
+def start_detached(cp, triggers: dict | None = None, **inputs: object) -> dict:
+    """What a provider killed mid-`up` leaves behind: its runner child started the run and recorded it.
+    Returns the child's result (function_call_id, app_id, started_at)."""
+    parsed = JobInputs.model_validate(strip_internal(job(triggers, **inputs).inputs))
+    argv = child_argv("run", module=parsed.module, function=parsed.function, environment=ENV,
+                      record_volume=parsed.run_record_volume, identity_digest=identity_digest(parsed.identity()),
+                      timeout_seconds=str(parsed.timeout_seconds))  # fmt: skip
+    done = subprocess.run(argv, env={**cp.subprocess_env(), **parsed.module_env}, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1].removeprefix(RESULT_PREFIX))
+
+
+def wait_for(condition, what: str, timeout_s: float = 60.0) -> None:
+    """Polls `condition` (a bound on a hang, not a timed assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def last_error_line(errors: list[str]) -> str:
@@ -198,9 +232,32 @@ def test_require_ok_fails_on_a_result_that_is_not_ok(modal_control_plane):
         assert eng.state.get(URN) is None
 
 
-def test_timeout_stops_the_run_and_cancels_its_call(modal_control_plane):
+def writer_past_the_cancel(cp) -> tuple[threading.Event, list]:
+    """The job's work goes on in a thread a cancel's InputCancellation does not reach (a download in a
+    thread pool) until the test releases it, then writes LATE; returns (release, what it met)."""
+    release, seen = threading.Event(), []
+
+    def run(_args, _kwargs, volumes):
+        assert release.wait(60), "the test never released the function"
+        try:
+            volumes.write(VOLUME, LATE, b"written after the stop")
+        except BaseException as error:
+            seen.append(error)
+            raise
+        return {"ok": True}
+
+    cp.on_function("write_artifact", run)
+    return release, seen
+
+
+LATE = "partial/shard.bin"
+
+
+def test_timeout_stops_the_run_for_good(modal_control_plane):
+    """Bug: the deadline cancelled with Modal's default (InputCancellation in the main thread only), so
+    the work went on writing into the volume after `up` said the run was stopped."""
     cp = modal_control_plane
-    script_success(cp, seconds=120)
+    release, seen = writer_past_the_cancel(cp)
     with serve(cp) as server:
         eng = engine(server)
         started = time.monotonic()
@@ -208,12 +265,135 @@ def test_timeout_stops_the_run_and_cancels_its_call(modal_control_plane):
         elapsed = time.monotonic() - started
         assert not failed.ok
         assert "timed out after 2s and was stopped" in last_error_line(failed.errors)
-        assert elapsed < 60  # a bound on a hang, far from both 2 s and the function's 120 s
+        assert elapsed < 60  # a bound on a hang, far from 2 s
         [call] = finished_calls(cp)
-        assert call.status == "cancelled"  # no GPU keeps burning after our timeout
-        assert "FunctionCallCancel" in cp.rpcs_called()
+        assert call.status == "cancelled" and call.containers_running == 0  # no GPU keeps burning
+        [cancel] = [record for record in cp.calls if record.rpc == "FunctionCallCancel"]
+        assert cancel.args["terminate_containers"] is True
+        assert cp.state.by_id[call.app_id].state == "stopped"
         server.wait_for_stdout(lambda line: f"write_artifact: its run {call.id} timed out after 2s" in line)
         assert eng.state.get(URN) is None
+    release.set()
+    wait_for(lambda: seen, "the stopped work to try its write")
+    assert LATE not in cp.volume_files(VOLUME)
+
+
+@pytest.mark.parametrize("text", ["", "Function call was cancelled", "Container exited"])
+def test_an_operator_stop_while_an_up_waits_is_reported_as_a_stop_whatever_modal_says(modal_control_plane, text):
+    """Bug: a stop was recognised by the word "cancel" in Modal's answer. Modal's container says
+    nothing at all (RemoteError("")), and what Modal says for a killed one is not documented."""
+    cp = modal_control_plane
+    cp.runner.terminated_message = text
+    release, _ = writer_past_the_cancel(cp)
+    with serve(cp) as server:
+        results = {}
+        thread = threading.Thread(target=lambda: results.setdefault("up", engine(server).up([job()])))
+        thread.start()
+        wait_for(lambda: read_record(ENV, VOLUME, JOB_NAME) is not None, "the run to be recorded")
+        stopped = subprocess.run(
+            [sys.executable, "-m", "providers.run_records", "stop", "--env", ENV, "--volume", VOLUME, JOB_NAME],
+            env=cp.subprocess_env(), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        thread.join(120)
+    release.set()
+    assert stopped.returncode == 0, stopped.stderr
+    up = results["up"]
+    assert not up.ok
+    message = last_error_line(up.errors)
+    assert "was stopped by an operator" in message, (message, stopped.stdout, stopped.stderr)
+    assert "failed" not in message
+
+
+def test_a_quick_run_whose_record_cannot_be_written_is_kept_not_cancelled(modal_control_plane):
+    """Bug: with the run-record write failing for good, the runner cancelled a call that had already
+    succeeded (a no-op), said it was cancelled, and the next `up` ran the job again. Both file RPC
+    families fail: a v1 record volume writes with VolumePutFiles, a v2 one with VolumePutFiles2."""
+    cp = modal_control_plane
+    script_success(cp)
+    for rpc in RECORD_WRITES:
+        cp.fail_next(rpc, 1000, Status.RESOURCE_EXHAUSTED, "injected rate limit")
+    with serve(cp) as server:
+        eng = engine(server)
+        up = eng.up([job()])
+        assert up.ok, up.errors
+        [call] = finished_calls(cp)
+        assert up.ids[URN] == call.id and call.status == "succeeded"  # the provider holds its id
+        assert "FunctionCallCancel" not in cp.rpcs_called()
+        assert not any("cancelled" in line or "stopped" in line for line in up.stdout_lines), up.stdout_lines
+        assert any(f"function call {call.id} had already ended" in line for line in up.stdout_lines)
+        assert sum(1000 - cp.pending_failures(rpc) for rpc in RECORD_WRITES) > 0  # the fault was met
+        again = eng.up([job()])
+    cp.faults.clear()
+    assert again.ok and again.counts["same"] == 1
+    assert len(finished_calls(cp)) == 1  # what succeeded on Modal is not repeated
+
+
+def test_a_long_run_whose_record_cannot_be_written_is_stopped_and_says_so(modal_control_plane):
+    cp = modal_control_plane
+    release, seen = writer_past_the_cancel(cp)
+    for rpc in RECORD_WRITES:
+        cp.fail_next(rpc, 1000, Status.RESOURCE_EXHAUSTED, "injected rate limit")
+    with serve(cp) as server:
+        failed = engine(server).up([job()])
+    cp.faults.clear()
+    release.set()
+    assert not failed.ok
+    [call] = finished_calls(cp)
+    message = last_error_line(failed.errors)
+    assert f"function call {call.id} was stopped before it finished" in message, message
+    assert "its run record could not be written" in message
+    assert call.status == "cancelled" and cp.state.by_id[call.app_id].state == "stopped"
+    wait_for(lambda: seen, "the stopped work to try its write")
+    assert LATE not in cp.volume_files(VOLUME)
+    assert len(finished_calls(cp)) == 1  # not retried: one stopped call, not one per attempt
+
+
+def test_a_stop_looks_at_the_call_first_and_keeps_one_that_succeeded(modal_control_plane):
+    cp = modal_control_plane
+    cp.script_function("write_artifact", result={"ok": True})
+    run = start_detached(cp)
+    wait_for(lambda: finished_calls(cp)[0].status == "succeeded", "the run to succeed")
+    mark = cp.mark()
+
+    stop = stop_run(run["function_call_id"], run["app_id"])
+
+    assert stop.look == Look("succeeded", {"ok": True}) and not stop.cancelled and stop.confirmed
+    assert "FunctionCallCancel" not in cp.rpcs_called(mark)
+
+
+@pytest.mark.parametrize("mode", DETACHED_APP_STOP_MODES)
+def test_no_new_run_starts_while_a_run_cancelled_elsewhere_still_writes(modal_control_plane, mode):
+    """Bug: a run cancelled with Modal's default (the dashboard, a script) keeps its other threads
+    writing; the next `up` started a new run into the same volume at once."""
+    cp = modal_control_plane
+    cp.runner.detached_app_stop = mode
+    release, seen = threading.Event(), []
+
+    def run(_args, _kwargs, volumes):
+        if not seen:  # the first run: its work outlives the cancel
+            seen.append("first")
+            assert release.wait(60), "the test never released the function"
+            try:
+                volumes.write(VOLUME, LATE, b"written after the cancel")
+            except BaseException as error:
+                seen.append(error)
+                raise
+            return {"ok": True}
+        volumes.write(VOLUME, MARKER, b"{}")
+        return {"ok": True}
+
+    cp.on_function("write_artifact", run)
+    first = start_detached(cp)
+    modal.FunctionCall.from_id(first["function_call_id"]).cancel()  # Modal's default, from elsewhere
+    with serve(cp) as server:
+        up = engine(server).up([job()])
+    assert up.ok, up.errors
+    assert cp.state.by_id[first["app_id"]].state == "stopped"
+    release.set()
+    wait_for(lambda: len(seen) == 2, "the first run's work to try its write")
+    assert isinstance(seen[1], ContainerTerminated)  # its container was gone before the new run began
+    assert LATE not in cp.volume_files(VOLUME)
+    assert [call.status for call in finished_calls(cp)] == ["cancelled", "succeeded"]
 
 
 @pytest.mark.parametrize("rpc", ["AppCreate", "FunctionCreate", "FunctionMap"])
@@ -244,11 +424,13 @@ def test_artifact_check_survives_two_transient_failures(modal_control_plane):
     cp = modal_control_plane
     script_success(cp)
     # Volume listings stream, and the modal client does not retry streams: our layer does.
-    cp.fail_next("VolumeListFiles2", 2, Status.UNAVAILABLE)
+    for rpc in LISTINGS:
+        cp.fail_next(rpc, 2, Status.UNAVAILABLE)
     with serve(cp) as server:
         up = engine(server).up([job()])
         assert up.ok, up.errors
-        assert cp.rpcs_called().count("VolumeListFiles2") == 3
+        [used] = [rpc for rpc in LISTINGS if cp.pending_failures(rpc) == 0]
+        assert cp.rpcs_called().count(used) == 3
 
 
 def test_the_artifact_volume_lookup_is_not_retried_on_top_of_the_client(modal_control_plane):
@@ -301,7 +483,7 @@ def test_the_first_run_note_is_printed_when_the_job_is_new_only(modal_control_pl
         server.wait_for_stdout(lambda line: line.endswith(f"write_artifact, first run: {note}"))
         before = len(server.stdout_lines)
         server.check(URN, inputs, olds=inputs)  # an existing job: nothing to say
-        time.sleep(0.2)
+        wait_for(server.output_read, "all the provider printed while checking has been read")
         assert not any(note in line for line in server.stdout_lines[before:])
     assert cp.calls == []
 
