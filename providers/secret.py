@@ -30,7 +30,7 @@ from typing import Annotated, Any
 import modal
 import pulumi
 import pydantic
-from modal.exception import AlreadyExistsError, NotFoundError
+from modal.exception import AlreadyExistsError, InvalidError, NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 from pulumi.runtime import rpc
 
@@ -46,6 +46,7 @@ from .base import (
     progress,
     split_id,
 )
+from .environment import environment_exists
 from .modal_internals import remove_secret_keys, secret_key_names
 from .retry import modal_call
 
@@ -102,12 +103,18 @@ def _as_secret(value: Any) -> Any:
 
 
 def _lookup(environment: str, name: str) -> Any | None:
-    """The hydrated secret (keys, id; never values), or None when there is none (a read-only call)."""
+    """The hydrated secret (keys, id; never values), or None when there is none, its environment
+    included (a read-only call). A missing environment may be answered with InvalidError (Modal's
+    servicer's INVALID_ARGUMENT) as well as NotFoundError: see providers/volume.py `lookup_volume`."""
 
     def get() -> Any | None:
         try:
             return modal.Secret.from_name(name, environment_name=environment).hydrate()
         except NotFoundError:
+            return None
+        except InvalidError:
+            if environment_exists(environment):
+                raise
             return None
 
     return modal_call(get, what=f"look up secret '{name}' in environment '{environment}'")

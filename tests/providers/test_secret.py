@@ -12,6 +12,7 @@ import pytest
 from grpclib import Status
 
 from providers.secret import ADDITIONAL_SECRET_OUTPUTS, ModalSecret, SecretProvider
+from tests.modal_control_plane.rpc_objects import MISSING_ENVIRONMENT_STATUSES
 from tests.providers.grpc_harness import (
     IMPORT_READ_HAS_NO_PROVIDER,
     PROVIDER_MUTATIONS,
@@ -120,6 +121,22 @@ def test_diff_compares_values_by_digest_and_never_calls_modal(modal_control_plan
         assert diff({"A": "1", "B": "2"}, name="other").replaces == ["name"]
         assert diff({"A": "1", "B": "2"}, environment="dev").replaces == ["environment"]
         assert cp.calls_since(mark) == []
+
+
+@pytest.mark.parametrize("status", MISSING_ENVIRONMENT_STATUSES, ids=lambda status: status.name)
+def test_refresh_after_its_environment_was_deleted_by_hand_drops_the_secret(modal_control_plane, status):
+    """Deleting an environment deletes its secrets; Modal may answer a look-up in a missing environment
+    with INVALID_ARGUMENT (its servicer's status) or NOT_FOUND: under both, the secret is gone."""
+    cp = modal_control_plane
+    cp.environment_answers.missing_status = status
+    cp.create_environment("staging")
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([secret({"HF_TOKEN": "declared-value"}, environment="staging")]).ok
+        cp.delete_environment("staging")
+        gone = eng.refresh()
+        assert gone.ok, gone.errors
+        assert gone.steps[0].detail == "deleted" and eng.state.resources == {}
 
 
 def test_refresh_notices_drift_and_the_next_up_restores_the_declared_values(modal_control_plane):
