@@ -258,8 +258,8 @@ def _ended_without_success(job: JobRun, record: RunRecord, state: _State) -> str
     what = f"{job.what}: its run {record.function_call_id}"
     if state.outcome == "timed_out":
         timeout = format_elapsed(record.deadline_at - record.started_at)
-        return (f"{job.what} timed out after {timeout} and was stopped (its function call {record.function_call_id} "
-                "is cancelled). Raise timeout_seconds if it needs longer, then run `pulumi up` again.")  # fmt: skip
+        return (f"{job.what} timed out after {timeout} and {state.error} (function call {record.function_call_id}). "
+                "Raise timeout_seconds if it needs longer, then run `pulumi up` again.")  # fmt: skip
     if state.outcome == "failed":
         return (f"{what} ran on Modal and failed: {state.error}. See `modal app logs {record.app_id}`. Nothing "
                 "was recorded as done, so the next `pulumi up` runs it again.")  # fmt: skip
@@ -304,10 +304,9 @@ def _stop_at_deadline(job: JobRun, record: RunRecord) -> _State:
     if not stop.cancelled:
         return _from_look(stop.look)  # it ended by itself before the stop: say how
     if stop.confirmed:
-        return _State("timed_out", error=f"stopped at its timeout of {timeout}: its containers and app "
-                                         f"{record.app_id} ended")  # fmt: skip
-    return _State("timed_out", error=f"asked to stop at its timeout of {timeout}, but Modal has not confirmed that "
-                                     f"its app {record.app_id} stopped")  # fmt: skip
+        return _State("timed_out", error=f"was stopped: its containers and app {record.app_id} ended")
+    return _State("timed_out", error=f"was asked to stop, but Modal has not confirmed that its app {record.app_id} "
+                                     f"stopped (stop it with `modal app stop {record.app_id}`)")  # fmt: skip
 
 
 def _recorded_stop(job: JobRun, record: RunRecord) -> _State | None:

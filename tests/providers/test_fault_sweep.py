@@ -158,3 +158,29 @@ def test_a_persistent_failure_names_the_object_and_the_next_up_runs_nothing_agai
     state = modal_state(cp, env)
     assert state["runs"] == [("write_artifact", "succeeded")] and state["live_ephemeral_apps"] == []
     assert converged.ids[urn_of(ModalJob, "job")] == cp.function_calls[-1].id
+
+
+# The run record's write, on either volume version (v1: VolumePutFiles, v2: VolumePutFiles2).
+RECORD_WRITES = ("VolumePutFiles", "VolumePutFiles2")
+
+
+def test_a_run_record_that_cannot_be_written_loses_no_run_that_succeeded(sweep_server):
+    """The runner records the run right after the spawn; when that write fails for good, a quick job has
+    often succeeded already: the call is kept (the provider holds its id), nothing claims a cancel, and
+    neither this `up` nor the next runs the job again."""
+    cp, server = sweep_server
+    env = "sweep-record"
+    eng = engine(server)
+    for rpc in RECORD_WRITES:
+        cp.fail_next(rpc, 1000, Status.RESOURCE_EXHAUSTED, "injected rate limit")
+    first = eng.up(stack(env))
+    met = sum(1000 - cp.pending_failures(rpc) for rpc in RECORD_WRITES)
+    cp.faults.clear()
+    assert met > 0  # the fault was reached
+    assert first.ok, first.errors[-1:]
+    assert not any("cancelled" in line for line in first.stdout_lines)
+    again = eng.up(stack(env))
+    assert again.ok, again.errors
+    state = modal_state(cp, env)
+    assert state["runs"] == [("write_artifact", "succeeded")] and state["live_ephemeral_apps"] == []
+    assert again.ids[urn_of(ModalJob, "job")] == first.ids[urn_of(ModalJob, "job")] == cp.function_calls[-1].id

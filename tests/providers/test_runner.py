@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from grpclib import Status
 
 from providers.module_runs import RESULT_PREFIX
 from providers.run_records import read_record
@@ -211,3 +212,41 @@ def test_child_argv_carries_only_names():
     assert argv[:2] == [sys.executable, "-u"]
     assert argv[2:5] == ["-m", "providers.runner", "deploy"]
     assert argv[5:] == ["--module", "serving.app", "--app-name", "glm", "--environment", "main"]
+
+
+# Both volume versions' write RPCs (a v1 record volume writes with VolumePutFiles, a v2 one with
+# VolumePutFiles2): failing both fails the record write whatever the volume's version.
+RECORD_WRITES = ("VolumePutFiles", "VolumePutFiles2")
+
+
+def test_a_call_that_ended_before_its_record_failed_is_kept_by_its_id(modal_control_plane):
+    cp = modal_control_plane
+    cp.script_function("write_artifact", result={"ok": True})
+    for rpc in RECORD_WRITES:
+        cp.fail_next(rpc, 1000, Status.RESOURCE_EXHAUSTED, "injected rate limit")
+    status, lines, result = run_child(
+        cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD
+    )
+    [call] = cp.function_calls
+    assert status == 0, result
+    assert result["recorded"] is False and result["function_call_id"] == call.id and call.status == "succeeded"
+    assert "FunctionCallCancel" not in cp.rpcs_called()
+    assert any(f"function call {call.id} had already ended (succeeded)" in line for line in lines), lines
+    assert not any("cancelled" in line or "stopped" in line for line in lines)
+
+
+def test_a_running_call_whose_record_failed_is_stopped_for_good_and_not_retried(modal_control_plane):
+    cp = modal_control_plane
+    cp.script_function("write_artifact", seconds=120, result={"ok": True}, writes={(VOLUME, "late"): b"1"})
+    for rpc in RECORD_WRITES:
+        cp.fail_next(rpc, 1000, Status.RESOURCE_EXHAUSTED, "injected rate limit")
+    status, _, result = run_child(
+        cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD
+    )
+    [call] = cp.function_calls
+    assert status == 1
+    assert result["started"] is True  # the provider must not run the child again: one call per attempt
+    assert f"function call {call.id} was stopped before it finished" in result["error"]
+    assert call.status == "cancelled" and cp.state.by_id[call.app_id].state == "stopped"
+    [cancel] = [record for record in cp.calls if record.rpc == "FunctionCallCancel"]
+    assert cancel.args["terminate_containers"] is True
