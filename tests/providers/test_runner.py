@@ -122,7 +122,8 @@ def test_module_env_travels_in_the_environment_never_in_argv(modal_control_plane
         return {"ok": True}
 
     cp.on_function("write_artifact", inspect_runner)
-    cp.add_latency("VolumePutFiles2", 1.0)  # the child records the run after the spawn: keep it alive meanwhile
+    for rpc in ("VolumePutFiles", "VolumePutFiles2"):  # the record's write on either volume version
+        cp.add_latency(rpc, 1.0)  # the child records the run after the spawn: keep it alive meanwhile
     status, _, result = run_child(
         cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD
     )
