@@ -291,6 +291,8 @@ class AppProvider(ModalProvider):
         where = _where(app_name, environment)
 
         def stop() -> bool:
+            if deployment_info(app_name, environment) is None:  # its environment may be gone too
+                return False
             try:
                 app = modal.App.lookup(app_name, environment_name=environment)
             except NotFoundError:

@@ -11,7 +11,7 @@ from typing import Any
 
 import modal
 import modal.experimental
-from modal.exception import NotFoundError
+from modal.exception import InvalidError, NotFoundError
 
 from .modal_internals import web_urls
 
@@ -22,6 +22,13 @@ def deployment_info(name: str, environment: str) -> dict[str, Any] | None:
     try:
         app = modal.App.lookup(name, environment_name=environment)
     except NotFoundError:
+        return None
+    except InvalidError:
+        # Modal's servicer answers a missing environment with INVALID_ARGUMENT: then nothing is deployed.
+        from .environment import environment_exists
+
+        if environment_exists(environment):
+            raise
         return None
     lifecycle = modal.experimental.get_app_lifecycle(app.app_id)
     return {

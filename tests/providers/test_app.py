@@ -453,3 +453,20 @@ def test_diff_is_precise_and_never_calls_modal(modal_control_plane):
             result = diff(**{in_place: value})
             assert (result.changes, result.replaces) == ("some", []), in_place
         assert cp.calls_since(mark) == []
+
+
+@pytest.mark.parametrize("status", [Status.INVALID_ARGUMENT, Status.NOT_FOUND])
+def test_refresh_and_destroy_after_its_environment_was_deleted_by_hand(modal_control_plane, status):
+    """Whichever of its two plausible answers Modal gives a missing environment, the app is gone."""
+    cp = modal_control_plane
+    cp.environment_answers.missing_status = status
+    cp.create_environment("doomed")
+    with serve(cp) as server:
+        eng = engine(server)
+        assert eng.up([app(environment="doomed")]).ok
+        cp.delete_environment("doomed")
+
+        refreshed = eng.refresh()
+        assert refreshed.ok and refreshed.step(URN).detail == "deleted", refreshed.errors
+        assert eng.up([app(environment="doomed")]).ok is False  # nothing to deploy into: said, not hidden
+        assert eng.destroy().ok
