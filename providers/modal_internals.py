@@ -3,7 +3,7 @@ modal 1.6.4 (the version pinned in pyproject.toml).
 
 Everything else in providers/ uses modal's public API: `Secret.objects.create` and `Secret.update`,
 `App.lookup(...).stop()`, `modal.experimental.get_app_lifecycle`, `App.deploy(tag=, strategy=)`.
-modal 1.6.4 has no public call for these five:
+modal 1.6.4 has no public call for these:
 - the gRPC status of an error: modal sets `_grpc_status` on its exceptions; the public `.status`
   warns about its deprecation;
 - a secret's key names, and removing a key: `SecretInfo` carries no keys (`Secret._get_keys` reads
@@ -19,7 +19,12 @@ modal 1.6.4 has no public call for these five:
   client's own `_is_v1` reads it;
 - what an App holds before it runs: `App.registered_functions` / `registered_classes` are deprecated
   in 1.6.4 (to be removed in 1.7.0) with no public successor; the runner needs them to start a
-  function in the smallest App that holds it.
+  function in the smallest App that holds it;
+- an environment looked up before an app runs: `app.run()` creates the app (AppCreate) while it looks
+  its environment up (`_init_local_app_new`), and when the look-up fails the app is left behind on
+  Modal, never published nor stopped. The client caches what it looked up
+  (`modal._environments._get_environment_cached`); filled first, with our retries, the look-up in
+  `app.run()` makes no call that could fail.
 
 tests/providers/test_modal_internals.py checks that the installed client still has each of these and
 names the one that is gone, so a modal upgrade starts there.
@@ -96,3 +101,14 @@ def app_objects(app: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 def volume_version(volume: Any) -> int:
     """The VolumeFS version of a hydrated volume: 2 for v2, else 1 (UNSPECIFIED is v1 to the client)."""
     return 2 if volume._get_metadata().version == api_pb2.VOLUME_FS_VERSION_V2 else 1
+
+
+def resolve_environment(name: str) -> None:
+    """Look the environment up into the modal client's own cache, which `app.run()` reads (see above)."""
+    synchronizer.create_blocking(_resolve_environment)(name)
+
+
+async def _resolve_environment(name: str) -> None:
+    from modal._environments import _get_environment_cached
+
+    await _get_environment_cached(name, await _Client.from_env())

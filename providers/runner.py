@@ -52,6 +52,7 @@ from typing import Any
 
 from providers.deployments import deployment_info
 from providers.job_calls import STOP_CONFIRM_SECONDS, look, stop_run
+from providers.modal_internals import resolve_environment
 from providers.module_runs import (
     PHASE_DEPLOY,
     PHASE_IMPORT,
@@ -170,6 +171,8 @@ def start_function(module_name: str, function_name: str, environment: str, recor
     app = app_of_function(sys.modules[module_name], module_name, function)
     state: dict[str, Any] = {"phase": PHASE_SETUP, "call": None, "app_id": None, "recorded": False}
     try:
+        # Before any app exists: a failed look-up inside `app.run()` would leave its app behind on Modal.
+        retry_policy(f"look up environment {environment!r}", is_transient)(resolve_environment, environment)
         say(f"starting a detached ephemeral run of app {app.name or module_name!r} in environment {environment!r}")
         with app.run(environment_name=environment, detach=True):
             state["app_id"] = app.app_id

@@ -28,6 +28,8 @@ ATTRIBUTES = [
     ("modal", "App.registered_functions"),
     ("modal", "App.registered_classes"),
     ("modal", "Volume._get_metadata"),
+    ("modal._environments", "_get_environment_cached"),
+    ("modal._environments", "ENVIRONMENT_CACHE"),
 ]
 
 # The control-plane RPCs it calls through `_Client._stub`.

@@ -251,3 +251,19 @@ def test_a_running_call_whose_record_failed_is_stopped_for_good_and_not_retried(
     assert call.status == "cancelled" and cp.state.by_id[call.app_id].state == "stopped"
     [cancel] = [record for record in cp.calls if record.rpc == "FunctionCallCancel"]
     assert cancel.args["terminate_containers"] is True
+
+
+def test_a_failed_environment_look_up_leaves_no_app_behind(modal_control_plane):
+    """modal 1.6.4's `app.run()` creates the app while it looks its environment up; when the look-up
+    fails, that app stays on Modal, unpublished and never stopped. The runner looks it up first."""
+    cp = modal_control_plane
+    cp.script_function("write_artifact", result={"ok": True})
+    cp.fail_next("EnvironmentGetOrCreate", 2, Status.RESOURCE_EXHAUSTED, "injected rate limit")
+    status, _, result = run_child(
+        cp, "run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD
+    )
+    assert status == 0, result
+    assert cp.pending_failures("EnvironmentGetOrCreate") == 0
+    [call] = cp.function_calls
+    wait_for(lambda: cp.state.by_id[call.app_id].state == "stopped", "the run's app to stop")
+    assert [app.id for app in cp.state.ephemeral_apps] == [call.app_id]  # one app, the run's
