@@ -3,7 +3,7 @@
 The provider classes must stay in this installed package: the engine's provider process finds
 them by module path when it unpickles them from state (see providers/base.py).
 
-Resource classes are imported on first use (PEP 562): `python -m providers.runner`, the child
+Resource classes are imported on first use (PEP 562): `python -m providers.runs.runner`, the child
 process every job and deploy starts, then loads only what it needs, and runpy does not find the
 runner module already imported when it executes it as __main__.
 """

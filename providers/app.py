@@ -12,7 +12,7 @@ Outputs: the inputs, plus app_id, deployment_version, deployed_at (ISO 8601, UTC
          stack_deployment_version (the version this resource's last deploy made).
 Id:      "<environment>/<app_name>" (what `pulumi import` takes).
 
-Deploying runs `python -m providers.runner deploy` (see runner.py) in a child process that imports
+Deploying runs `python -m providers.runs.runner deploy` (see runner.py) in a child process that imports
 the module with module_env, so the provider process never holds one stack's app objects. A deploy
 of a name that is already deployed is a new version of that app, which is how `create` adopts an
 app deployed by hand or by an earlier `up` that failed half-way.
@@ -55,24 +55,22 @@ import pydantic
 from modal.exception import NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
-from serving.modal_rules import check_deployment_tag
-
-from .base import (
+from providers.base import (
     EnvironmentName,
     InputModel,
     ModalProvider,
     ObjectName,
-    ProviderError,
     join_id,
     precise_diff,
-    progress,
     split_id,
     strip_internal,
 )
-from .deployments import RolloverError, deployment_info, rollover
-from .module_runs import ModuleEnv, ModulePath
-from .retry import modal_call
-from .supervisor import format_elapsed, run_with_retries
+from providers.modal_access.deployments import RolloverError, deployment_info, rollover
+from providers.modal_access.retry import modal_call
+from providers.runs.module_runs import ModuleEnv, ModulePath
+from providers.runs.supervisor import format_elapsed, run_with_retries
+from providers.shared import ProviderError, progress
+from serving.modal_rules import check_deployment_tag
 
 # Every input, in the order a diff reports them.
 FIELDS = (

@@ -1,5 +1,6 @@
-"""Shared pieces of the Modal dynamic providers: input checks, precise diffs, secret redaction,
-progress lines, resource ids and the provider base class. (Retries of Modal calls: retry.py.)
+"""What every resource of providers/ is built on: input checks, precise diffs, resource ids and the
+provider base class. (Errors, progress lines and redaction: providers/shared/; retries of Modal calls:
+providers/modal_access/retry.py.)
 
 How this code runs: the Pulumi engine starts `python -u -m pulumi.dynamic` (from the venv named in
 Pulumi.yaml, with the program directory `infra/` as working directory and no PYTHONPATH). That process gets each
@@ -24,11 +25,8 @@ MODAL_SERVER_URL) or the stack's secret config `modal:tokenId`/`modal:tokenSecre
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import sys
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -37,10 +35,9 @@ from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResu
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
-from serving.log_redaction import Redactor
+from providers.shared import ProviderError, redact, register_secrets
+from providers.shared.engine_watch import watch_engine
 from serving.modal_rules import check_environment_name, check_object_name
-
-from .engine_watch import watch_engine
 
 __all__ = [
     "UNKNOWN",
@@ -49,75 +46,18 @@ __all__ = [
     "ModalProvider",
     "ObjectName",
     "PreciseDiff",
-    "ProviderError",
     "check_inputs",
     "contains_unknown",
     "join_id",
     "precise_diff",
-    "progress",
-    "redact",
-    "register_secrets",
     "split_id",
     "strip_internal",
     "validate_inputs",
 ]
 
-# Every progress line starts with this, so a reader of `pulumi up` sees which tool is talking.
-PROGRESS_PREFIX = "[modal] "
-
-# Replaces a secret value wherever it would appear in text we emit.
-REDACTED = "[secret]"
-
 # Pulumi stack config keys for Modal credentials, as an alternative to env vars/~/.modal.toml.
 TOKEN_ID_CONFIG_KEY = "modal:tokenId"
 TOKEN_SECRET_CONFIG_KEY = "modal:tokenSecret"
-
-
-class ProviderError(Exception):
-    """A failure explained for the person running `pulumi`: what failed and what to do.
-
-    The text is redacted of every secret value this process has seen."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
-
-
-# ---------------------------------------------------------------------------------------------
-# Secret redaction: a process-wide set of values that must never be printed, filled by whoever
-# handles secret inputs (check_inputs does it for fields named in `InputModel.secret_fields`).
-# ---------------------------------------------------------------------------------------------
-
-_secret_values: set[str] = set()
-_secret_lock = threading.Lock()
-
-
-def register_secrets(values: Iterable[str]) -> None:
-    """Remember secret values so `redact` (and so every ProviderError and progress line) hides them."""
-    with _secret_lock:
-        _secret_values.update(v for v in values if isinstance(v, str) and v and v != UNKNOWN)
-
-
-def redact(text: str, extra: Iterable[str] = ()) -> str:
-    """`text` with every registered (and `extra`) secret value hidden in every spelling it can be
-    printed in (escaped, URL-encoded, base64, wrapped over lines: serving/log_redaction.py)."""
-    with _secret_lock:
-        values = set(_secret_values)
-    values.update(v for v in extra if isinstance(v, str) and v)
-    return _redactor(frozenset(values))(text)
-
-
-@functools.lru_cache(maxsize=8)
-def _redactor(values: frozenset[str]) -> Redactor:
-    # Listing a secret's spellings costs more than one redaction; the set of values rarely changes.
-    return Redactor(values, replacement=REDACTED)
-
-
-def progress(message: str, *, prefix: str = PROGRESS_PREFIX) -> None:
-    """One info line in `pulumi up` (the engine shows each stdout line of the provider process)."""
-    lines = redact(message).splitlines() or [""]
-    # One write per message, so lines from concurrent calls (the server runs 4 at once) do not mix.
-    sys.stdout.write("".join(f"{prefix}{line}\n" for line in lines))
-    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------------

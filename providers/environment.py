@@ -30,8 +30,10 @@ import pulumi
 from modal.exception import AlreadyExistsError, InvalidError, NotFoundError, PermissionDeniedError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
-from .base import EnvironmentName, InputModel, ModalProvider, ProviderError, precise_diff, progress
-from .retry import describe_failure, modal_call
+from providers.base import EnvironmentName, InputModel, ModalProvider, precise_diff
+from providers.modal_access.lookups import environment_exists, lookup_environment
+from providers.modal_access.retry import describe_failure, modal_call
+from providers.shared import ProviderError, progress
 
 # Inputs whose change means another environment.
 REPLACE_ON = ("name",)
@@ -42,24 +44,6 @@ FIELDS = ("name", "force_delete")
 class EnvironmentInputs(InputModel):
     name: EnvironmentName
     force_delete: bool = False
-
-
-def lookup_environment(name: str) -> Any | None:
-    """The hydrated environment of that name, or None when Modal has none (a read-only call).
-
-    Asks for the workspace's list (`Environment.objects.list()`, EnvironmentList) rather than
-    `Environment.from_name(name).hydrate()`: the latter's answer for a missing name is
-    "Environment '<name>' not found" with INVALID_ARGUMENT in Modal's servicer (InvalidError, the
-    same error as a malformed request) or NOT_FOUND, while absence from the list means one thing."""
-
-    def find() -> Any | None:
-        return next((env for env in modal.Environment.objects.list() if env.name == name), None)
-
-    return modal_call(find, what=f"look up environment '{name}'")
-
-
-def environment_exists(name: str) -> bool:
-    return lookup_environment(name) is not None
 
 
 def _create(name: str) -> Exception | None:

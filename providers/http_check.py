@@ -28,7 +28,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, ResourceProvider, UpdateResult
 from pydantic import Field, field_validator
 
-from providers.base import InputModel, ProviderError, check_inputs, precise_diff, progress, redact, validate_inputs
+from providers.base import InputModel, check_inputs, precise_diff, validate_inputs
+from providers.shared import ProviderError, progress, redact
 
 # Prefix of every progress line, so a reader of `pulumi up` sees which resource is talking.
 PROGRESS_PREFIX = "[http-check] "

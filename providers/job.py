@@ -51,24 +51,22 @@ import pydantic
 from modal.exception import NotFoundError
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
-from .base import (
+from providers.base import (
     EnvironmentName,
     InputModel,
     ModalProvider,
     ObjectName,
     PreciseDiff,
-    ProviderError,
     precise_diff,
-    progress,
-    redact,
     strip_internal,
 )
-from .job_runs import JobRun, run_job
-from .module_runs import ModuleEnv, ModulePath
-from .retry import modal_call
-from .run_records import identity_digest
-from .supervisor import format_elapsed
-from .volume import lookup_volume
+from providers.modal_access.lookups import lookup_volume
+from providers.modal_access.retry import modal_call
+from providers.runs.job_runs import JobRun, run_job
+from providers.runs.module_runs import ModuleEnv, ModulePath
+from providers.runs.run_records import identity_digest
+from providers.runs.supervisor import format_elapsed
+from providers.shared import ProviderError, progress, redact
 
 # Every input, in the order a diff reports them.
 FIELDS = ("module", "function", "environment", "module_env", "triggers", "artifact", "record_volume", "timeout_seconds",

@@ -34,21 +34,12 @@ from modal.exception import AlreadyExistsError, InvalidError, NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 from pulumi.runtime import rpc
 
+from providers.base import EnvironmentName, InputModel, ModalProvider, ObjectName, join_id, precise_diff, split_id
+from providers.modal_access.lookups import environment_exists
+from providers.modal_access.retry import modal_call
+from providers.modal_internals import remove_secret_keys, secret_key_names
+from providers.shared import progress
 from serving.modal_rules import check_env_var_name
-
-from .base import (
-    EnvironmentName,
-    InputModel,
-    ModalProvider,
-    ObjectName,
-    join_id,
-    precise_diff,
-    progress,
-    split_id,
-)
-from .environment import environment_exists
-from .modal_internals import remove_secret_keys, secret_key_names
-from .retry import modal_call
 
 # Inputs whose change means another secret.
 REPLACE_ON = ("name", "environment")

@@ -21,23 +21,14 @@ from typing import Any
 
 import modal
 import pulumi
-from modal.exception import AlreadyExistsError, InvalidError, NotFoundError
+from modal.exception import AlreadyExistsError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
-from .base import (
-    EnvironmentName,
-    InputModel,
-    ModalProvider,
-    ObjectName,
-    ProviderError,
-    join_id,
-    precise_diff,
-    progress,
-    split_id,
-)
-from .environment import environment_exists
-from .modal_internals import volume_version
-from .retry import modal_call
+from providers.base import EnvironmentName, InputModel, ModalProvider, ObjectName, join_id, precise_diff, split_id
+from providers.modal_access.lookups import lookup_volume
+from providers.modal_access.retry import modal_call
+from providers.modal_internals import volume_version
+from providers.shared import ProviderError, progress
 
 # Inputs whose change means another volume.
 REPLACE_ON = ("name", "environment")
@@ -58,26 +49,6 @@ class VolumeInputs(InputModel):
     name: ObjectName
     environment: EnvironmentName
     delete_data: bool = False
-
-
-def lookup_volume(environment: str, name: str) -> Any | None:
-    """The hydrated volume, or None when there is none, its environment included (a read-only call).
-
-    A missing environment may be answered "Environment '<name>' not found" with INVALID_ARGUMENT
-    (InvalidError, as in Modal's servicer) as well as NOT_FOUND: an InvalidError means "none" only
-    when the environment is indeed gone."""
-
-    def get() -> Any | None:
-        try:
-            return modal.Volume.from_name(name, environment_name=environment).hydrate()
-        except NotFoundError:
-            return None
-        except InvalidError:
-            if environment_exists(environment):
-                raise
-            return None
-
-    return modal_call(get, what=f"look up volume '{name}' in environment '{environment}'")
 
 
 def _create_new(inputs: VolumeInputs) -> bool:

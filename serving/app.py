@@ -49,7 +49,7 @@ CONFIG_JSON = cfg.to_json()
 app = modal.App(cfg.app_name)
 
 # Each setup job also has an app of its own, holding that one function: a job started on its own
-# (`pulumi up` runs each as a detached ephemeral app, providers/runner.py) then brings up nothing else,
+# (`pulumi up` runs each as a detached ephemeral app, providers/runs/runner.py) then brings up nothing else,
 # in particular no web endpoint (a `-dev` URL whose first request would start 8x B200 before the
 # weights are there) and no GPU class. `app` includes all three below, so `modal run serving/app.py`
 # and `modal deploy serving/app.py` see every function, as before.

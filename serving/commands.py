@@ -15,6 +15,7 @@ lifecycle.py hands it to SGLang through a private `--config` YAML file instead.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 
 from serving import jit_caches
@@ -120,3 +121,9 @@ def subprocess_env(env: Mapping[str, str]) -> dict[str, str]:
     """The environment an SGLang process starts with: `env`, unbuffered output unless `env` says
     otherwise, and the offline Hub whatever `env` says."""
     return {**UNBUFFERED_ENV, **env, **OFFLINE_ENV}
+
+
+def secret_config_args(config_path: str | os.PathLike[str]) -> list[str]:
+    """The argv fragment that hands SGLang the secret config file (written by lifecycle.py in the
+    container; a placeholder path in `serving.render`)."""
+    return ["--config", str(config_path)]

@@ -37,7 +37,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from serving.commands import subprocess_env
+from serving.commands import secret_config_args, subprocess_env
 from serving.config import Timeouts
 from serving.log_redaction import LineSink, LogForwarder, Redactor, print_line
 from serving.warmup import WARMUP_PATHS, WarmupError, run_warmup_path
@@ -122,11 +122,6 @@ def _looks_like_negative_number(text: str) -> bool:
     # argparse's own rule (its _negative_number_matcher): "-1" and "-2.5" are values, "-1e5" and
     # "-inf" are flags.
     return re.fullmatch(r"-\d+|-\d*\.\d+", text) is not None
-
-
-def secret_config_args(config_path: str | os.PathLike[str]) -> list[str]:
-    """The argv fragment that hands SGLang the secret config file."""
-    return ["--config", str(config_path)]
 
 
 def _refuse_secrets_in_argv(argv: Sequence[str], secrets: Iterable[str]) -> None:

@@ -27,7 +27,6 @@ from pydantic import ValidationError
 
 from serving import commands
 from serving.config import DeploymentConfig, format_errors
-from serving.lifecycle import secret_config_args
 from serving.stack_file import DEPLOYMENT_CONFIG_KEY, StackFileError, load_stack_file, stack_file_path
 
 # Stands in for the path of the private YAML file (`api-key: <value>`) the server class writes at
@@ -41,7 +40,7 @@ EXIT_INVALID = 2
 def rendered(cfg: DeploymentConfig) -> dict:
     """The commands and environment of one deployment, secrets masked."""
     return {
-        "launch": [*commands.launch_command(cfg), *secret_config_args(API_KEY_CONFIG_PLACEHOLDER)],
+        "launch": [*commands.launch_command(cfg), *commands.secret_config_args(API_KEY_CONFIG_PLACEHOLDER)],
         "compile": commands.compile_command(cfg),
         # The key is not here: prepare_sglang (serving/app.py) drops it from SGLang's environment.
         "env": commands.subprocess_env(commands.serve_env(cfg)),

@@ -17,7 +17,7 @@ import pytest
 from pulumi.dynamic import ResourceProvider
 from pulumi.dynamic.dynamic import serialize_provider
 
-from providers.retry import RETRY_BASE_SECONDS_ENV
+from providers.modal_access.retry import RETRY_BASE_SECONDS_ENV
 from tests.pulumi_engine import properties as wire
 from tests.pulumi_engine.engine import DesiredResource, Engine
 from tests.pulumi_engine.provider_server import (

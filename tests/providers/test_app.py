@@ -17,7 +17,7 @@ import pytest
 from grpclib import Status
 
 from providers.app import AppProvider, ModalAppDeployment
-from providers.supervisor import PROGRESS_SECONDS_ENV
+from providers.runs.supervisor import PROGRESS_SECONDS_ENV
 from tests.modal_control_plane.rpc_apps import NOOP_NEVER, NOOP_WHEN_UNCHANGED
 from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
 from tests.pulumi_engine import properties as wire
@@ -58,7 +58,7 @@ def deploy_by_hand(cp, name: str = APP, **config: object) -> None:
     """What an operator's `modal deploy` (or an earlier, interrupted `pulumi up`) leaves behind; with
     `config`, of another config than the stack's (another image: other function definitions)."""
     env = {**cp.subprocess_env(), **module_env(**config)}
-    argv = [sys.executable, "-m", "providers.runner", "deploy", "--module", "sample_modal_app",
+    argv = [sys.executable, "-m", "providers.runs.runner", "deploy", "--module", "sample_modal_app",
             "--app-name", name, "--environment", ENV]  # fmt: skip
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -20,21 +20,17 @@ from pulumi.dynamic import Config, ConfigureRequest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from providers import ModalVolume
-from providers.base import (
-    UNKNOWN,
-    EnvironmentName,
-    InputModel,
-    ModalProvider,
-    ObjectName,
-    ProviderError,
-    check_inputs,
-    precise_diff,
-    redact,
-    register_secrets,
-)
+from providers.base import UNKNOWN, EnvironmentName, InputModel, ModalProvider, ObjectName, check_inputs, precise_diff
 from providers.environment import EnvironmentProvider
-from providers.retry import MAX_ATTEMPTS, RETRY_BASE_SECONDS_ENV, is_transient, modal_call, retry_settings
+from providers.modal_access.retry import (
+    MAX_ATTEMPTS,
+    RETRY_BASE_SECONDS_ENV,
+    is_transient,
+    modal_call,
+    retry_settings,
+)
 from providers.secret import SecretProvider
+from providers.shared import ProviderError, redact, register_secrets
 from providers.volume import VolumeProvider
 from tests.modal_control_plane import TOKEN_ID, TOKEN_SECRET
 from tests.providers.grpc_harness import FAST_RETRY_ENV, desired

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from providers.base import ProviderError
 from providers.http_check import BODY_EXCERPT_CHARS, HttpCheckFailed, HttpCheckInputs, HttpCheckProvider, run_check
+from providers.shared import ProviderError
 
 TOKEN = "tok-canary-5d1e9b7c3a2f"
 

@@ -18,12 +18,13 @@ import modal
 import pytest
 from grpclib import Status
 
-from providers.base import ProviderError, register_secrets, strip_internal
+from providers.base import strip_internal
 from providers.job import RESULT_PREVIEW_CHARS, JobInputs, JobProvider, ModalJob, _require_ok
-from providers.job_calls import Look, stop_run
-from providers.module_runs import RESULT_PREFIX
-from providers.run_records import identity_digest, read_record
-from providers.supervisor import PROGRESS_SECONDS_ENV, child_argv
+from providers.modal_access.function_calls import Look, stop_run
+from providers.runs.module_runs import RESULT_PREFIX
+from providers.runs.run_records import identity_digest, read_record
+from providers.runs.supervisor import PROGRESS_SECONDS_ENV, child_argv
+from providers.shared import ProviderError, register_secrets
 from tests.modal_control_plane.functions import DETACHED_APP_STOP_MODES, ContainerTerminated
 from tests.providers.grpc_harness import FAST_RETRY_ENV, PROVIDER_MUTATIONS, desired, engine, urn_of
 from tests.pulumi_engine.provider_server import ProviderCallError, ProviderServer
@@ -291,7 +292,7 @@ def test_an_operator_stop_while_an_up_waits_is_reported_as_a_stop_whatever_modal
         thread.start()
         wait_for(lambda: read_record(ENV, VOLUME, JOB_NAME) is not None, "the run to be recorded")
         stopped = subprocess.run(
-            [sys.executable, "-m", "providers.run_records", "stop", "--env", ENV, "--volume", VOLUME, JOB_NAME],
+            [sys.executable, "-m", "providers.runs.run_records", "stop", "--env", ENV, "--volume", VOLUME, JOB_NAME],
             env=cp.subprocess_env(), capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         thread.join(120)

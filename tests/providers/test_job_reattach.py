@@ -3,7 +3,7 @@ that a dead provider started is re-attached to, or taken when it already succeed
 triggers is waited for; a success whose later step failed is not run again; an operator's stop; a
 run whose result Modal no longer keeps (7 days after completion) is taken when its artifact proves it.
 
-The dead provider is stood in for by its runner child alone (`python -m providers.runner run`), which
+The dead provider is stood in for by its runner child alone (`python -m providers.runs.runner run`), which
 is exactly what a provider killed mid-`up` leaves behind: a detached run and its record."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import pytest
 from grpclib import Status
 
-from providers.run_records import read_record
+from providers.runs.run_records import read_record
 from tests.modal_control_plane.clock import plane_with_clock
 from tests.modal_control_plane.functions import RESULT_TTL_SECONDS
 from tests.providers.grpc_harness import engine
@@ -127,7 +127,7 @@ def test_an_operator_stops_a_detached_run_and_the_next_up_starts_anew(modal_cont
     start_detached(cp)
     [call] = finished_calls(cp)
     stopped = subprocess.run(
-        [sys.executable, "-m", "providers.run_records", "stop", "--env", ENV, "--volume", VOLUME, JOB],
+        [sys.executable, "-m", "providers.runs.run_records", "stop", "--env", ENV, "--volume", VOLUME, JOB],
         env=cp.subprocess_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert stopped.returncode == 0, stopped.stderr

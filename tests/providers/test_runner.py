@@ -1,4 +1,4 @@
-"""The runner protocol on its own: `python -m providers.runner run|deploy` as a child process with the
+"""The runner protocol on its own: `python -m providers.runs.runner run|deploy` as a child process with the
 real modal client and the local control plane, and `invoke` (supervisor.py), the parent side the providers use."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from grpclib import Status
 
-from providers.module_runs import RESULT_PREFIX
-from providers.run_records import read_record
-from providers.supervisor import PROGRESS_SECONDS_ENV, child_argv, format_elapsed, invoke
+from providers.runs.module_runs import RESULT_PREFIX
+from providers.runs.run_records import read_record
+from providers.runs.supervisor import PROGRESS_SECONDS_ENV, child_argv, format_elapsed, invoke
 
 ENV = "main"
 VOLUME = "runner-data"
@@ -109,7 +109,7 @@ def test_module_env_travels_in_the_environment_never_in_argv(modal_control_plane
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "providers.runner" not in cmdline:
+            if "providers.runs.runner" not in cmdline:
                 continue
             try:
                 environ = (proc / "environ").read_bytes()
@@ -211,7 +211,7 @@ def test_format_elapsed():
 def test_child_argv_carries_only_names():
     argv = child_argv("deploy", module="serving.app", app_name="glm", environment="main")
     assert argv[:2] == [sys.executable, "-u"]
-    assert argv[2:5] == ["-m", "providers.runner", "deploy"]
+    assert argv[2:5] == ["-m", "providers.runs.runner", "deploy"]
     assert argv[5:] == ["--module", "serving.app", "--app-name", "glm", "--environment", "main"]
 
 

@@ -9,7 +9,7 @@ import modal
 import pytest
 from grpclib import Status
 
-from providers import run_records
+from providers.runs import run_records
 from providers.volume import NEW_VOLUME_VERSION, ModalVolume, VolumeProvider
 from tests.modal_control_plane.rpc_objects import MISSING_ENVIRONMENT_STATUSES
 from tests.providers import test_job as jobs
@@ -277,7 +277,7 @@ def test_every_mutating_call_survives_two_transient_failures(modal_control_plane
 
 
 def test_run_records_are_written_read_and_listed_on_both_versions(modal_control_plane, version):
-    """The durable record of a job's run (providers/run_records.py) through the client's own choice of
+    """The durable record of a job's run (providers/runs/run_records.py) through the client's own choice of
     RPCs for the version: written by a batch upload, read back, listed."""
     cp = modal_control_plane
     cp.create_volume("weights", ENV, version=version)

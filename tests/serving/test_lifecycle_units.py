@@ -16,7 +16,8 @@ import requests
 import yaml
 from sglang.srt.server_args import prepare_server_args
 
-from serving.lifecycle import SGLangServer, secret_config_args, write_secret_config
+from serving.commands import secret_config_args
+from serving.lifecycle import SGLangServer, write_secret_config
 from serving.log_redaction import REDACTED, LogForwarder, Redactor
 from serving.warmup import (
     BODY_EXCERPT_CHARS,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.base import redact
+from providers.shared import redact
 from serving.log_redaction import LogForwarder, Redactor
 
 # Any character a stack secret can hold: every Unicode code point but lone surrogates (no UTF-8). A

@@ -28,6 +28,7 @@ from sglang.srt.arg_groups.resolution_hooks import run_hook
 from sglang.srt.arg_groups.speculative_hook import _resolve_speculative_algorithm_alias
 
 from serving import commands
+from serving.commands import secret_config_args
 from serving.config import (
     Backends,
     DeploymentConfig,
@@ -37,7 +38,7 @@ from serving.config import (
     Parsers,
     Speculative,
 )
-from serving.lifecycle import secret_config_args, write_secret_config
+from serving.lifecycle import write_secret_config
 from serving.render import API_KEY_CONFIG_PLACEHOLDER, rendered
 from serving.stack_file import load_stack_file
 from serving.versions import SGLANG_VERSION

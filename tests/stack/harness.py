@@ -9,7 +9,7 @@ How a run goes, and which part is real:
 - CLI and engine: the pinned `pulumi` binary with a local backend; the engine starts our dynamic
   provider as its own process (Pulumi.yaml's virtualenv), keeps the state, computes the steps.
 - Program: infra/ as `__main__`, run inline through the Automation API (see cli.py for why).
-- Modal: the providers (and their `python -m providers.runner` children) use the real modal client
+- Modal: the providers (and their `python -m providers.runs.runner` children) use the real modal client
   against the control plane, a server thread of the test process reached through MODAL_SERVER_URL.
   Its functions run the REAL serving.jobs logic (download, compile, verify) on the control plane's
   volumes, with the config baked into the function's image environment, as the container would;
@@ -37,8 +37,8 @@ import yaml
 from infra.cost_preview import LOG_PREFIX as COST_PREFIX
 from infra.cost_preview import RUN_COST_OUTPUT
 from providers import HttpCheck, ModalAppDeployment, ModalEnvironment, ModalJob, ModalSecret, ModalVolume
-from providers.retry import RETRY_BASE_SECONDS_ENV
-from providers.supervisor import PROGRESS_SECONDS_ENV
+from providers.modal_access.retry import RETRY_BASE_SECONDS_ENV
+from providers.runs.supervisor import PROGRESS_SECONDS_ENV
 from serving import jobs
 from serving.config import CONFIG_ENV_VAR, WEIGHT_SENTINEL, DeploymentConfig
 from tests.modal_control_plane import ControlPlane
@@ -168,7 +168,7 @@ def secret_edit(key: str, value: str) -> Edit:
 
 # ---- running the stack through the real CLI ----------------------------------------------------
 
-# Test-speed knobs the providers read from their environment (see providers/retry.py, supervisor.py).
+# Test-speed knobs the providers read from their environment (see providers/modal_access/retry.py, supervisor.py).
 FAST_PROVIDER_ENV = {RETRY_BASE_SECONDS_ENV: "0.01", PROGRESS_SECONDS_ENV: "60"}
 
 

@@ -1,6 +1,6 @@
 """An `up` interrupted while a job runs, and two `up`s of one stack at once, through the real CLI.
 
-A job's run is detached from whoever waits for it (providers/job_runs.py), so interrupting the
+A job's run is detached from whoever waits for it (providers/runs/job_runs.py), so interrupting the
 waiting side never costs the run. What the real engine leaves behind, and the recovery the README
 documents:
 - SIGINT of `pulumi` (one Ctrl-C): the CLI stops starting new steps but waits for the ones in flight,

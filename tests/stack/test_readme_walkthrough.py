@@ -70,9 +70,9 @@ class Line:
 
     @property
     def executed_literally(self) -> bool:
-        return re.search(r"(^|\| |\$\()pulumi ", self.command) is not None or self.command.startswith(
-            (".venv/bin/modal volume ", ".venv/bin/modal environment ", ".venv/bin/python -m providers.run_records ")
-        )
+        literal = (".venv/bin/modal volume ", ".venv/bin/modal environment ",
+                   ".venv/bin/python -m providers.runs.run_records ")  # fmt: skip
+        return re.search(r"(^|\| |\$\()pulumi ", self.command) is not None or self.command.startswith(literal)
 
 
 def guide_lines() -> list[Line]:
@@ -146,9 +146,9 @@ def test_the_operator_guide_runs_as_written() -> None:
             assert all(part in output for part in EXPECTED_OUTPUT.get(line.command, ())), f"{line.command}:\n{output}"
             if line.command.startswith("pulumi login"):
                 assert "Logged in" in output and "operator-state" in output
-            if line.command.startswith(".venv/bin/python -m providers.run_records list"):
+            if line.command.startswith(".venv/bin/python -m providers.runs.run_records list"):
                 assert "serving.app.download_model: function call fc-" in output and "succeeded" in output, output
-            if line.command.startswith(".venv/bin/python -m providers.run_records stop"):
+            if line.command.startswith(".venv/bin/python -m providers.runs.run_records stop"):
                 assert "already ended (succeeded); nothing to stop" in output, output
             if line.command == "pulumi version":
                 assert output.strip() == PULUMI_VERSION

@@ -18,8 +18,8 @@ writes the outcome. Both writes replace the whole file (a volume has no partial 
 
 Operators stop a detached run on purpose with this module's command line (the README shows it):
 
-    python -m providers.run_records list --env E --volume V
-    python -m providers.run_records stop --env E --volume V JOB
+    python -m providers.runs.run_records list --env E --volume V
+    python -m providers.runs.run_records stop --env E --volume V JOB
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import modal
 import pydantic
 from modal.exception import NotFoundError
 
-from .base import ProviderError
-from .job_calls import json_safe, stop_run
-from .retry import modal_call
-from .volume import lookup_volume
+from providers.modal_access.function_calls import json_safe, stop_run
+from providers.modal_access.lookups import lookup_volume
+from providers.modal_access.retry import modal_call
+from providers.shared import ProviderError
 
 RECORD_DIR = ".job-runs"
 
@@ -183,7 +183,7 @@ def stop(environment: str, volume: str, job: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m providers.run_records", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m providers.runs.run_records", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     for verb, text in (("list", "show the last run of each job recorded in the volume"),
                        ("stop", "cancel a job's detached run")):  # fmt: skip

@@ -13,7 +13,7 @@ import modal
 import modal.experimental
 from modal.exception import InvalidError, NotFoundError
 
-from .modal_internals import web_urls
+from providers.modal_internals import web_urls
 
 
 def deployment_info(name: str, environment: str) -> dict[str, Any] | None:
@@ -25,7 +25,7 @@ def deployment_info(name: str, environment: str) -> dict[str, Any] | None:
         return None
     except InvalidError:
         # Modal's servicer answers a missing environment with INVALID_ARGUMENT: then nothing is deployed.
-        from .environment import environment_exists
+        from providers.modal_access.lookups import environment_exists
 
         if environment_exists(environment):
             raise

@@ -39,11 +39,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .base import ProviderError, progress
-from .job_calls import POLL_TROUBLE, Look, app_has_stopped, look, stop_app, stop_run
-from .retry import describe_failure, is_transient, retry_policy
-from .run_records import OPERATOR_STOP, Outcome, RunRecord, read_record, write_record
-from .supervisor import format_elapsed, progress_interval, run_with_retries
+from providers.modal_access.function_calls import POLL_TROUBLE, Look, app_has_stopped, look, stop_app, stop_run
+from providers.modal_access.retry import describe_failure, is_transient, retry_policy
+from providers.runs.run_records import OPERATOR_STOP, Outcome, RunRecord, read_record, write_record
+from providers.runs.supervisor import format_elapsed, progress_interval, run_with_retries
+from providers.shared import ProviderError, progress
 
 # Modal's FileEntry.mtime is whole seconds: an artifact written in the second the run started may
 # read as up to a second earlier. (A clock of ours that is ahead only makes a run count as unproven.)
@@ -264,7 +264,7 @@ def _ended_without_success(job: JobRun, record: RunRecord, state: _State) -> str
         return (f"{what} ran on Modal and failed: {state.error}. See `modal app logs {record.app_id}`. Nothing "
                 "was recorded as done, so the next `pulumi up` runs it again.")  # fmt: skip
     if state.error == OPERATOR_STOP:
-        return (f"{what} was stopped by an operator (python -m providers.run_records stop). Nothing was recorded "
+        return (f"{what} was stopped by an operator (python -m providers.runs.run_records stop). Nothing was recorded "
                 "as done, so the next `pulumi up` runs it again.")  # fmt: skip
     return (f"{what} ended on Modal without a result of its own ({state.error}): it was cancelled outside this "
             "stack, or Modal could not bring back what it raised. Nothing was recorded as done, so the next "

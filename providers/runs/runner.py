@@ -4,11 +4,11 @@ Why a child process: a Modal app module does its work at import (it reads its co
 the environment, declares images, volumes and functions), and modal's objects remember the app
 they were loaded into. Importing it inside the long-lived Pulumi provider process would mix one
 stack's config with the next resource's and could never be re-imported with other values. A fresh
-`python -m providers.runner` per job or deployment gets exactly the environment it is given.
+`python -m providers.runs.runner` per job or deployment gets exactly the environment it is given.
 
-    python -m providers.runner run    --module M --function F --environment E
+    python -m providers.runs.runner run    --module M --function F --environment E
                                       --record-volume V --identity-digest D --timeout-seconds T
-    python -m providers.runner deploy --module M --app-name N --environment E [--tag T] [--strategy S]
+    python -m providers.runs.runner deploy --module M --app-name N --environment E [--tag T] [--strategy S]
 
 - The module's own settings (`module_env`, e.g. {"APP_CONFIG": "<json>"}) arrive in the
   child's ENVIRONMENT, not in argv: they can be large, argv is visible to every user of the machine
@@ -50,10 +50,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from providers.deployments import deployment_info
-from providers.job_calls import STOP_CONFIRM_SECONDS, look, stop_run
+from providers.modal_access.deployments import deployment_info
+from providers.modal_access.function_calls import STOP_CONFIRM_SECONDS, look, stop_run
+from providers.modal_access.retry import is_transient, retry_policy
 from providers.modal_internals import resolve_environment
-from providers.module_runs import (
+from providers.runs.module_runs import (
     PHASE_DEPLOY,
     PHASE_IMPORT,
     PHASE_LOOKUP,
@@ -62,8 +63,7 @@ from providers.module_runs import (
     RESULT_PREFIX,
     RunnerFailure,
 )
-from providers.retry import is_transient, retry_policy
-from providers.run_records import RunRecord, write_record
+from providers.runs.run_records import RunRecord, write_record
 
 
 def say(message: str) -> None:
@@ -313,7 +313,7 @@ def deploy_app(module_name: str, app_name: str, environment: str, tag: str, stra
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m providers.runner", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m providers.runs.runner", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="start one function of the module's app in a detached ephemeral app")
     run.add_argument("--module", required=True)

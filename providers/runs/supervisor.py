@@ -1,6 +1,6 @@
 """The provider's side of a job or deployment: start the runner child, follow it, retry it.
 
-`invoke` runs one child (`python -m providers.runner`, see runner.py) in four phases:
+`invoke` runs one child (`python -m providers.runs.runner`, see runner.py) in four phases:
 - start: the child gets the provider process's environment plus `module_env`, in its own process
   group;
 - pump output: two threads read its stdout lines (forwarded as progress, each line on the
@@ -29,9 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import ProviderError, progress
-from .module_runs import PHASE_SETUP, RESULT_PREFIX, RunnerFailure
-from .retry import describe_failure, is_transient, retry_policy
+from providers.modal_access.retry import is_transient, retry_policy
+from providers.runs.module_runs import PHASE_SETUP, RESULT_PREFIX, RunnerFailure, describe_run_failure
+from providers.shared import ProviderError, progress
 
 # How often the parent prints "<label>: running 12m30s" while it waits. `pulumi up` shows each
 # line, and a 60-minute download is silent otherwise. Tests shrink it through the environment,
@@ -81,7 +81,7 @@ def format_elapsed(seconds: float) -> str:
 
 
 def child_argv(verb: str, **options: str) -> list[str]:
-    argv = [sys.executable, "-u", "-m", "providers.runner", verb]
+    argv = [sys.executable, "-u", "-m", "providers.runs.runner", verb]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", value]
     return argv
@@ -285,7 +285,7 @@ def run_with_retries(
     try:
         outcome = policy(attempt)
     except RunnerFailure as failure:
-        raise ProviderError(describe_failure(what, failure, policy.statistics["attempt_number"])) from None
+        raise ProviderError(describe_run_failure(what, failure, policy.statistics["attempt_number"])) from None
     if outcome.timed_out:
         attempts = policy.statistics["attempt_number"]
         over = "" if attempts == 1 else f" (over {attempts} attempts)"

@@ -1,9 +1,9 @@
 """The one retry policy of the providers, and the one way they describe a failure.
 
 Two kinds of work go through it: a Modal call made in the provider process (`modal_call`), and a
-run of a module in a runner child (supervisor.py `run_with_retries`, whose failures arrive as
-RunnerFailure). Both retry with the same bounded backoff, announce each retry with the same progress
-line, and end in a ProviderError worded by `describe_failure`.
+run of a module in a runner child (runs/supervisor.py `run_with_retries`, whose failures arrive as
+RunnerFailure and are worded by runs/module_runs.py). Both retry with the same bounded backoff,
+announce each retry with the same progress line, and end in a ProviderError.
 
 The modal client already retries every unary RPC itself (modal/_grpc_client.py, Retry() in
 modal/_utils/grpc_utils.py): 3 retries (4 attempts, 0.1/0.2/0.4 s apart) on DEADLINE_EXCEEDED,
@@ -31,9 +31,8 @@ import grpclib
 import tenacity
 from modal import exception as modal_errors
 
-from .base import ProviderError, progress
-from .modal_internals import grpc_status
-from .module_runs import PHASE_DEPLOY, PHASE_IMPORT, PHASE_LOOKUP, PHASE_RUNNING, PHASE_SETUP, RunnerFailure
+from providers.modal_internals import grpc_status
+from providers.shared import ProviderError, progress
 
 # Attempts of one Modal call or run, ours: the first try plus 3 retries.
 MAX_ATTEMPTS = 4
@@ -57,12 +56,16 @@ _TRANSPORT_ERRORS = (
 )
 
 
-def is_transient(error: BaseException, *, client_retried: bool = True) -> bool:
-    """Whether OUR layer should retry `error` (see the policy above).
+class VerdictError(Exception):
+    """An error that carries its own verdict on a retry: a run's failure as a runner child reports it
+    (runs/module_runs.py RunnerFailure), reached with `is_transient` on the modal error it met."""
 
-    A RunnerFailure carries the verdict the child reached with this same function on the modal error
-    it met."""
-    if isinstance(error, RunnerFailure):
+    transient: bool = False
+
+
+def is_transient(error: BaseException, *, client_retried: bool = True) -> bool:
+    """Whether OUR layer should retry `error` (see the policy above)."""
+    if isinstance(error, VerdictError):
         return error.transient
     if isinstance(error, modal_errors.ResourceExhaustedError):
         return True
@@ -112,12 +115,12 @@ def retry_policy(
 
 def _name(error: BaseException | None) -> str:
     # A modal error is named by its class; a failed run by what the child reported.
-    return f"failure ({error})" if isinstance(error, RunnerFailure) else type(error).__name__
+    return f"failure ({error})" if isinstance(error, VerdictError) else type(error).__name__
 
 
 # ---------------------------------------------------------------------------------------------
 # What to do about a failure that is not retried (or no longer): by modal exception class, checked
-# in order, and for a failed run by the phase it failed in.
+# in order (a failed run: by the phase it failed in, runs/module_runs.py).
 # ---------------------------------------------------------------------------------------------
 
 _ADVICE_BY_ERROR: list[tuple[type[BaseException], str]] = [
@@ -149,27 +152,10 @@ _ADVICE_BY_ERROR: list[tuple[type[BaseException], str]] = [
     ),
 ]
 
-_ADVICE_BY_PHASE = {
-    PHASE_IMPORT: "Nothing ran on Modal. Fix the module or its module_env and run `pulumi up` again.",
-    PHASE_SETUP: "Nothing started on Modal. Check the error, then run `pulumi up` again.",
-    PHASE_RUNNING: "Its function call had started (app {app_id}) and no run record names it; what became of the "
-    "call is said above. Nothing was recorded as done: run `pulumi up` again.",
-    PHASE_DEPLOY: "Run `pulumi up` again once the cause is fixed: a deploy of the same app is idempotent.",
-    PHASE_LOOKUP: "The app WAS deployed; only looking the deployment up failed, after retries. Run `pulumi up` "
-    "again once Modal answers: it deploys the same app again (idempotent) and records it.",
-}
-
-
 def describe_failure(what: str, error: BaseException, attempts: int) -> str:
-    """What failed, how, and what to do: one line (plus, for a module that failed to import, the end
-    of the runner's stderr). ProviderError redacts it."""
+    """What failed, how, and what to do, in one line (a run's failure: runs/module_runs.py
+    `describe_run_failure`). ProviderError redacts it."""
     tries = f" after {attempts} attempts" if attempts > 1 else ""
-    if isinstance(error, RunnerFailure):
-        advice = _ADVICE_BY_PHASE.get(error.phase, "").format(app_id=error.app_id or "<app id>")
-        text = f"{what} failed{tries} ({error.phase}): {error}. {advice}"
-        if error.phase == PHASE_IMPORT and error.stderr_tail:
-            text += "\nrunner stderr (last lines):\n" + "\n".join(error.stderr_tail)
-        return text
     detail = str(error).strip() or repr(error)
     advice = next((text for kind, text in _ADVICE_BY_ERROR if isinstance(error, kind)), "See the Modal error above.")
     return f"{what} failed{tries}: {type(error).__name__}: {detail}. {advice}"

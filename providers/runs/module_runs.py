@@ -2,7 +2,7 @@
 runner: the inputs that name the module, and what the runner child reports back.
 
 The inputs: `module` (ModulePath) and `module_env` (ModuleEnv), the environment variables the module
-reads at import. The child process (`python -m providers.runner`, runner.py) imports the module with
+reads at import. The child process (`python -m providers.runs.runner`, runner.py) imports the module with
 them; the provider process (supervisor.py) starts that child and waits for it.
 
 What the child reports: human progress lines, then, as its last stdout line, RESULT_PREFIX + one JSON
@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import pydantic
 
+from providers.modal_access.retry import VerdictError, describe_failure
 from serving.modal_rules import check_env_var_name
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ ModuleEnv = dict[Annotated[str, pydantic.AfterValidator(_check_module_env_name)]
 # ---------------------------------------------------------------------------------------------
 
 # The marker of the child's machine-readable last line; everything else it prints is for humans.
-RESULT_PREFIX = "@@providers.runner.result "
+RESULT_PREFIX = "@@providers.runs.runner.result "
 
 # Phases of the child, in order; a failure names the phase it happened in.
 PHASE_IMPORT = "import"  # importing the module: its config was rejected, or a dependency is missing
@@ -69,12 +70,12 @@ PHASE_DEPLOY = "deploy"  # deploying (idempotent: a retry just deploys again)
 PHASE_LOOKUP = "lookup"  # deployed; looking the deployment up (never worth deploying again)
 
 
-class RunnerFailure(Exception):
+class RunnerFailure(VerdictError):
     """A failed run with its phase; `started` tells whether a function call may be running.
 
     The child raises it and reports it as its result line (`result`); the provider process rebuilds
     it from that line (`from_result`), with the last lines of the child's stderr, to retry or describe
-    it (providers/retry.py)."""
+    it (providers/modal_access/retry.py)."""
 
     def __init__(
         self,
@@ -113,3 +114,27 @@ class RunnerFailure(Exception):
             app_id=details.get("app_id"),
             stderr_tail=stderr_tail,
         )
+
+
+_ADVICE_BY_PHASE = {
+    PHASE_IMPORT: "Nothing ran on Modal. Fix the module or its module_env and run `pulumi up` again.",
+    PHASE_SETUP: "Nothing started on Modal. Check the error, then run `pulumi up` again.",
+    PHASE_RUNNING: "Its function call had started (app {app_id}) and no run record names it; what became of the "
+    "call is said above. Nothing was recorded as done: run `pulumi up` again.",
+    PHASE_DEPLOY: "Run `pulumi up` again once the cause is fixed: a deploy of the same app is idempotent.",
+    PHASE_LOOKUP: "The app WAS deployed; only looking the deployment up failed, after retries. Run `pulumi up` "
+    "again once Modal answers: it deploys the same app again (idempotent) and records it.",
+}
+
+
+def describe_run_failure(what: str, error: BaseException, attempts: int) -> str:
+    """`describe_failure` for a run in a runner child: its phase says what happened on Modal and so
+    what to do (plus, for a module that failed to import, the end of the runner's stderr)."""
+    if not isinstance(error, RunnerFailure):
+        return describe_failure(what, error, attempts)
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    advice = _ADVICE_BY_PHASE.get(error.phase, "").format(app_id=error.app_id or "<app id>")
+    text = f"{what} failed{tries} ({error.phase}): {error}. {advice}"
+    if error.phase == PHASE_IMPORT and error.stderr_tail:
+        text += "\nrunner stderr (last lines):\n" + "\n".join(error.stderr_tail)
+    return text
