@@ -1,5 +1,6 @@
 """A job's run on Modal, from the provider's side: find the job's last run, re-attach to it or start
-one, and wait for it.
+one, and wait for it. The situations a last run can be in are `Situation`, what each leads to is
+`run_job`; waiting (`_wait`) ends in how the run ended, a stop at its deadline, or an operator's stop.
 
 A run is DETACHED: the runner child (runner.py) starts it in a detached ephemeral app, records it
 (run_records.py) and exits; this module waits for the function call by its id. So when the waiting
@@ -16,11 +17,11 @@ create or replace of the job finds it through its record:
 - otherwise (failed, stopped, timed out, ended unseen and unknown to Modal, or never ran): start a
   new run, but only once the earlier run's app has stopped: a run cancelled without its containers
   (`FunctionCall.cancel()`'s default) may still be writing into the same volume, so that app is
-  stopped first (job_calls.py), and a new run is refused while Modal does not say it stopped.
+  stopped first (modal_access/function_calls.py), and a new run is refused while Modal does not say it stopped.
 
 Only the deadline stops a run: whoever waits stops it at `deadline_at` (its start plus the timeout
 it was started with), because a job that took too long is not worth more GPU time; a stop kills its
-containers and its app (job_calls.stop_run), and a run that succeeded just before is kept. An
+containers and its app (function_calls.stop_run), and a run that succeeded just before is kept. An
 interruption of the waiting side leaves it running; run_records.py has the command that stops one
 on purpose. How a run ended is said from what we know (our deadline, an operator's stop recorded in
 the run record), never read from the words of Modal's answer.
@@ -37,6 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Literal
 
 from providers.modal_access.function_calls import POLL_TROUBLE, Look, app_has_stopped, look, stop_app, stop_run
@@ -100,29 +102,53 @@ class _State:
     error: str | None = None
 
 
+class Situation(Enum):
+    """What the job's last recorded run means for this `up`: the states of a job's run, in one place.
+    `situation_of` decides which one holds; `run_job` says what each leads to."""
+
+    NONE_RECORDED = "no run recorded"  # -> start one
+    OURS_RUNNING = "our run is still going"  # same triggers -> re-attach and wait for it
+    OTHERS_RUNNING = "a run for other triggers is still going"  # -> wait for it to end, then look again
+    OURS_SUCCEEDED = "our run succeeded and its proof holds"  # -> take it, run nothing
+    OURS_EXPIRED = "our run's result expired on Modal"  # -> take it if its artifact proves it, else start
+    OVER = "the last run is over without a result for us"  # failed, stopped, other triggers -> start
+
+
+def situation_of(job: JobRun, record: RunRecord | None, state: _State | None) -> Situation:
+    if record is None or state is None:
+        return Situation.NONE_RECORDED
+    ours = record.identity_digest == job.identity_digest
+    if state.outcome is None:
+        return Situation.OURS_RUNNING if ours else Situation.OTHERS_RUNNING
+    if _reusable(job, record, state):
+        return Situation.OURS_SUCCEEDED
+    if ours and state.outcome == "expired":
+        return Situation.OURS_EXPIRED
+    return Situation.OVER
+
+
 def run_job(job: JobRun) -> FinishedRun:
     """The job's successful run for its identity: an earlier one found through the record, or a new one."""
     while True:
         record = read_record(job.environment, job.record_volume, job.job)
         state = _state_of(job, record) if record is not None else None
-        if record is not None and state is not None and state.outcome is None:
-            if record.identity_digest == job.identity_digest:
-                progress(f"{job.label}: re-attached to its run {record.function_call_id} (app {record.app_id}), "
-                         f"started {format_elapsed(time.time() - record.started_at)} ago")  # fmt: skip
-                return _finish(job, record, _wait(job, record), reattached=True)
+        situation = situation_of(job, record, state)
+        if situation is Situation.OURS_RUNNING:
+            progress(f"{job.label}: re-attached to its run {record.function_call_id} (app {record.app_id}), "
+                     f"started {format_elapsed(time.time() - record.started_at)} ago")  # fmt: skip
+            return _finish(job, record, _wait(job, record), reattached=True)
+        if situation is Situation.OTHERS_RUNNING:
             progress(f"{job.label}: its run {record.function_call_id} for other triggers is still going; waiting "
                      "for it to end before starting this one (one run of a job at a time)")  # fmt: skip
             _wait(job, record)
             continue
-        if record is not None and state is not None and _reusable(job, record, state):
+        if situation is Situation.OURS_SUCCEEDED:
             progress(f"{job.label}: its run {record.function_call_id} for these triggers already succeeded; "
                      "recording it without running anything")  # fmt: skip
             return FinishedRun(record, state.result, reattached=True)
-        if record is not None and state is not None and state.outcome == "expired":
-            proven = _proven_despite_expiry(job, record)
-            if proven is not None:
-                return proven
-        if record is not None:
+        if situation is Situation.OURS_EXPIRED and (proven := _proven_despite_expiry(job, record)) is not None:
+            return proven
+        if record is not None:  # OVER, or an expiry nothing proves: nothing of the last run may still write
             _ensure_over(job, record)
         started = _start(job, record)
         return _finish(job, started, _wait(job, started), reattached=False)

@@ -149,7 +149,7 @@ def _describe(record: RunRecord) -> str:
 
 
 def stop(environment: str, volume: str, job: str) -> str:
-    """Stop the job's detached run for good, if one is going (job_calls.stop_run: its containers and
+    """Stop the job's detached run for good, if one is going (function_calls.stop_run: its containers and
     app end), and record that an operator stopped it. The record says so BEFORE the stop, so that an
     `up` waiting for the run reports a stop and not some failure; a run that turns out to have ended
     by itself is recorded as it ended."""

@@ -31,7 +31,7 @@ stack's config with the next resource's and could never be re-imported with othe
 - It prints human progress lines (`say`), then its result line (module_runs.py): {"ok": true, ...}
   with exit status 0, or a RunnerFailure with exit status 1.
 - A call it spawned but could not record (the write failed, or SIGTERM, the provider's timeout,
-  came first) is looked at: kept when it already ended, else stopped for good (job_calls.stop_run:
+  came first) is looked at: kept when it already ended, else stopped for good (function_calls.stop_run:
   its containers and app end). Nothing else stops a run: when the provider process dies, this
   child finishes starting the run and recording it, and the run goes on.
 
