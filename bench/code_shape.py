@@ -23,7 +23,7 @@ def main() -> None:
     functions: list[tuple[int, str]] = []
     modules: list[tuple[int, str]] = []
     for package in PACKAGES:
-        for path in sorted((REPO_ROOT / package).glob("*.py")):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
             text = path.read_text()
             modules.append((len(text.splitlines()), str(path.relative_to(REPO_ROOT))))
             for node in ast.walk(ast.parse(text)):
