@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from collections import Counter
@@ -21,7 +20,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.test_layers import INNER_LAYERS, MAY_IMPORT  # noqa: E402
+from tests.test_layers import INNER_LAYERS, MAY_IMPORT, imported_modules, module_name  # noqa: E402
 
 # Modules of the layout before the layering, by the layer their code belongs to now.
 FORMER_PLACES = {
@@ -36,11 +35,6 @@ FORMER_PLACES = {
 }
 
 
-def module_name(root: Path, path: Path) -> str:
-    parts = path.relative_to(root).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def layer_of(package: str, module: str) -> str | None:
     if module in FORMER_PLACES[package]:
         return FORMER_PLACES[package][module]
@@ -52,26 +46,6 @@ def layer_of(package: str, module: str) -> str | None:
     return None if best is None else best[0]
 
 
-def imports_of(root: Path, path: Path) -> set[str]:
-    current = module_name(root, path)
-    package_of = current if path.name == "__init__.py" else current.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package_of.split(".")[: len(package_of.split(".")) - (node.level - 1)]
-                module = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                module = node.module or ""
-            for alias in node.names:
-                sub = root.joinpath(*module.split("."), alias.name)
-                exists = sub.with_suffix(".py").exists() or (sub / "__init__.py").exists()
-                found.add(f"{module}.{alias.name}" if exists else module)
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="the checkout to measure")
@@ -80,8 +54,8 @@ def main() -> None:
     for package in sorted(INNER_LAYERS):
         arrows: Counter[tuple[str, str]] = Counter()
         for path in sorted((root / package).rglob("*.py")):
-            own = layer_of(package, module_name(root, path))
-            for imported in imports_of(root, path):
+            own = layer_of(package, module_name(path, root))
+            for imported in imported_modules(path, root):
                 target = layer_of(package, imported) if imported.split(".")[0] == package else None
                 if own is not None and target is not None and imported != package:
                     arrows[(own, target)] += 1

@@ -30,12 +30,12 @@ from typing import Annotated, Any
 import modal
 import pulumi
 import pydantic
-from modal.exception import AlreadyExistsError, InvalidError, NotFoundError
+from modal.exception import AlreadyExistsError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 from pulumi.runtime import rpc
 
 from providers.base import EnvironmentName, InputModel, ModalProvider, ObjectName, join_id, precise_diff, split_id
-from providers.modal_access.lookups import environment_exists
+from providers.modal_access.lookups import lookup_secret
 from providers.modal_access.retry import modal_call
 from providers.modal_internals import remove_secret_keys, secret_key_names
 from providers.shared import progress
@@ -91,24 +91,6 @@ def _as_secret(value: Any) -> Any:
     `pulumi.Output.secret` would not do: that process has no resource monitor, so the serializer
     sends an Output's value in plaintext (pulumi 3.272.0, `serialize_property`)."""
     return rpc.wrap_rpc_secret(value)
-
-
-def _lookup(environment: str, name: str) -> Any | None:
-    """The hydrated secret (keys, id; never values), or None when there is none, its environment
-    included (a read-only call). A missing environment may be answered with InvalidError (Modal's
-    servicer's INVALID_ARGUMENT) as well as NotFoundError: see providers/volume.py `lookup_volume`."""
-
-    def get() -> Any | None:
-        try:
-            return modal.Secret.from_name(name, environment_name=environment).hydrate()
-        except NotFoundError:
-            return None
-        except InvalidError:
-            if environment_exists(environment):
-                raise
-            return None
-
-    return modal_call(get, what=f"look up secret '{name}' in environment '{environment}'")
 
 
 def _write(inputs: SecretInputs) -> tuple[str, bool]:
@@ -168,7 +150,7 @@ class SecretProvider(ModalProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         environment, name = split_id(id_, "Secret")
-        secret = _lookup(environment, name)
+        secret = lookup_secret(environment, name)
         if secret is None:
             return ReadResult("", {})  # gone: the engine drops it from state
         keys = secret_key_names(secret)

@@ -125,8 +125,8 @@ RESOURCE_MODULES = {"providers.environment", "providers.secret", "providers.volu
                     "providers.http_check"}  # fmt: skip
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+def module_name(path: Path, root: Path = REPO_ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -141,10 +141,10 @@ def layer_of(package: str, module: str) -> str | None:
     return None if best is None else best[0]
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module of our own that a module imports (absolute or relative), lazily or not; a name
-    imported from a package counts as that package's submodule when one of that name exists."""
-    current = module_name(path)
+def imported_modules(path: Path, root: Path = REPO_ROOT) -> set[str]:
+    """Every module that a module of the checkout at `root` imports (absolute or relative), lazily or
+    not; a name imported from a package counts as that package's submodule when one of that name exists."""
+    current = module_name(path, root)
     package_of = current if path.name == "__init__.py" else current.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -158,8 +158,8 @@ def imported_modules(path: Path) -> set[str]:
                 module = node.module or ""
             names = [alias.name for alias in node.names]
             submodules = [f"{module}.{name}" for name in names
-                          if REPO_ROOT.joinpath(*module.split("."), name).with_suffix(".py").exists()
-                          or (REPO_ROOT.joinpath(*module.split("."), name) / "__init__.py").exists()]  # fmt: skip
+                          if root.joinpath(*module.split("."), name).with_suffix(".py").exists()
+                          or (root.joinpath(*module.split("."), name) / "__init__.py").exists()]  # fmt: skip
             found.update(submodules)
             if len(submodules) < len(names):
                 found.add(module)  # something defined in the module itself

@@ -11,24 +11,16 @@ from typing import Any
 
 import modal
 import modal.experimental
-from modal.exception import InvalidError, NotFoundError
 
+from providers.modal_access.lookups import found_in
 from providers.modal_internals import web_urls
 
 
 def deployment_info(name: str, environment: str) -> dict[str, Any] | None:
     """{app_id, deployment_version, deployed_at, web_urls} of the app deployed as `name`, or None when
     none is (never deployed, or stopped). deployed_at is ISO 8601 in UTC, "" when Modal has none."""
-    try:
-        app = modal.App.lookup(name, environment_name=environment)
-    except NotFoundError:
-        return None
-    except InvalidError:
-        # Modal's servicer answers a missing environment with INVALID_ARGUMENT: then nothing is deployed.
-        from providers.modal_access.lookups import environment_exists
-
-        if environment_exists(environment):
-            raise
+    app = found_in(environment, lambda: modal.App.lookup(name, environment_name=environment))
+    if app is None:
         return None
     lifecycle = modal.experimental.get_app_lifecycle(app.app_id)
     return {

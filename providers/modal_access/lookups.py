@@ -3,12 +3,15 @@ create, adopt, refresh or record anything."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import modal
 from modal.exception import InvalidError, NotFoundError
 
 from providers.modal_access.retry import modal_call
+
+T = TypeVar("T")
 
 
 def lookup_environment(name: str) -> Any | None:
@@ -30,21 +33,36 @@ def environment_exists(name: str) -> bool:
 
 
 
-def lookup_volume(environment: str, name: str) -> Any | None:
-    """The hydrated volume, or None when there is none, its environment included (a read-only call).
+def found_in(environment: str, find: Callable[[], T]) -> T | None:
+    """`find()`, or None when Modal says there is no such object, its environment included.
 
     A missing environment may be answered "Environment '<name>' not found" with INVALID_ARGUMENT
     (InvalidError, as in Modal's servicer) as well as NOT_FOUND: an InvalidError means "none" only
-    when the environment is indeed gone."""
+    when the environment is indeed gone. Not retried here: callers run it inside `modal_call`."""
+    try:
+        return find()
+    except NotFoundError:
+        return None
+    except InvalidError:
+        if environment_exists(environment):
+            raise
+        return None
+
+
+def lookup_volume(environment: str, name: str) -> Any | None:
+    """The hydrated volume, or None when there is none, its environment included (a read-only call)."""
 
     def get() -> Any | None:
-        try:
-            return modal.Volume.from_name(name, environment_name=environment).hydrate()
-        except NotFoundError:
-            return None
-        except InvalidError:
-            if environment_exists(environment):
-                raise
-            return None
+        return found_in(environment, modal.Volume.from_name(name, environment_name=environment).hydrate)
 
     return modal_call(get, what=f"look up volume '{name}' in environment '{environment}'")
+
+
+def lookup_secret(environment: str, name: str) -> Any | None:
+    """The hydrated secret (keys, id; never values), or None when there is none, its environment
+    included (a read-only call)."""
+
+    def get() -> Any | None:
+        return found_in(environment, modal.Secret.from_name(name, environment_name=environment).hydrate)
+
+    return modal_call(get, what=f"look up secret '{name}' in environment '{environment}'")
