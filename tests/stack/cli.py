@@ -18,28 +18,35 @@ not serve. So preview and up go through the Automation API (`pulumi.automation`)
 as an inline function: the Automation API starts the same CLI binary (`pulumi preview/up --client`),
 which runs the real engine, the real state backend and locks, and starts our dynamic provider as its
 own child process; only the program itself runs inside the test process, as the language host would
-run it (RunError printed alone, anything else with its traceback). Every other command (stack init,
+run it (RunError printed alone, anything else with its traceback), and never outlives its run
+(`InlineProgram`: after a failed step the CLI exits without waiting for it). Every other command (stack init,
 config set, refresh, destroy, cancel, stack export/output) is the plain CLI, exactly as the README
 spells it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
 import re
 import runpy
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pulumi import automation as auto
+from pulumi.automation._server import LanguageServer
 
 from tests.pulumi_release import cli_release
+from tests.waiting import WAIT_SECONDS, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
@@ -61,8 +68,10 @@ def _version_of(binary: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+@functools.cache
 def pulumi_binary() -> Path:
-    """The pinned `pulumi`: the one ./scripts/setup built into .tools/bin, else one on PATH."""
+    """The pinned `pulumi`: the one ./scripts/setup built into .tools/bin, else one on PATH (looked
+    for once per test process: every CLI world would otherwise run `pulumi version` again)."""
     candidates = [TOOLS_BIN / "pulumi"]
     on_path = shutil.which("pulumi")
     if on_path:
@@ -71,6 +80,75 @@ def pulumi_binary() -> Path:
         if candidate.exists() and _version_of(candidate) == PULUMI_VERSION:
             return candidate
     raise RuntimeError(f"no pulumi {PULUMI_VERSION} in {TOOLS_BIN} or on PATH: run ./scripts/setup")
+
+
+class InlineProgram:
+    """A program as the Automation API runs it inline, watched so that it never outlives its run.
+
+    The inline program runs in this process on the SDK's language server (pulumi/automation/_server.py
+    `LanguageServer.Run`: a new event loop per run). When a step fails, the engine returns without
+    waiting for the program (pulumi/pulumi pkg/resource/deploy/deployment_executor.go `Execute`: the
+    source is cancelled and awaited only `if err == nil`; on an error v3.260.0 skips it and v3.277.0
+    cancels it with an already-cancelled context), and the CLI exits. The program goes on with its
+    engine gone: its next RPC is refused, the server's exception handler stops the loop on that
+    `grpc.RpcError` ("Event loop stopped before Future completed"), and its `finally` block, whose
+    first statement is `log.debug(f"Cancelling {len(pending)} tasks.")`, an engine RPC too (SDK
+    3.260.0 and 3.272.0), raises before it cancels the pending tasks and closes the loop. Left so,
+    a few hundred tasks and coroutines of the dead program (about 200 for an up killed mid-job)
+    stay pending until some later garbage collection finalizes them, in whatever thread runs then,
+    possibly inside the next program's loop, where their `finally` blocks (the stack's
+    `register_outputs`, `_shutdown_callbacks`) act with that program's runtime settings.
+
+    `settle` waits for the program's server call to end, then finishes the cleanup the SDK could
+    not: cancels what is still pending on the program's loop and closes it, here, between runs."""
+
+    def __init__(self, program: Callable[[], None]):
+        self.program = program
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    def __call__(self) -> None:
+        # Called by the SDK's run_in_stack, on the language server's thread, inside the run's loop.
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.current_thread()
+        self.program()
+
+    def settle(self) -> bool:
+        """Once the CLI has exited: wait until the server call that ran the program has returned,
+        then cancel and close what it left on its loop. True if it had left its loop open (the
+        program outlived its engine)."""
+        if self.loop is None or self.thread is None:
+            return False  # the CLI never ran the program (a refused lock, an unreadable stack file)
+        wait_until(lambda: not _serves_a_run(self.thread), "the inline program's server call has returned")
+        if self.loop.is_closed():
+            return False
+        loop = self.loop
+        loop.set_exception_handler(lambda _loop, _context: None)  # the engine is gone: every RPC fails
+        # The SDK's handler may have stopped the loop after its last run (a failed task collected
+        # later); a stop before run_forever makes one pass and is then cleared (asyncio docs).
+        loop.stop()
+        loop.run_forever()
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:  # each ends at its next await; a bound, in case one never does
+            loop.run_until_complete(asyncio.wait(pending, timeout=WAIT_SECONDS))
+        loop.close()
+        return True
+
+
+def _serves_a_run(thread: threading.Thread) -> bool:
+    """Whether `thread` is inside the SDK's LanguageServer.Run (a grpc worker thread stays alive,
+    idle, after the call; so its stack, not its liveness, says when the call has returned)."""
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code is _RUN_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_RUN_CODE = LanguageServer.Run.__code__
 
 
 def inline_program() -> None:
@@ -196,19 +274,23 @@ class CliWorld:
     def program_run(self, operation: str, stack: str, program: Callable[[], None] = inline_program,
                     on_output: Callable[[str], None] | None = None, **options: object) -> Outcome:  # fmt: skip
         """`pulumi preview|up --stack <stack>` with the given Automation API options (diff,
-        expect_no_changes, refresh, ...).
+        expect_no_changes, refresh, ...), run once: what the CLI did is the outcome, never retried.
 
-        Run again, once, only when the inline program lost its engine connection (`lost_its_engine`):
-        a rare failure of the test process hosting many programs one after the other (seen once in
-        five runs of the suite, some 750 program runs), not of the program; anything else is
-        returned as it is, and a run that had already changed something would show in its counts."""
-        outcome = self._program_run_once(operation, stack, program, on_output, options)
-        if lost_its_engine(outcome):
-            print(f"{outcome.command}: the inline program lost its engine connection; running it again")
-            outcome = self._program_run_once(operation, stack, program, on_output, options)
+        It returns only once the inline program has ended too (`InlineProgram.settle`): when a step
+        fails, the CLI exits without waiting for the program, which then finds its engine gone."""
+        watched = InlineProgram(program)
+        try:
+            outcome = self._run_program(operation, stack, watched, on_output, options)
+        finally:
+            outlived = watched.settle()
+        if outlived:
+            # The SDK's inline server logs the refused RPCs that follow as an ERROR with a traceback
+            # ("Event loop stopped before Future completed", then the Log RPC refused): say what it is.
+            print(f"{outcome.command}: the CLI exited while the inline program was still running (a step failed, "
+                  "see the outcome); the program's refused engine RPCs logged below are that aftermath")
         return outcome
 
-    def _program_run_once(self, operation: str, stack: str, program: Callable[[], None],
+    def _run_program(self, operation: str, stack: str, program: Callable[[], None],
                           on_output: Callable[[str], None] | None, options: dict[str, object]) -> Outcome:  # fmt: skip
         self.workspace.program = program
         selected = auto.Stack.select(stack, self.workspace)
@@ -248,13 +330,6 @@ class CliWorld:
         outputs = {key: value.value for key, value in getattr(result, "outputs", {}).items()} or stack_outputs
         return Outcome(command, 0, "\n".join(lines), result.stderr if hasattr(result, "stderr") else "",
                        time.perf_counter() - started, steps, planned, outputs)  # fmt: skip
-
-
-def lost_its_engine(outcome: Outcome) -> bool:
-    """The Python SDK's inline program server could not reach this run's engine (its Log RPC was
-    refused), so the program ended before the engine saw all of it (seen with `preview --refresh`)."""
-    return (not outcome.ok and "Exception calling application" in outcome.text
-            and "Failed to connect to remote host: Connection refused" in outcome.text)  # fmt: skip
 
 
 def _exit_code(error: auto.errors.CommandError) -> int:
