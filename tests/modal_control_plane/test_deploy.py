@@ -427,6 +427,8 @@ def test_a_stopped_app_reports_stopping_then_stopped_and_is_never_found_by_name(
     cp.create_secret(sample_app.SECRET_NAME, {"TOKEN": "x"})
     assert _deploy_subprocess(cp, str(SAMPLE_APP_FILE), name="sample").returncode == 0
     app_id = cp.app("sample").id
+    # Right after the stop, however long the CLI subprocesses take to start on a loaded machine.
+    cp.stopping_seconds = cp.rpcs.stopping_seconds = 600.0
     stopped = _modal_cli(cp, "app", "stop", "sample", "--yes")
     assert stopped.returncode == 0, stopped.stderr
 

@@ -57,6 +57,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import wait_until
+
 from . import properties as props
 from .provider_server import MUTATING_METHODS, Call, CheckFailure, ProviderCallError, ProviderServer, urn_name_type
 
@@ -315,6 +317,8 @@ class _Mark:
         self.stderr = len(server.stderr_lines)
 
     def finish(self, result: DeploymentResult) -> None:
+        # What the provider printed while answering may still be in its pipes.
+        wait_until(self.server.output_read, "the provider's output so far has been read")
         result.calls = self.server.calls[self.calls:]
         result.stdout_lines = self.server.stdout_lines[self.stdout:]
         result.stderr_lines = self.server.stderr_lines[self.stderr:]

@@ -60,12 +60,15 @@ How the engine starts and talks to the dynamic provider (checked in pulumi/pulum
 - The server has 4 worker threads (`ThreadPoolExecutor(max_workers=4)`), and Cancel does nothing.
 """
 
+import fcntl
 import json
 import os
 import queue
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -252,6 +255,7 @@ class ProviderServer:
         self._stdout: list[str] = []
         self._stderr: list[str] = []
         self._lines_lock = threading.Lock()
+        self._idle: dict[str, bool] = {}  # stream name -> its reader waits for more output (or is done)
         self._channel: grpc.Channel | None = None
         self._stub: provider_pb2_grpc.ResourceProviderStub | None = None
         self._readers: list[threading.Thread] = []
@@ -317,23 +321,49 @@ class ProviderServer:
         self._readers = []
 
     def _pump(self, stream: Any, name: str, port_line: "queue.Queue[str | None] | None") -> None:
+        # Raw reads, so "waiting for more" (`_idle`) means every byte read so far was handed over as
+        # lines: a buffered readline could hold complete lines nobody has seen yet.
         first = port_line is not None
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if first:
-                first = False
-                port_line.put(line)
-                continue
-            # The engine skips blank lines (plugin.go runtrace: strings.TrimSpace(msg) != "").
-            if not line.strip():
-                continue
+        fd = stream.fileno()
+        pending = b""
+        while True:
             with self._lines_lock:
-                (self._stdout if name == "stdout" else self._stderr).append(line)
-            if self._on_output is not None:
-                self._on_output(name, line)
+                self._idle[name] = True
+            chunk = os.read(fd, 65536)
+            with self._lines_lock:
+                self._idle[name] = not chunk  # at EOF there is nothing left to wait for
+            *complete, pending = (pending + chunk).split(b"\n") if chunk else [pending, b""]
+            for raw in complete:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r")
+                if first:
+                    first = False
+                    port_line.put(line)
+                    continue
+                # The engine skips blank lines (plugin.go runtrace: strings.TrimSpace(msg) != "").
+                if not line.strip():
+                    continue
+                with self._lines_lock:
+                    (self._stdout if name == "stdout" else self._stderr).append(line)
+                if self._on_output is not None:
+                    self._on_output(name, line)
+            if not chunk:
+                break
         if first:
             port_line.put(None)
         stream.close()
+
+    def output_read(self) -> bool:
+        """Whether every line the provider has written so far is in stdout_lines/stderr_lines: each
+        pipe holds no unread byte and its reader has handed over all it read. The engine reads the
+        provider's output on threads of its own too, so a line printed just before an answer may
+        still be in the pipe when the answer arrives; the stand-in engine waits for this before it
+        says what an operation printed."""
+        if self.process is None:
+            return True
+        unread = [_unread_bytes(pipe) for pipe in (self.process.stdout, self.process.stderr)]
+        with self._lines_lock:  # read after the pipes: an idle reader then has seen those bytes
+            idle = all(self._idle.get(name, True) for name in ("stdout", "stderr"))
+        return idle and not any(unread)
 
     @property
     def stdout_lines(self) -> list[str]:
@@ -512,6 +542,14 @@ class ProviderServer:
                     return line
             time.sleep(0.01)
         raise TimeoutError("no matching stdout line; got:\n" + "\n".join(self.stdout_lines))
+
+
+def _unread_bytes(pipe: Any) -> int:
+    """Bytes waiting in a pipe (0 once it is closed: nothing more will come)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
 
 
 def urn_name_type(urn: str) -> tuple[str, str]:

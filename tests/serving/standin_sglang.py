@@ -11,7 +11,8 @@ SGLang's ConfigArgumentMerger does, and serves:
     long-context  (prompt over LONG_PROMPT_CHARS)         -> content
     thinking-off  (chat_template_kwargs.enable_thinking False) -> content only
     chat          (otherwise: thinking on, GLM's default) -> reasoning_content and content
-  Each request is logged as `request kind=<kind> model=<model> auth=<ok|bad>`.
+  Each request is logged as `request kind=<kind> model=<model> auth=<ok|bad>` before it is
+  answered, so a client holding the answer knows the line is already in the pipe.
 
 Like SGLang 0.5.23 it logs its configuration with the API key in plaintext, in several spellings,
 so tests can check the lifecycle's redaction.

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from serving.lifecycle import (
 )
 from serving.log_redaction import REDACTED
 from serving.warmup import WARMUP_PATHS
+from tests.waiting import WAIT_SECONDS, wait_until
 
 HERE = Path(__file__).parent
 STANDIN = HERE / "standin_sglang.py"
@@ -69,7 +71,11 @@ def standin_argv(port: int) -> list[str]:
 
 
 class LogCapture:
-    """A log sink that records lines (thread-safe: the forwarder and watcher threads write too)."""
+    """A log sink that records lines (thread-safe: the forwarder and watcher threads write too).
+
+    SGLang's own lines reach it through the lifecycle's forwarder thread, which may still be reading
+    the pipe when the call that made SGLang print them has returned: a test waits for the line it
+    asserts on (`wait_for`) instead of reading `text` at once."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -83,6 +89,14 @@ class LogCapture:
     def text(self) -> str:
         with self._lock:
             return "\n".join(self.lines)
+
+    def wait_for(self, arrived: Callable[[str], object], what: str) -> str:
+        """The log's text once `arrived(text)` holds (SGLang's line `what` has been forwarded)."""
+        wait_until(lambda: arrived(self.text), f"the log has {what}")
+        return self.text
+
+    def wait_for_line(self, fragment: str) -> str:
+        return self.wait_for(lambda text: fragment in text, repr(fragment))
 
 
 class ExitRecorder:
@@ -161,6 +175,14 @@ def requests_by_kind(log_text: str) -> list[tuple[str, str, str]]:
     return re.findall(r"request kind=(\S+) model=(\S+) auth=(\S+)", log_text)
 
 
+def exit_watchers_finished() -> None:
+    """Waits until the lifecycle's exit-watcher threads (one per launched SGLang) have all ended."""
+    for thread in threading.enumerate():
+        if thread.name == "sglang-exit-watcher":
+            thread.join(WAIT_SECONDS)
+            assert not thread.is_alive(), "an exit watcher never ended"
+
+
 # -- happy path -------------------------------------------------------------------------------------
 
 
@@ -169,9 +191,11 @@ def test_happy_path_becomes_ready_after_health_and_four_warmups(launch):
     server.start()
 
     assert server.is_ready
-    # The four warmup paths, in order, with the served model name and the Bearer key.
+    # The four warmup paths, in order, with the served model name and the Bearer key: the stand-in
+    # logged each request before answering it, so all four lines are on their way.
     expected = [(path.name, SERVED_MODEL_NAME, "ok") for path in WARMUP_PATHS]
-    assert requests_by_kind(logs.text) == expected
+    text = logs.wait_for(lambda text: len(requests_by_kind(text)) >= len(expected), "the four warmup requests")
+    assert requests_by_kind(text) == expected
     assert [path.name for path in WARMUP_PATHS] == ["chat", "thinking-off", "long-context", "tool-call"]
     # The stand-in enforces the key it read from --config: the server really is authenticated.
     models = requests.get(f"{server.base_url}/v1/models", timeout=5)
@@ -182,7 +206,7 @@ def test_happy_path_becomes_ready_after_health_and_four_warmups(launch):
 
     assert server.stop() == 0  # the stand-in exits cleanly on SIGTERM
     assert not server.is_ready
-    assert "SIGTERM: shutting down" in logs.text
+    logs.wait_for_line("SIGTERM: shutting down")
 
 
 def test_api_key_is_never_in_argv_and_config_file_is_removed(launch):
@@ -220,9 +244,9 @@ def test_forwarded_log_never_contains_a_secret(launch):
     server.start()
     server.stop()
 
-    text = logs.text
-    # The stand-in printed its server_args (stdout and stderr) with the key in several spellings:
-    # all arrived, redacted.
+    # The stand-in printed its server_args (stdout and stderr) with the key in several spellings,
+    # and its shutdown line last: once that is here, all arrived, redacted.
+    text = logs.wait_for_line("SIGTERM: shutting down")
     assert "server_args=ServerArgs(" in text
     assert "server_args={" in text
     assert "Authorization=Bearer" in text
@@ -238,8 +262,9 @@ def test_slow_start_within_timeout_becomes_ready(launch):
     server.start()
 
     assert server.is_ready
-    assert "health 503" in logs.text  # it really waited through the loading phase
-    assert "health 200" in logs.text
+    # One pipe, read in order: once the first 200 is forwarded, the 503s before it are too.
+    text = logs.wait_for_line("health 200")
+    assert "health 503" in text  # it really waited through the loading phase
 
 
 def test_never_healthy_fails_with_timeout_at_the_deadline(launch):
@@ -365,7 +390,9 @@ def test_deliberate_stop_is_not_reported_as_a_crash(launch):
 
     server.stop()
 
-    assert not exit_recorder.called.wait(0.5)
+    # The exit watcher decides when SGLang's exit wakes it; once it has ended, it can no longer call.
+    exit_watchers_finished()
+    assert not exit_recorder.called.is_set()
     assert "FATAL" not in logs.text
 
 
@@ -400,15 +427,13 @@ def test_stop_kills_the_whole_process_group(launch):
     # The stand-in spawns a worker that ignores SIGTERM, like an SGLang scheduler stuck in CUDA.
     server, logs = launch({"STANDIN_SPAWN_CHILD": "1"})
     server.start()
-    child_pid = int(re.search(r"child pid=(\d+)", logs.text).group(1))
+    text = logs.wait_for(lambda text: re.search(r"child pid=(\d+)", text), "the worker's pid")
+    child_pid = int(re.search(r"child pid=(\d+)", text).group(1))
     assert alive(child_pid)
 
     server.stop()
 
-    deadline = time.monotonic() + PROMPTLY
-    while alive(child_pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not alive(child_pid)
+    wait_until(lambda: not alive(child_pid), "the SIGTERM-ignoring worker is gone", timeout=PROMPTLY)
 
 
 def test_failed_startup_leaves_no_process_and_no_secret_file(launch, tmp_path):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,12 +27,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.waiting import WAIT_SECONDS, wait_until
+
 from .cli import resource_name
 from .conftest import Rig, rig
 from .harness import JOB_FUNCTIONS, StackHarness, StackRun
 
-# Bounds of the waits below: generous, and never reached when things work.
-WAIT_SECONDS = 60
+# How long the rest of an `up` may take once its job is let go (tests.waiting's bound covers single events).
+UP_SECONDS = 300
 
 
 @dataclass
@@ -47,13 +48,26 @@ class Gate:
         self.opened.set()
 
 
+# Every gate a test made; opened when the test ends, so a test that failed with a run held leaves no
+# `up` behind, blocked on its gate, whose CLI the next test could take for its own.
+GATES: list[Gate] = []
+
+
+@pytest.fixture(autouse=True)
+def gates_opened_at_the_end() -> Iterator[None]:
+    yield
+    while GATES:
+        GATES.pop().open()
+
+
 def gate_function(running: Rig, function: str) -> Gate:
     gate = Gate(threading.Event(), threading.Event())
+    GATES.append(gate)
     real = running.cp.runner.outcomes[function]
 
     def held(args: tuple, kwargs: dict, volumes: object) -> object:
         gate.started.set()
-        if not gate.opened.wait(WAIT_SECONDS):
+        if not gate.opened.wait(UP_SECONDS):  # a recovery runs meanwhile: CLI commands, then an `up`
             raise RuntimeError(f"{function}: the test never opened its gate")
         return real(args, kwargs, volumes)
 
@@ -62,26 +76,27 @@ def gate_function(running: Rig, function: str) -> Gate:
 
 
 @contextmanager
-def up_in_background(harness: StackHarness) -> Iterator[dict[str, StackRun]]:
+def up_in_background(harness: StackHarness, **options: object) -> Iterator[dict[str, StackRun]]:
     result: dict[str, StackRun] = {}
-    thread = threading.Thread(target=lambda: result.setdefault("up", harness.up()), daemon=True)
+    thread = threading.Thread(target=lambda: result.setdefault("up", harness.up(**options)), daemon=True)
     thread.start()
-    try:
-        yield result
-    finally:
-        thread.join(WAIT_SECONDS)
-        assert not thread.is_alive(), "the interrupted `pulumi up` did not end"
+    yield result  # a failing test raises here: it is not kept waiting for the `up` (its gate opens at the end)
+    thread.join(UP_SECONDS)
+    assert not thread.is_alive(), "the interrupted `pulumi up` did not end"
 
 
-def pulumi_process() -> psutil.Process:
-    """The `pulumi` the Automation API started for the running `up` (a child of this process)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        found = [p for p in psutil.Process().children() if p.name() == "pulumi"]
-        if found:
-            return found[0]
-        time.sleep(0.05)
-    raise AssertionError("no pulumi process")
+def pulumi_process(project: Path) -> psutil.Process:
+    """The `pulumi` the Automation API started for the running `up`: a child of this process that runs
+    in this test's project copy (an `up` another test left behind would be a child too)."""
+
+    def running_cli() -> psutil.Process | None:
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                if child.name() == "pulumi" and child.cwd().startswith(str(project)):
+                    return child
+        return None
+
+    return wait_until(running_cli, "the `up`'s pulumi process runs")
 
 
 def processes_in(project: Path) -> list[psutil.Process]:
@@ -92,14 +107,6 @@ def processes_in(project: Path) -> list[psutil.Process]:
         if cwd.startswith(str(project)):
             found.append(process)
     return found
-
-
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.1)
 
 
 def statuses(running: Rig, function: str) -> list[str]:
@@ -117,12 +124,14 @@ def test_sigint_lets_the_running_job_finish_and_the_next_up_carries_on() -> None
     with rig() as running:
         harness = running.harness("staging")
         gate = gate_function(running, "download_model")
-        with up_in_background(harness) as result:
+        said: list[str] = []
+        with up_in_background(harness, on_output=said.append) as result:
             assert gate.started.wait(WAIT_SECONDS)
-            cli = pulumi_process()
+            cli = pulumi_process(running.world.project)
             cli.send_signal(signal.SIGINT)
-            time.sleep(2)
-            # The CLI waits for the step in flight: the job is still running, nobody cancelled it.
+            # The CLI says so when it takes the signal, and cancels right after saying it.
+            wait_until(lambda: any("received; cancelling" in line for line in said), "the CLI has taken the SIGINT")
+            # It waits for the step in flight: the job is still running, nobody cancelled it.
             assert cli.is_running() and statuses(running, "download_model") == ["running"]
             gate.open()
         interrupted = result["up"]
@@ -142,22 +151,20 @@ def test_sigint_lets_the_running_job_finish_and_the_next_up_carries_on() -> None
 
 
 def provider_running(project: Path) -> bool:
-    with contextlib.suppress(AssertionError):
-        return provider_process(project, wait_seconds=0) is not None
-    return False
+    return running_provider(project) is not None
 
 
-def provider_process(project: Path, wait_seconds: float = WAIT_SECONDS) -> psutil.Process:
+def running_provider(project: Path) -> psutil.Process | None:
     """The engine's dynamic-provider process (`python -m pulumi.dynamic`, started from the project)."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        for process in processes_in(project):
-            with contextlib.suppress(psutil.Error):
-                if "pulumi.dynamic" in process.cmdline():
-                    return process
-        if time.monotonic() >= deadline:
-            raise AssertionError("no provider process")
-        time.sleep(0.05)
+    for process in processes_in(project):
+        with contextlib.suppress(psutil.Error):
+            if "pulumi.dynamic" in process.cmdline():
+                return process
+    return None
+
+
+def provider_process(project: Path) -> psutil.Process:
+    return wait_until(lambda: running_provider(project), "the provider process runs")
 
 
 def waiting_for(running: Rig, call_id: str, since: int) -> bool:
@@ -184,14 +191,17 @@ def test_an_interrupted_waiting_side_leaves_the_run_going_and_recovery_converges
         gate = gate_function(running, function)
         with up_in_background(harness) as result:
             assert gate.started.wait(WAIT_SECONDS)
-            victim = pulumi_process() if target == "pulumi" else provider_process(running.world.project)
+            project = running.world.project
+            victim = pulumi_process(project) if target == "pulumi" else provider_process(project)
             victim.send_signal(sig)
         wait_until(lambda: not victim.is_running(), "the interrupted process is gone")
         wait_until(lambda: not provider_running(running.world.project), "the provider process is gone")
         [call] = [call for call in running.cp.function_calls if call.tag == function]
         pending = [(op["type"], resource_name(op["resource"]["urn"]))
                    for op in harness.export()["deployment"].get("pending_operations") or []]  # fmt: skip
-        time.sleep(1)  # a cancel would have arrived by now
+        # Once the provider's runners are gone too, no process is left that could cancel the run, and
+        # whatever one sent has been answered (a runner's cancel waits for its answer).
+        wait_until(lambda: processes_in(running.world.project) == [], "the provider's runners are gone")
         still_running = call.status
         reattach = sig == signal.SIGKILL
         if not reattach:
@@ -230,7 +240,7 @@ def test_sigkill_leaves_the_lock_and_a_pending_create_that_the_documented_recove
         gate = gate_function(running, "download_model")
         with up_in_background(harness):
             assert gate.started.wait(WAIT_SECONDS)
-            pulumi_process().send_signal(signal.SIGKILL)
+            pulumi_process(running.world.project).send_signal(signal.SIGKILL)
         wait_until(lambda: processes_in(running.world.project) == [], "the provider and its runners are gone")
         pending = harness.export()["deployment"].get("pending_operations") or []
         locked = harness.up()
