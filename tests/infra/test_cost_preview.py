@@ -3,6 +3,7 @@ the deploy's line prices."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import pulumi
@@ -30,9 +31,16 @@ class Thing(pulumi.CustomResource):
 
 @pytest.fixture
 def preview_engine():
+    # The mocks register resources on this thread's event loop. A test that ran before in the same
+    # process may have left the main thread without one (asyncio.run ends with set_event_loop(None)),
+    # so the mocks get a loop of their own.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     pulumi.runtime.set_mocks(PreviewMocks(), preview=True)
     yield
     pulumi.runtime.set_mocks(PreviewMocks(), preview=False)
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pulumi.runtime.test

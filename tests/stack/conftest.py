@@ -1,6 +1,10 @@
 """Fixtures of the stack tests: a control plane, the web stand-in and a CLI world (PULUMI_HOME, local
 backend, project copy) per test, so tests stay independent; the change-impact matrix shares one
 applied stack across its cases because applying a stack from scratch is what costs time.
+
+In parallel runs (scripts/test: xdist, `--dist loadgroup`) any worker may take any test, and a
+module-scoped fixture is built by each worker that gets one of its tests. Where building it is what
+costs (SHARED_ACROSS_A_MODULE), the whole module goes to one worker as one xdist group.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ from .harness import (
     StackHarness,
     install_serving_functions,
 )
+
+# Modules whose tests share one expensive module-scoped fixture, and what it holds. The group keeps
+# them on one worker: split, each worker would apply its own stack (a full `up`, ~half a minute).
+SHARED_ACROSS_A_MODULE = {"test_change_impact.py": "the applied stack every change is previewed against"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SHARED_ACROSS_A_MODULE:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 @dataclass
