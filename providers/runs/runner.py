@@ -41,6 +41,7 @@ The provider's side, which starts this process, follows it and retries it, is su
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -68,11 +69,22 @@ from providers.runs.run_records import RunRecord, write_record
 
 def say(message: str) -> None:
     """One human progress line on stdout (the parent forwards it to `pulumi up`)."""
-    print(message, flush=True)
+    _print(message)
 
 
 def emit_result(payload: Mapping[str, Any]) -> None:
-    print(RESULT_PREFIX + json.dumps(payload, sort_keys=True, default=str), flush=True)
+    _print(RESULT_PREFIX + json.dumps(payload, sort_keys=True, default=str))
+
+
+def _print(line: str) -> None:
+    # The provider that reads us may be gone (killed with `pulumi`): then nobody reads this line, and
+    # its BrokenPipeError must not stop what this process does next (record a run that goes on).
+    try:
+        print(line, flush=True)
+    except OSError:
+        with contextlib.suppress(OSError):
+            # Nothing more reaches the pipe; say so once to the interpreter's exit flush too.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
 
 
 def find_app(module: Any, module_name: str) -> Any:
@@ -179,10 +191,10 @@ def start_function(module_name: str, function_name: str, environment: str, recor
             started_at = time.time()
             call = function.spawn()
             state["call"], state["phase"] = call, PHASE_RUNNING
-            say(f"started function call {call.object_id} in app {app.app_id}")
             job = f"{module_name}.{function_name}"
-            _write_run_record(environment, record, job, call, app.app_id, started_at)
+            _write_run_record(environment, record, job, call, app.app_id, started_at)  # first: then it is found
             state["recorded"] = True
+            say(f"started function call {call.object_id} in app {app.app_id}")
     except _Interrupted:
         settled = _settle_unrecorded(state, confirm_seconds=INTERRUPTED_STOP_CONFIRM_SECONDS)
         raise RunnerFailure(

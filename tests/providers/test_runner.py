@@ -74,6 +74,23 @@ def test_run_starts_a_detached_call_records_it_and_exits(modal_control_plane):
     assert cp.state.environments[ENV].apps == {}  # nothing was deployed
 
 
+def test_a_runner_whose_stdout_reader_died_still_records_its_run_and_the_run_goes_on(modal_control_plane):
+    """The provider that reads the child's stdout is gone (killed with `pulumi`) before the child
+    prints: its lines meet a closed pipe, and the run is recorded and goes on all the same."""
+    cp = modal_control_plane
+    cp.script_function("write_artifact", seconds=2.0, result={"ok": True}, writes={(VOLUME, "marker"): b"1"})
+    argv = child_argv("run", module="sample_modal_app", function="write_artifact", environment=ENV, **RECORD)
+    child = subprocess.Popen(argv, env={**cp.subprocess_env(), **module_env()}, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    child.stdout.close()  # the reader dies before the first line
+    child.wait(timeout=120)
+
+    [call] = cp.function_calls
+    record = read_record(ENV, VOLUME, "sample_modal_app.write_artifact")
+    assert record is not None and record.function_call_id == call.id
+    wait_for(lambda: call.status == "succeeded", "the recorded run to finish")
+
+
 def test_deploy_reports_id_version_and_web_urls(modal_control_plane):
     cp = modal_control_plane
     status, lines, result = run_child(
