@@ -50,20 +50,25 @@ def test_no_smoke_test_where_the_stack_turns_it_off() -> None:
 def test_a_server_that_never_gets_healthy_fails_the_check_after_its_timeout() -> None:
     """The same resource with a one-second patience, through the real provider process."""
     with rig() as running:
+        # A deployed server (Modal answers 404 where no app serves), then one whose /health says 503.
+        applied = running.harness("staging").up()
+        assert applied.ok, applied.text
+        base_url = applied.outputs["openai_base_url"].removesuffix("/v1")
         running.web.health_status = 503
-        base_url = running.web.url_for("main", "probe")
+        requests_before = len(running.web.requests)
 
         def program() -> None:
             HttpCheck("probe", base_url=base_url, request_path="/v1/chat/completions", request_body={"model": "m"},
                       bearer_token=pulumi.Output.secret(TEST_API_KEY), trigger="v1",
                       ready_timeout_seconds=1.0, poll_interval_seconds=0.2, request_timeout_seconds=5.0)
 
-        running.harness("staging")  # the stack exists; the program here is the check alone
+        # The program here is the check alone.
         preview = running.world.program_run("preview", "staging", program=program)
-        preview_requests = len(running.web.requests)
+        preview_requests = len(running.web.requests) - requests_before
         up = running.world.program_run("up", "staging", program=program)
-        health_polls = [r for r in running.web.requests if r[1].endswith("/health")]
-        chats = running.web.chat_requests()
+        requests = running.web.requests[requests_before:]
+        health_polls = [r for r in requests if r[1].endswith("/health")]
+        chats = [r for r in requests if r[1].endswith("/v1/chat/completions")]
 
     assert preview.ok and preview_requests == 0
     assert not up.ok
