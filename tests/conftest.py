@@ -12,10 +12,16 @@ process could share with another, running beside it in the same checkout, is kep
   process's own, not `.hypothesis/` in the checkout.
 Processes and machine-wide state a test looks at are scoped to its own: the processes running in
 its project copy, its own children, runners whose environment names its own control plane.
+
+SIGINT: a suite started in the background of a shell without job control (`( ./scripts/test & )`,
+some CI runners) inherits SIGINT ignored, and so would every process it starts; but the tests stop
+their children with SIGINT as a Ctrl-C does (the provider servers, the interrupted `up`s), and would
+wait out every stop. So each test process takes SIGINT back at import, before it starts anything.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import hypothesis.configuration
@@ -24,6 +30,8 @@ import pytest
 from tests.modal_control_plane.fixtures import modal_control_plane
 
 __all__ = ["modal_control_plane"]
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
