@@ -52,7 +52,6 @@ from typing import Annotated, Any, Literal
 import modal
 import pulumi
 import pydantic
-from modal.exception import NotFoundError
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
 from providers.base import (
@@ -66,6 +65,7 @@ from providers.base import (
     strip_internal,
 )
 from providers.modal_access.deployments import RolloverError, deployment_info, rollover
+from providers.modal_access.lookups import found_in
 from providers.modal_access.retry import modal_call
 from providers.runs.module_runs import ModuleEnv, ModulePath
 from providers.runs.supervisor import format_elapsed, run_with_retries
@@ -215,7 +215,7 @@ def _apply(inputs: AppInputs, *, fresh_containers: bool) -> dict[str, Any]:
     if rolled["warning"]:
         progress(f"{where}: rolled over, but an old container may still run: {rolled['warning']}")
     progress(f"{where} rolled over: version {rolled['deployment_version']}, fresh containers")
-    return {**rolled, "noop": False}
+    return {**rolled, "noop": False, "rolled_over": True}
 
 
 class AppProvider(ModalProvider):
@@ -269,7 +269,7 @@ class AppProvider(ModalProvider):
             fresh = olds.get("redeploy_triggers") != new_values.get("redeploy_triggers")
             deployment = _apply(inputs, fresh_containers=fresh)
             outputs = _deployed_outputs(inputs, deployment)
-            if deployment.get("noop") or "warning" in deployment:
+            if deployment.get("noop") or deployment.get("rolled_over"):
                 # No deploy of ours is live (a no-op, or a rollover of the deploy that was): the live
                 # version keeps the tag and commit it was deployed with.
                 outputs.update({name: olds.get(name, "") for name in ("tag", "commit")})
@@ -289,11 +289,9 @@ class AppProvider(ModalProvider):
         where = _where(app_name, environment)
 
         def stop() -> bool:
-            if deployment_info(app_name, environment) is None:  # its environment may be gone too
-                return False
-            try:
-                app = modal.App.lookup(app_name, environment_name=environment)
-            except NotFoundError:
+            # Gone, its environment included, under either answer Modal gives a missing environment.
+            app = found_in(environment, lambda: modal.App.lookup(app_name, environment_name=environment))
+            if app is None:
                 return False
             app.stop()
             return True
