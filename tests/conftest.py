@@ -10,6 +10,9 @@ process could share with another, running beside it in the same checkout, is kep
   anything else that runs `pulumi` (the version probe) gets this process's own (`PULUMI_HOME`);
 - hypothesis' directory (its example database is off, but it still keeps caches there): this
   process's own, not `.hypothesis/` in the checkout.
+Tests that must share a worker say so with an xdist_group marker; `--dist loadgroup` honours it
+only if xdist could tag their ids with the group, which the collection here checks (a pytest
+upgrade once made xdist's tagging a silent no-op).
 Processes and machine-wide state a test looks at are scoped to its own: the processes running in
 its project copy, its own children, runners whose environment names its own control plane.
 
@@ -32,6 +35,24 @@ from tests.modal_control_plane.fixtures import modal_control_plane
 __all__ = ["modal_control_plane"]
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker under `--dist loadgroup`: every test with an xdist_group marker carries
+    its group in its id (`<id>@<group>`), which is all the scheduler groups by."""
+    if not hasattr(session.config, "workerinput") or not session.config.getvalue("loadgroup"):
+        return
+    untagged = [
+        item.nodeid
+        for item in session.items
+        if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid
+    ]
+    if untagged:
+        raise pytest.UsageError(
+            f"pytest-xdist did not tag {len(untagged)} grouped tests with their xdist_group (e.g."
+            f" {untagged[0]}), so `--dist loadgroup` would split them over workers: pin a pytest"
+            " that pytest-xdist supports (pyproject.toml)"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)

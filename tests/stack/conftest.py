@@ -3,13 +3,15 @@ backend, project copy) per test, so tests stay independent; the change-impact ma
 applied stack across its cases because applying a stack from scratch is what costs time.
 
 In parallel runs (scripts/test: xdist, `--dist loadgroup`) any worker may take any test, and a
-module-scoped fixture is built by each worker that gets one of its tests. Where building it is what
-costs (SHARED_ACROSS_A_MODULE), the whole module goes to one worker as one xdist group.
+module-scoped fixture is built by each worker that gets one of its tests. test_change_impact.py,
+whose cases share one applied stack (a full `up`, about half a minute, that each worker would
+otherwise repeat), marks itself one xdist group with its `pytestmark`, beside the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,16 +28,6 @@ from .harness import (
     StackHarness,
     install_serving_functions,
 )
-
-# Modules whose tests share one expensive module-scoped fixture, and what it holds. The group keeps
-# them on one worker: split, each worker would apply its own stack (a full `up`, ~half a minute).
-SHARED_ACROSS_A_MODULE = {"test_change_impact.py": "the applied stack every change is previewed against"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name in SHARED_ACROSS_A_MODULE:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 @dataclass
@@ -58,10 +50,15 @@ def modal_env(cp: ControlPlane) -> dict[str, str]:
 
 
 @contextmanager
-def rig(backend_url: str | None = None, extra_env: dict[str, str] | None = None) -> Iterator[Rig]:
-    """`extra_env`: more environment for the CLI and what it starts (the provider, its runners)."""
+def rig(
+    backend_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[Rig]:
+    """`extra_env`: more environment for the CLI and what it starts (the provider, its runners);
+    `clock`: the control plane's (e.g. a MovableClock, to let idle containers scale down)."""
     web = WebFront().start()
-    cp = ControlPlane(web_url_of=web.url_for).start()
+    cp = ControlPlane(web_url_of=web.url_for, clock=clock).start()
     web.attach(cp)
     hub = HubStandIn()
     install_serving_functions(cp, hub)
