@@ -11,13 +11,19 @@
 4. in a preview, say what the `up` would run on Modal and what it costs (infra/cost_preview.py).
 
 A production stack whose model revision is a branch gets a warning saying how to pin it
-(infra/revision_pin.py).
+(infra/revision_pin.py), and a stack that serves without proxy auth one saying what that costs
+(infra/edge.py).
+
+Before all of it, every message the program logs is set to be redacted of the stack's secret values
+(infra/messages.py), which step 1 registers before it builds any.
 """
 
-from infra import cost_preview, exports, resources, revision_pin, settings
+from infra import cost_preview, edge, exports, messages, resources, revision_pin, settings
 
+messages.redact_program_log()
 stack_settings = settings.load()
 revision_pin.warn_if_unpinned(stack_settings)
+edge.warn_if_open(stack_settings)
 stack_resources = resources.declare(stack_settings)
 exports.export_all(stack_settings, stack_resources)
 cost_preview.declare_cost_preview(stack_settings, stack_resources)

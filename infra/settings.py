@@ -25,6 +25,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from infra import messages
 from infra.costs import COSTS_KEY, CostSettings, load_costs
 from providers.base import EnvironmentName
 from serving.config import DeploymentConfig, format_errors
@@ -32,7 +33,7 @@ from serving.modal_rules import check_deployment_tag
 
 # The config namespace (the project name in Pulumi.yaml, so keys read `glm-modal:<key>`) and the
 # structured key holding the whole deployment, as the stack-file reader spells them.
-from serving.stack_file import DEPLOYMENT_KEY, EMPTY_DEPLOYMENT, PROJECT
+from serving.stack_file import CREDENTIAL_LIKE_KEY, DEPLOYMENT_KEY, EMPTY_DEPLOYMENT, PROJECT
 
 # Secret keys: set with `pulumi config set --secret`, stored encrypted in the stack file.
 HF_TOKEN_KEY = "hfToken"
@@ -49,6 +50,11 @@ MIN_REQUIRED_API_KEY_LENGTH = 32
 # Hugging Face user access tokens: "hf_" and letters and digits; anything else is a pasted wrong value.
 HF_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{16,}")
 
+# Names of client proxy auth tokens (`glm-modal:clientTokens`): they label tokens in Modal's dashboard
+# and name the stack's outputs, so they stay short and plain.
+MAX_CLIENT_TOKEN_NAME = 40
+CLIENT_TOKEN_NAME = re.compile(rf"[a-z0-9][a-z0-9-]{{0,{MAX_CLIENT_TOKEN_NAME - 1}}}")
+
 # Credentials the Modal provider reads from the stack (providers/base.py) and the shape Modal gives
 # them (`ak-`/`as-` and 22 letters or digits, as `modal token new` writes them to ~/.modal.toml).
 MODAL_TOKEN_SHAPES = {
@@ -56,10 +62,27 @@ MODAL_TOKEN_SHAPES = {
     "modal:tokenSecret": re.compile(r"as-[A-Za-z0-9]{22}"),
 }
 
-# A config key of any namespace whose name says it holds a credential must be a Pulumi secret.
-CREDENTIAL_LIKE_KEY = re.compile(
-    r"token|secret|password|passwd|passphrase|credential|api_?key|access_?key|private_?key|auth", re.IGNORECASE
-)
+# A config key of any namespace whose name says it holds a credential (CREDENTIAL_LIKE_KEY, defined in
+# serving/stack_file.py so render finds plaintext ones by the same names) must be a Pulumi secret.
+
+
+def _check_client_token_name(name: str) -> str:
+    if not CLIENT_TOKEN_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a token name: lowercase letters, digits and '-', starting with a letter or digit, "
+            f"at most {MAX_CLIENT_TOKEN_NAME} characters (e.g. 'search-team')"
+        )
+    return name
+
+
+def _distinct_names(names: list[str]) -> list[str]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"names {repeated} appear more than once; each client token is named once")
+    return names
+
+
+ClientTokenName = Annotated[str, AfterValidator(_check_client_token_name)]
 
 
 class InfraSettings(BaseModel):
@@ -90,10 +113,21 @@ class InfraSettings(BaseModel):
     # and never 16 GPUs for one model during the switch; requests wait for a cold start).
     deploy_strategy: Literal["rolling", "recreate"] = Field("rolling", alias="deployStrategy")
 
+    # --- who gets past Modal's edge (deployment.edge.requires_proxy_auth) ---
+    # One proxy auth token per consuming team or service, by name (the stack keeps one more for its
+    # own smoke test and keep-alive). Removing a name revokes and deletes its token at the next `up`.
+    client_tokens: Annotated[list[ClientTokenName], AfterValidator(_distinct_names)] = Field(
+        [], alias="clientTokens"
+    )
+    # A production stack serves without proxy auth only when this says so, deliberately.
+    allow_public_endpoint: bool = Field(False, alias="allowPublicEndpoint")
+
 
 # Config keys InfraSettings reads, by their stack-file spelling.
 INFRA_KEYS = tuple(field.alias for field in InfraSettings.model_fields.values())
 BOOLEAN_KEYS = tuple(f.alias for f in InfraSettings.model_fields.values() if f.annotation in (bool, "bool"))
+# Structured (list) keys: the language host hands them over as JSON text.
+LIST_KEYS = ("clientTokens",)
 
 
 @dataclass(frozen=True)
@@ -118,8 +152,10 @@ class InvalidStackConfig(pulumi.RunError):
     """A stack file that cannot be deployed; the message lists every problem, one per line."""
 
     def __init__(self, stack: str, problems: list[str]):
-        self.problems = problems
-        lines = "\n".join(f"  {problem}" for problem in problems)
+        # A problem may quote a rejected value, and a hostile one can hold a secret of the stack
+        # (`load` registered them all before building any): every problem is redacted.
+        self.problems = [messages.redact(problem) for problem in problems]
+        lines = "\n".join(f"  {problem}" for problem in self.problems)
         super().__init__(
             f"stack '{stack}' has invalid configuration (Pulumi.{stack}.yaml); nothing was changed:\n{lines}"
         )
@@ -128,6 +164,7 @@ class InvalidStackConfig(pulumi.RunError):
 def load(stack: str | None = None) -> StackSettings:
     """Reads and validates the current stack's config; raises InvalidStackConfig listing every problem."""
     stack = stack or pulumi.get_stack()
+    messages.use_stack_secrets(_stack_secret_values())
     raw = _namespace_config()
     problems: list[str] = []
 
@@ -153,6 +190,8 @@ def load(stack: str | None = None) -> StackSettings:
             )
         if not infra.require_api_key:
             problems.append(f"{config_key('requireApiKey')}: must be true on the {stack} stack")
+    if infra is not None and deployment is not None:
+        problems += _edge_problems(stack, deployment, infra)
 
     problems += _credential_problems(stack)
     if problems:
@@ -167,6 +206,14 @@ def load(stack: str | None = None) -> StackSettings:
         api_key=pulumi.Output.secret(api_key),
         costs=costs,
     )
+
+
+def _stack_secret_values() -> list[Any]:
+    """Every config value the stack keeps secret, whether or not it is valid: our secret keys (also
+    when stored in plaintext by mistake) and every key the runtime marks secret, of any namespace. (A
+    credential of another namespace in plaintext is a problem named without its value.)"""
+    ours = {config_key(name) for name in SECRET_KEYS}
+    return [value for key, value in _all_config().items() if key in ours or runtime_config.is_config_secret(key)]
 
 
 def _all_config() -> dict[str, Any]:
@@ -246,6 +293,12 @@ def _infra(raw: dict[str, Any], problems: list[str]) -> InfraSettings | None:
         problems.append(
             f"{config_key(key)}: set as a secret; it is a plain setting: `pulumi config set {config_key(key)} ...`"
         )
+    for key in LIST_KEYS:
+        if isinstance(values.get(key), str):
+            try:
+                values[key] = json.loads(values[key])
+            except json.JSONDecodeError:
+                pass  # left as text: reported as "not a list" below
     for key in BOOLEAN_KEYS:
         # Config values reach the program as strings; only Pulumi's own spellings are booleans.
         if values.get(key) in ("true", "false"):
@@ -285,6 +338,20 @@ def _secret(raw: dict[str, Any], key: str, stack: str, problems: list[str]) -> s
         problems.append(f"{config_key(key)}: must not start or end with whitespace or hold control characters")
         return None
     return value
+
+
+def _edge_problems(stack: str, deployment: DeploymentConfig, infra: InfraSettings) -> list[str]:
+    """A production endpoint open to anyone only when the stack file says so in two places."""
+    edge_key = f"{config_key(DEPLOYMENT_KEY)}.edge.requires_proxy_auth"
+    if deployment.edge.requires_proxy_auth and infra.allow_public_endpoint:
+        return [f"{config_key('allowPublicEndpoint')}: true, but {edge_key} is true: remove one of them"]
+    if not deployment.edge.requires_proxy_auth and stack in PRODUCTION_STACKS and not infra.allow_public_endpoint:
+        return [
+            f"{config_key('allowPublicEndpoint')}: must be true for the {stack} stack to serve without proxy auth "
+            f"({edge_key} is false: anyone who finds the URL starts {deployment.hardware.modal_gpu} containers); "
+            f"set {edge_key} back to true, or set `{config_key('allowPublicEndpoint')}: true` to mean it"
+        ]
+    return []
 
 
 def _is_control(ch: str) -> bool:

@@ -15,6 +15,11 @@ command, so not repeated.)
 
 An invalid stack file prints one `glm-modal:deployment.<field.path>: message` line per problem to
 stderr (the key as `pulumi preview` names it) and exits 2.
+
+Everything it prints, output and errors, is redacted of the credentials the stack file holds in
+plaintext (serving/stack_file.py `plaintext_credentials`: all of the stack's secrets render can
+know; the encrypted ones it cannot read), in every spelling (serving/log_redaction.py): a rejected
+value is quoted in its error, and a valid one is part of the commands.
 """
 
 from __future__ import annotations
@@ -22,12 +27,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
 from serving import commands
 from serving.config import DeploymentConfig, format_errors
-from serving.stack_file import DEPLOYMENT_CONFIG_KEY, StackFileError, load_stack_file, stack_file_path
+from serving.log_redaction import Redactor
+from serving.stack_file import (
+    DEPLOYMENT_CONFIG_KEY,
+    StackFileError,
+    parse_deployment,
+    plaintext_credentials,
+    read_stack_file,
+    stack_file_path,
+)
 
 # Stands in for the path of the private YAML file (`api-key: <value>`) the server class writes at
 # start and deletes once SGLang is healthy; its contents never leave the container.
@@ -54,22 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--file", help="path of a stack file to read instead")
     args = parser.parse_args(argv)
 
+    redact: Callable[[str], str] = Redactor([])
     try:
         path = args.file or stack_file_path(args.stack)
-        cfg = load_stack_file(path)
+        text = read_stack_file(path)
+        redact = Redactor(plaintext_credentials(text))
+        cfg = parse_deployment(text, source=str(path))
     except StackFileError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(redact(f"error: {error}"), file=sys.stderr)
         return EXIT_INVALID
     except ValidationError as error:
         problems = format_errors(error)
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        print(f"error: {path}: invalid {DEPLOYMENT_CONFIG_KEY} ({count}):", file=sys.stderr)
+        print(redact(f"error: {path}: invalid {DEPLOYMENT_CONFIG_KEY} ({count}):"), file=sys.stderr)
         for line in problems:
             # Named as the stack file and `pulumi preview` name it: glm-modal:deployment.<field>.
-            print(f"{DEPLOYMENT_CONFIG_KEY}.{line}", file=sys.stderr)
+            print(redact(f"{DEPLOYMENT_CONFIG_KEY}.{line}"), file=sys.stderr)
         return EXIT_INVALID
 
-    print(json.dumps(rendered(cfg), indent=2))
+    print(redact(json.dumps(rendered(cfg), indent=2)))
     return 0
 
 

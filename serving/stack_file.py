@@ -5,6 +5,13 @@ key, `glm-modal:deployment`. The Pulumi program reads that key with `pulumi.Conf
 tests read the same file here (`python -m serving.render`), so both see the same object validated by
 the same model. Pure functions: text or path in, `DeploymentConfig` out; nothing here talks to
 Pulumi or Modal, and secret values (`{secure: ...}` entries) are never read.
+
+What render prints must not carry a secret it can know. It cannot decrypt a `secure:` entry, and
+prints none (inside the deployment it names their paths; it reads no other key); the ciphertext
+itself is no secret (it is committed with the file, and only the stack's secrets provider opens it).
+What it can know is a credential stored in plaintext (`plaintext_credentials`: the value under a
+key named like one, e.g. `glm-modal:apiKey` set without --secret), which render redacts from all
+it prints; and a YAML error is reported without the line of the file PyYAML would quote.
 """
 
 from __future__ import annotations
@@ -25,6 +32,12 @@ PROJECT = "glm-modal"
 # and as it is spelled in the stack file (DEPLOYMENT_CONFIG_KEY).
 DEPLOYMENT_KEY = "deployment"
 DEPLOYMENT_CONFIG_KEY = f"{PROJECT}:{DEPLOYMENT_KEY}"
+
+# A config key of any namespace whose name says it holds a credential: the Pulumi program requires it
+# to be a Pulumi secret (infra/settings.py), render hides a plaintext one's value.
+CREDENTIAL_LIKE_KEY = re.compile(
+    r"token|secret|password|passwd|passphrase|credential|api_?key|access_?key|private_?key|auth", re.IGNORECASE
+)
 
 # Said of a deployment key with no value, by render and by the Pulumi program alike.
 EMPTY_DEPLOYMENT = "is empty: write the deployment object under it (`{}` deploys the production defaults)"
@@ -137,12 +150,45 @@ def stack_file_path(stack: str, root: Path = REPO_ROOT) -> Path:
     return Path(root) / f"Pulumi.{stack}.yaml"
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without the snippet of the file PyYAML quotes (its line may hold a
+    credential in plaintext; Pulumi's own YAML errors give the line number alone, too)."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return str(error)
+    problem = "; ".join(part for part in (error.context, error.problem) if part)
+    mark = error.problem_mark or error.context_mark
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
+def plaintext_credentials(text: str) -> list[str]:
+    """The values a stack file's text holds in plaintext under a key named like a credential
+    (CREDENTIAL_LIKE_KEY), of any namespace: what render can know of the stack's secrets. A `secure:`
+    entry is not one (it is a mapping, and ciphertext), nor a boolean or a list (`requireApiKey`,
+    `clientTokens` are plain settings); a file that is not YAML has none that can be told."""
+    try:
+        document = load_yaml(text)
+    except yaml.YAMLError:
+        return []
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        return []
+    return [
+        str(value)
+        for key, value in config.items()
+        if key != DEPLOYMENT_CONFIG_KEY
+        and CREDENTIAL_LIKE_KEY.search(str(key).split(":", 1)[-1])
+        and isinstance(value, str | int | float)
+        and not isinstance(value, bool)
+        and str(value)
+    ]
+
+
 def deployment_object(text: str, source: str = "stack file") -> dict[str, Any]:
     """The raw `glm-modal:deployment` object of a stack file's text."""
     try:
         document = load_yaml(text)
     except yaml.YAMLError as error:
-        raise StackFileError(f"{source}: not valid YAML ({error})") from None
+        raise StackFileError(f"{source}: not valid YAML ({_yaml_problem(error)})") from None
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         raise StackFileError(f"{source}: no `config:` mapping")
@@ -175,13 +221,16 @@ def parse_deployment(text: str, source: str = "stack file") -> DeploymentConfig:
     return DeploymentConfig.model_validate(deployment_object(text, source))
 
 
-def load_stack_file(path: str | Path) -> DeploymentConfig:
+def read_stack_file(path: str | Path) -> str:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as error:
         raise StackFileError(f"{path}: cannot read ({error.strerror or error})") from None
-    return parse_deployment(text, source=str(path))
+
+
+def load_stack_file(path: str | Path) -> DeploymentConfig:
+    return parse_deployment(read_stack_file(path), source=str(path))
 
 
 def _json_object(text: str) -> Any:

@@ -15,7 +15,9 @@ SGLang's ConfigArgumentMerger does, and serves:
   answered, so a client holding the answer knows the line is already in the pipe.
 
 Like SGLang 0.5.23 it logs its configuration with the API key in plaintext, in several spellings,
-so tests can check the lifecycle's redaction.
+so tests can check the lifecycle's redaction: as a Python repr (stdout and stderr), in JSON, glued
+to other text, URL-quoted as Python's `quote` does it (`/` kept), in JSON with `\\/` for `/` (PHP's
+json_encode), and wrapped over three lines or more by a logger (`key_spellings` lists them).
 
 Misbehaviour is chosen with environment variables:
     STANDIN_START_DELAY=<s>             /health answers 503 for this long after start
@@ -38,8 +40,10 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
@@ -52,6 +56,11 @@ WARMUP_COMPLETIONS = 4
 
 EXIT_CODE_STARTUP_CRASH = 3
 EXIT_CODE_CRASH_AFTER_READY = 7
+
+# Width and indentation of the stand-in's wrapped log line: 8 characters a line, so a key of 24 or
+# more spans three lines or more, the middle ones wholly inside it.
+WRAP_WIDTH = 12
+WRAP_INDENT = "    "
 
 
 def log(message: str, stream=sys.stdout) -> None:
@@ -170,6 +179,25 @@ def crash_during_startup() -> None:
     os._exit(EXIT_CODE_STARTUP_CRASH)
 
 
+def key_spellings(key: str) -> dict[str, str]:
+    """The spellings of the key the stand-in prints besides its plaintext (the test looks for them)."""
+    return {
+        "url": urllib.parse.quote(key),  # Python's default: safe="/"
+        "json-escaped-slash": json.dumps(key).replace("/", "\\/")[1:-1],
+    }
+
+
+def wrapped_lines(key: str) -> list[str]:
+    """`wrapped api_key=<key> end` wrapped at WRAP_WIDTH, long words cut where the width ends."""
+    return textwrap.wrap(
+        f"wrapped api_key={key} end",
+        width=WRAP_WIDTH,
+        subsequent_indent=WRAP_INDENT,
+        break_long_words=True,
+        break_on_hyphens=False,
+    )
+
+
 def make_handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -237,6 +265,11 @@ def main(argv: list[str]) -> None:
     log("server_args=" + repr({"served_model_name": args.served_model_name, "api_key": key}), sys.stderr)
     log("launch command: " + json.dumps({"argv": ["--api-key", key]}))
     log(f"auth header would be Authorization=Bearer{key}suffix")
+    spellings = key_spellings(key)
+    log(f"GET /v1/models?api_key={spellings['url']} 401")
+    log("request body (PHP-style JSON): " + json.dumps({"api_key": key}).replace("/", "\\/"))
+    # One message, several lines: only the first carries the log prefix, as a wrapping logger prints it.
+    log("\n".join(wrapped_lines(key)))
 
     if os.environ.get("STANDIN_SPAWN_CHILD") == "1":
         child = subprocess.Popen(

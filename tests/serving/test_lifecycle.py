@@ -28,8 +28,9 @@ from serving.lifecycle import (
     StartupTimeoutError,
     WarmupFailedError,
 )
-from serving.log_redaction import REDACTED
+from serving.log_redaction import MIN_HIDDEN_PIECE, REDACTED
 from serving.warmup import WARMUP_PATHS
+from tests.serving.standin_sglang import WRAP_INDENT, key_spellings, wrapped_lines
 from tests.waiting import WAIT_SECONDS, wait_until
 
 HERE = Path(__file__).parent
@@ -39,7 +40,8 @@ REPO_ROOT = HERE.parent.parent
 
 SERVED_MODEL_NAME = "glm-5.1"
 # Quote and backslash: the key must survive YAML, argparse and every escaped spelling in the logs.
-API_KEY = "sk-test-4f9c2a'7e\"1b\\d0"
+# Slash, plus and equals (as in `openssl rand -base64 32`): URL quoting and JSON may keep or escape them.
+API_KEY = "sk-test-4f9c2a'7e\"1b\\d0/+Qw="
 HF_TOKEN = "hf_standinTOKENvalue123"
 
 # Upper bound for things that must happen "at once" (a crash noticed, a shutdown finishing). Far
@@ -160,6 +162,12 @@ def assert_no_secret(text: str) -> None:
     assert HF_TOKEN not in text
     # The key's distinctive core must not leak in any escaped spelling either.
     assert "sk-test-4f9c2a" not in text
+    # Nor a piece long enough to matter of the secrets or of the spellings the stand-in prints the key
+    # in, on one line or read across lines (a wrap).
+    unwrapped = re.sub(r"\n[ \t]*", "", text)
+    for spelling in (API_KEY, HF_TOKEN, *key_spellings(API_KEY).values()):
+        pieces = {spelling[i : i + MIN_HIDDEN_PIECE] for i in range(len(spelling) - MIN_HIDDEN_PIECE + 1)}
+        assert not [piece for piece in pieces if piece in text or piece in unwrapped]
 
 
 def alive(pid: int) -> bool:
@@ -250,8 +258,21 @@ def test_forwarded_log_never_contains_a_secret(launch):
     assert "server_args=ServerArgs(" in text
     assert "server_args={" in text
     assert "Authorization=Bearer" in text
-    assert text.count(REDACTED) >= 4
+    # The key URL-quoted with `/` kept, in JSON with `\/`, and wrapped over three lines or more.
+    assert "GET /v1/models?api_key=" in text
+    assert "request body (PHP-style JSON): " in text
+    assert text.count(REDACTED) >= 7
     assert_no_secret(text)
+
+    # The wrap: the lines wholly inside the key are forwarded as REDACTED alone; the key's first
+    # and last pieces, at the edges of their lines, are hidden too.
+    wrapped = wrapped_lines(API_KEY)
+    inside = [line for line in wrapped if line.strip() and line.strip() in API_KEY]
+    assert len(inside) >= 2 and len(wrapped) >= 4
+    start = logs.lines.index(next(line for line in logs.lines if line.endswith(wrapped[0])))
+    forwarded = logs.lines[start : start + len(wrapped)]
+    assert [line == WRAP_INDENT + REDACTED for line in forwarded] == [line in inside for line in wrapped]
+    assert forwarded[-1] == WRAP_INDENT + "end"
 
 
 # -- startup: slow, never healthy, crashing ----------------------------------------------------------

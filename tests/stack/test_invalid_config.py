@@ -21,6 +21,7 @@ import yaml
 
 from serving import render
 from serving.config import DeploymentConfig
+from serving.log_redaction import MIN_HIDDEN_PIECE, secret_spellings
 from serving.versions import SGLANG_VERSION
 
 from .conftest import rig
@@ -220,6 +221,17 @@ INFRA = [
          (f"{PROJECT}:smokeTest",)),
     Case("prod-unprotected", "prod", infra("protectVolumes", False), (f"{PROJECT}:protectVolumes",)),
     Case("prod-without-required-key", "prod", infra("requireApiKey", False), (f"{PROJECT}:requireApiKey",)),
+    # --- who passes Modal's edge (infra/edge.py) -----------------------------------------------
+    Case("client-token-name-invalid", "staging", infra("clientTokens", ["search team"]),
+         (f"{PROJECT}:clientTokens.0",)),
+    Case("client-token-names-repeated", "prod", infra("clientTokens", ["search", "batch", "search"]),
+         (f"{PROJECT}:clientTokens",)),
+    Case("client-tokens-not-a-list", "staging", infra("clientTokens", "search"), (f"{PROJECT}:clientTokens",)),
+    # The deployment alone is valid (render takes it); serving it on prod must be meant.
+    Case("prod-edge-open-unannounced", "prod", deployment("edge.requires_proxy_auth", False),
+         (f"{PROJECT}:allowPublicEndpoint",)),
+    Case("public-endpoint-allowed-but-edge-closed", "staging", infra("allowPublicEndpoint", True),
+         (f"{PROJECT}:allowPublicEndpoint",)),
     # --- the price table of the preview's cost lines (infra/costs.py) ---------------------------
     Case("negative-cpu-price", "prod", infra("costs", {"prices": {"cpu_core_per_hour": -1}}),
          (f"{PROJECT}:costs.prices.cpu_core_per_hour",)),
@@ -563,6 +575,28 @@ def test_an_invalid_config_fails_up_the_same_way(stacks: dict[str, StackHarness]
     deployment("parallelism.tp", 4)(config)
     run = stacks["prod"].up(config)
     assert not run.ok and names_the_property(run.text, f"{D}.parallelism.tp")
+    assert run.ops() == {} and run.modal_calls == []
+
+
+# The stack's API key as `openssl rand -base64 32` makes one: `/`, `+`, `=` take other spellings.
+HOSTILE_API_KEY = "Zk8/q2+Wc1vR0pX9yT2mLb7Gh4Nf6Js5Ae0Dk3Ro1U="
+
+
+def test_a_rejected_value_quoting_the_stack_api_key_is_redacted_in_the_preview(
+    stacks: dict[str, StackHarness],
+) -> None:
+    # A hostile stack file: the served name would pass the stack's own key to SGLang's argv, and its
+    # validation error quotes the rejected value whole (infra/messages.py redacts it).
+    config = StackConfig.of("prod")
+    secret("apiKey", HOSTILE_API_KEY)(config)
+    deployment("model.served_name", f" --api-key {HOSTILE_API_KEY}")(config)
+    run = stacks["prod"].preview(config)
+
+    assert not run.ok and names_the_property(run.text, f"{D}.model.served_name"), run.text
+    assert not [spelling for spelling in secret_spellings(HOSTILE_API_KEY) if spelling in run.text], run.text
+    pieces = {HOSTILE_API_KEY[i : i + MIN_HIDDEN_PIECE] for i in range(len(HOSTILE_API_KEY) - MIN_HIDDEN_PIECE + 1)}
+    assert not [piece for piece in pieces if piece in run.text], run.text
+    assert leaks_nothing(run.text), run.text
     assert run.ops() == {} and run.modal_calls == []
 
 
