@@ -5,8 +5,9 @@ job. If every job got the whole config, a scaling knob or a warmup timeout would
 `pulumi preview` as a change of all three jobs (recorded for their next run, not run, but alarming to
 read). So each job gets the deployment config with what it never reads reset to the defaults:
 
-- every job: scaling, keep-alive, and every timeout but its own. This also keeps the ephemeral app a
-  job runs in from starting warm `min_containers` of the 8-GPU server, or a keep-alive schedule.
+- every job: scaling, keep-alive, the edge (and the keep-alive's token secret), and every timeout but
+  its own. This also keeps the ephemeral app a job runs in from starting warm `min_containers` of the
+  8-GPU server, or a keep-alive schedule. A job's own app has no web endpoint, so the edge is not its.
 - all but the download: the download settings (workers, attempts, CPU, memory).
 - the download: the GPUs, the parallelism and every launch flag; the weights do not depend on them.
   (The SGLang release stays: the job's ephemeral app also defines the compile and server functions,
@@ -24,11 +25,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from serving.config import CONFIG_ENV_VAR, DeploymentConfig, Download, Timeouts
+from pydantic import ValidationError
+
+from serving.config import CONFIG_ENV_VAR, DeploymentConfig, Download, SecretNames, Timeouts
 
 JobName = Literal["download", "compile", "verify"]
 
 DEFAULTS = DeploymentConfig()
+# The keep-alive's proxy auth token secret: no job reads it.
+EDGE_TOKEN_SECRET_FIELDS = ("edge_token", "edge_token_id_key", "edge_token_secret_key")
 
 
 def job_config(cfg: DeploymentConfig, job: JobName) -> DeploymentConfig:
@@ -36,6 +41,8 @@ def job_config(cfg: DeploymentConfig, job: JobName) -> DeploymentConfig:
     data = cfg.model_dump()
     data["scaling"] = DEFAULTS.scaling.model_dump()
     data["keepalive"] = DEFAULTS.keepalive.model_dump()
+    data["edge"] = DEFAULTS.edge.model_dump()
+    data["secrets"] = _without_edge_token_secret(data["secrets"])
     data["timeouts"] = Timeouts(**{job: getattr(cfg.timeouts, job)}).model_dump()
     if job != "download":
         data["download"] = Download().model_dump()
@@ -53,6 +60,17 @@ def job_config(cfg: DeploymentConfig, job: JobName) -> DeploymentConfig:
     ):
         raise AssertionError(f"the {job} job's view of the config changed what it produces")
     return view
+
+
+def _without_edge_token_secret(secrets: dict) -> dict:
+    """The secret names with the keep-alive's token secret at its defaults, unless those clash with
+    the job's own names (then as they are: renaming it only records a new config for the jobs)."""
+    reset = {**secrets, **{key: getattr(DEFAULTS.secrets, key) for key in EDGE_TOKEN_SECRET_FIELDS}}
+    try:
+        SecretNames.model_validate(reset)
+    except ValidationError:
+        return secrets
+    return reset
 
 
 def job_module_env(cfg: DeploymentConfig, job: JobName) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The resources of one stack, in the order they must exist:
 
-    environment -> secrets (HF token, API key) + volumes (weights, kernels)
+    environment -> secrets (HF token, API key) + volumes (weights, kernels) + proxy auth tokens
       -> download job -> compile job -> verify job -> app deployment [-> smoke test]
 
 Each job runs one function of `serving.app` ephemerally and re-runs only when its triggers change:
@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import pulumi
 
+from infra.edge import EdgeTokens, declare_tokens
 from infra.job_views import job_module_env
 from infra.settings import InfraSettings, StackSettings
 from infra.smoke import declare_smoke_test
@@ -61,6 +62,7 @@ class StackResources:
     verify: ModalJob
     app: ModalAppDeployment
     smoke_test: HttpCheck | None
+    edge_tokens: EdgeTokens
 
 
 def serving_source_digest(directory: Path | None = None) -> str:
@@ -81,11 +83,16 @@ def declare(settings: StackSettings) -> StackResources:
     environment = ModalEnvironment("environment", name=settings.infra.modal_environment)
     hf_token_secret, api_key_secret = _declare_secrets(settings, environment.name)
     weights_volume, kernels_volume = _declare_volumes(settings, environment.name)
+    edge_tokens = declare_tokens(settings, environment.name)
     # An ephemeral run of serving.app looks up every secret and volume its functions and server
     # class name, so each job waits for all of them, not only for the ones its function uses.
     foundation: list[pulumi.Resource] = [hf_token_secret, api_key_secret, weights_volume, kernels_volume]
     download, compile_job, verify = _declare_setup_jobs(cfg, environment.name, foundation)
-    app = _declare_app(cfg, settings.infra, environment.name, api_key_secret, depends_on=[*foundation, verify])
+    # The keep-alive's token secret is only looked up by the deployed app, so the jobs need not wait for it.
+    keepalive = [edge_tokens.keepalive_secret] if edge_tokens.keepalive_secret is not None else []
+    app = _declare_app(
+        cfg, settings.infra, environment.name, api_key_secret, depends_on=[*foundation, *keepalive, verify]
+    )
 
     smoke_test = None
     if settings.infra.smoke_test:
@@ -94,7 +101,8 @@ def declare(settings: StackSettings) -> StackResources:
             web_url=app.web_url,
             deployment_version=app.deployment_version,
             api_key=settings.api_key,
-            depends_on=[app],
+            edge_headers=edge_tokens.headers(edge_tokens.stack_token) if cfg.edge.requires_proxy_auth else None,
+            depends_on=[app, edge_tokens.stack_token],
         )
 
     return StackResources(
@@ -108,6 +116,7 @@ def declare(settings: StackSettings) -> StackResources:
         verify=verify,
         app=app,
         smoke_test=smoke_test,
+        edge_tokens=edge_tokens,
     )
 
 

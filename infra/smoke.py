@@ -5,7 +5,8 @@ causes costs 8 B200s for minutes). Its trigger is the app's deployment version, 
 deployment that changed and at no other time: not in `pulumi preview` (the engine never creates or
 updates in a preview) and not in an `up` that changed nothing (same version, empty diff). It waits
 for /health, sends one chat request with the stack's API key and fails the `up` with the response
-if either fails.
+if either fails. Both requests carry the stack's own proxy auth token, which Modal's edge wants first
+(infra/edge.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def declare_smoke_test(
     web_url: pulumi.Output[str],
     deployment_version: pulumi.Output[str],
     api_key: pulumi.Output[str],
+    edge_headers: pulumi.Output[dict[str, str]] | None,
     depends_on: list[pulumi.Resource],
 ) -> HttpCheck:
     return HttpCheck(
@@ -59,6 +61,7 @@ def declare_smoke_test(
         request_path="/v1/chat/completions",
         request_body=smoke_request_body(cfg.model.served_name),
         bearer_token=api_key,
+        secret_headers=edge_headers,
         expect_json_paths=EXPECTED_JSON_PATHS,
         trigger=deployment_version.apply(lambda version: str(deployment_version_number(version))),
         ready_timeout_seconds=float(cfg.timeouts.startup + SCHEDULING_MARGIN_SECONDS),

@@ -15,6 +15,7 @@ _RESOURCE_MODULES = {
     "ModalAppDeployment": "app",
     "ModalEnvironment": "environment",
     "ModalJob": "job",
+    "ModalProxyToken": "proxy_token",
     "ModalSecret": "secret",
     "ModalVolume": "volume",
 }

@@ -3,8 +3,8 @@
 It waits until `GET <base_url><health_path>` answers 200, then sends one JSON `POST
 <base_url><request_path>` with an optional bearer token and requires a 200 whose JSON body has a
 non-empty value at each of `expect_json_paths` (dotted, list indexes as numbers:
-"choices.0.message"). If either step fails, `pulumi up` fails with the status and the start of the
-response body.
+"choices.0.message"). Both requests carry `secret_headers` too (e.g. the proxy auth token an edge
+wants). If either step fails, `pulumi up` fails with the status and the start of the response body.
 
 When it runs: on create, and on update when `trigger` (e.g. the app's deployment version), the URL,
 the paths, the body or the expectations change. Never in `pulumi preview` (the engine does not call
@@ -44,7 +44,7 @@ Seconds = Annotated[float, Field(gt=0)]
 
 
 class HttpCheckInputs(InputModel):
-    secret_fields = frozenset({"bearer_token"})
+    secret_fields = frozenset({"bearer_token", "secret_headers"})
 
     base_url: str
     health_path: str = "/health"
@@ -52,6 +52,9 @@ class HttpCheckInputs(InputModel):
     request_body: dict[str, Any]
     # Sent as `Authorization: Bearer <token>` on both requests; never stored in outputs.
     bearer_token: str | None = None
+    # More headers sent on both requests whose values are secret (e.g. an edge's proxy auth token);
+    # never stored in outputs.
+    secret_headers: dict[str, str] = {}
     expect_json_paths: list[str] = []
     # Any change re-runs the check: pass what identifies the thing under test (a deployment version).
     trigger: str = ""
@@ -80,9 +83,11 @@ class HttpCheckFailed(ProviderError):
     """The smoke test failed; the message quotes what the server answered (redacted)."""
 
 
-def _request(url: str, *, token: str | None, body: dict | None, timeout: float) -> tuple[int, str]:
+def _request(
+    url: str, *, token: str | None, body: dict | None, timeout: float, extra_headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     """(status, body text) of one request; a transport failure is status 0 with the reason."""
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": "application/json", **(extra_headers or {})}
     data = None
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -131,7 +136,11 @@ def run_check(inputs: HttpCheckInputs, *, sleep=time.sleep, monotonic=time.monot
         attempts += 1
         remaining = max(deadline - monotonic(), 1.0)
         status, text = _request(
-            health_url, token=token, body=None, timeout=min(inputs.request_timeout_seconds, remaining)
+            health_url,
+            token=token,
+            body=None,
+            timeout=min(inputs.request_timeout_seconds, remaining),
+            extra_headers=inputs.secret_headers,
         )
         if status == 200:
             break
@@ -149,7 +158,13 @@ def run_check(inputs: HttpCheckInputs, *, sleep=time.sleep, monotonic=time.monot
     progress(f"healthy after {healthy_after:.0f}s; POST {inputs.request_path}", prefix=PROGRESS_PREFIX)
 
     request_url = f"{inputs.base_url}{inputs.request_path}"
-    status, text = _request(request_url, token=token, body=inputs.request_body, timeout=inputs.request_timeout_seconds)
+    status, text = _request(
+        request_url,
+        token=token,
+        body=inputs.request_body,
+        timeout=inputs.request_timeout_seconds,
+        extra_headers=inputs.secret_headers,
+    )
     if status != 200:
         raise HttpCheckFailed(f"smoke test failed: POST {request_url} answered {status or 'nothing'}: {_excerpt(text)}")
     try:
@@ -172,7 +187,7 @@ def run_check(inputs: HttpCheckInputs, *, sleep=time.sleep, monotonic=time.monot
 
 def _outputs(inputs: HttpCheckInputs, observed: dict[str, Any]) -> dict[str, Any]:
     # Every input a later diff compares, never the token.
-    return {**inputs.model_dump(mode="json", exclude={"bearer_token"}), **observed}
+    return {**inputs.model_dump(mode="json", exclude={"bearer_token", "secret_headers"}), **observed}
 
 
 class HttpCheckProvider(ResourceProvider):
@@ -204,7 +219,7 @@ class HttpCheckProvider(ResourceProvider):
 
 
 class HttpCheck(pulumi.dynamic.Resource, module="http", name="HttpCheck"):
-    """Pulumi resource: see the module docstring. `bearer_token` should be a Pulumi secret."""
+    """Pulumi resource: see the module docstring. `bearer_token` and `secret_headers` are made secret."""
 
     health_status: pulumi.Output[int]
     response_status: pulumi.Output[int]
@@ -218,6 +233,7 @@ class HttpCheck(pulumi.dynamic.Resource, module="http", name="HttpCheck"):
         request_path: pulumi.Input[str],
         request_body: pulumi.Input[dict],
         bearer_token: pulumi.Input[str] | None = None,
+        secret_headers: pulumi.Input[dict[str, str]] | None = None,
         health_path: pulumi.Input[str] = "/health",
         expect_json_paths: pulumi.Input[list[str]] | None = None,
         trigger: pulumi.Input[str] = "",
@@ -232,6 +248,7 @@ class HttpCheck(pulumi.dynamic.Resource, module="http", name="HttpCheck"):
             "request_path": request_path,
             "request_body": request_body,
             "bearer_token": pulumi.Output.secret(bearer_token) if bearer_token is not None else None,
+            "secret_headers": pulumi.Output.secret(secret_headers) if secret_headers is not None else {},
             "expect_json_paths": expect_json_paths or [],
             "trigger": trigger,
             "ready_timeout_seconds": ready_timeout_seconds,

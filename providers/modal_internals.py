@@ -112,3 +112,16 @@ async def _resolve_environment(name: str) -> None:
     from modal._environments import _get_environment_cached
 
     await _get_environment_cached(name, await _Client.from_env())
+
+
+def create_scoped_proxy_token(name: str) -> tuple[str, str]:
+    """(token id, token secret) of a new proxy auth token that authenticates only in the environments
+    it is then allowed in (`Workspace.proxy_tokens.allow`). Modal shows the secret this once."""
+    return synchronizer.create_blocking(_create_scoped_proxy_token)(name)
+
+
+async def _create_scoped_proxy_token(name: str) -> tuple[str, str]:
+    client = await _Client.from_env()
+    request = api_pb2.WebhookTokenCreateRequest(name=name, scoped=True)
+    response = await client._stub.WebhookTokenCreate(request)
+    return response.token_id, response.token_secret

@@ -120,6 +120,11 @@ BOTH_VOLUMES = {cfg.storage.weights_mount: weights_volume, cfg.storage.kernels_m
 # appear in this code, the config or the images.
 hf_token_secret = modal.Secret.from_name(cfg.secrets.hf_token)
 api_key_secret = modal.Secret.from_name(cfg.secrets.api_key)
+# The proxy auth token the keep-alive shows Modal's edge (only looked up when the keep-alive is on and
+# the edge requires one). A Pulumi stack writes it from the token it creates; by hand:
+# `modal workspace proxy-tokens create`, allow it in the environment, then
+# `modal secret create <name> EDGE_TOKEN_ID=wk-... EDGE_TOKEN_SECRET=-`.
+edge_token_secret = modal.Secret.from_name(cfg.secrets.edge_token)
 
 
 def reload_volumes(*volumes: modal.Volume) -> None:
@@ -253,7 +258,11 @@ class Server:
         # traffic only after this. From then on a crash of SGLang ends the container.
         self.sglang.start()
 
-    @modal.web_server(port=cfg.launch.port, startup_timeout=cfg.timeouts.startup)
+    # With `requires_proxy_auth`, Modal's edge answers a request without a valid proxy auth token 401
+    # before any container starts (serving/config.py `Edge` says why that matters on 8x B200).
+    @modal.web_server(
+        port=cfg.launch.port, startup_timeout=cfg.timeouts.startup, requires_proxy_auth=cfg.edge.requires_proxy_auth
+    )
     def serve(self) -> None:
         # SGLang is already listening on the port (started and warmed up in `start`).
         pass
@@ -271,28 +280,51 @@ class Server:
 # During business hours a /health ping keeps one container warm, so the first request of the day
 # does not pay a 6-10 minute cold start. Only defined when enabled, so a disabled config deploys no
 # schedule at all. SGLang does not require the API key on /health; sending it costs nothing and
-# keeps working if that changes. Because the request carries the key, its target is this app's own
-# web endpoint as Modal reports it, never a URL from the config.
+# keeps working if that changes. The edge does require the proxy auth token (when the config says
+# so). Because the request carries both, its target is this app's own web endpoint as Modal reports
+# it, never a URL from the config.
 KEEPALIVE_REQUEST_TIMEOUT_SECONDS = 60
 
 
-def health_request(web_url: str | None, api_key: str) -> urllib.request.Request:
-    """The keep-alive's GET of /health on our own deployment, whose URL Modal gives (`web_url`)."""
+def health_request(
+    web_url: str | None, api_key: str, edge_token: tuple[str, str] | None = None
+) -> urllib.request.Request:
+    """The keep-alive's GET of /health on our own deployment, whose URL Modal gives (`web_url`), with
+    the API key and, for an edge that requires proxy auth, the token (id, secret) Modal's edge wants."""
     if not web_url:
         raise RuntimeError(f"{cfg.app_name}'s Server has no web endpoint URL: is the app deployed?")
-    return urllib.request.Request(f"{web_url.rstrip('/')}/health", headers={"Authorization": f"Bearer {api_key}"})
+    headers = {"Authorization": f"Bearer {api_key}"}
+    if edge_token is not None:
+        headers.update({"Modal-Key": edge_token[0], "Modal-Secret": edge_token[1]})
+    return urllib.request.Request(f"{web_url.rstrip('/')}/health", headers=headers)
+
+
+def edge_token_from(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The keep-alive's proxy auth token from its secret, when the edge requires one."""
+    if not cfg.edge.requires_proxy_auth:
+        return None
+    names = cfg.secrets
+    token = (environ.get(names.edge_token_id_key, ""), environ.get(names.edge_token_secret_key, ""))
+    if not all(token):
+        raise RuntimeError(
+            f"secret '{names.edge_token}' lacks {names.edge_token_id_key} or {names.edge_token_secret_key}: "
+            "the edge requires a proxy auth token (`pulumi up` writes it)"
+        )
+    return token
 
 
 if cfg.keepalive.enabled:
 
     @app.function(
         image=download_image,
-        secrets=[api_key_secret],
+        secrets=[api_key_secret, *([edge_token_secret] if cfg.edge.requires_proxy_auth else [])],
         schedule=modal.Cron(cfg.keepalive.schedule),
         timeout=cfg.timeouts.startup + KEEPALIVE_REQUEST_TIMEOUT_SECONDS,
     )
     def keep_warm() -> int:
-        request = health_request(Server().serve.get_web_url(), os.environ.get(cfg.secrets.api_key_key, ""))
+        request = health_request(
+            Server().serve.get_web_url(), os.environ.get(cfg.secrets.api_key_key, ""), edge_token_from(os.environ)
+        )
         # A cold container answers only after its start-up, hence a timeout covering it.
         with urllib.request.urlopen(request, timeout=cfg.timeouts.startup) as response:
             print_line(f"[keep-warm] /health -> {response.status}")

@@ -497,8 +497,13 @@ class SecretNames(_Section):
     hf_token_key: str = "HF_TOKEN"
     api_key: ModalName = "glm51-api-key"
     api_key_key: str = "API_KEY"
+    # The proxy auth token the keep-alive sends to Modal's edge (edge.requires_proxy_auth): its id and
+    # secret, under these keys. Only the keep-alive reads it; the server never needs it.
+    edge_token: ModalName = "glm51-edge-token"
+    edge_token_id_key: str = "EDGE_TOKEN_ID"
+    edge_token_secret_key: str = "EDGE_TOKEN_SECRET"
 
-    @field_validator("hf_token_key", "api_key_key")
+    @field_validator("hf_token_key", "api_key_key", "edge_token_id_key", "edge_token_secret_key")
     @classmethod
     def _env_var_name(cls, value: str) -> str:
         check_env_var_name(value)
@@ -512,9 +517,28 @@ class SecretNames(_Section):
         # One Modal secret for both would have each `pulumi up` overwrite the other's value.
         if self.hf_token == self.api_key:
             raise ValueError(f"api_key: must differ from hf_token ({self.hf_token!r}): each is its own Modal secret")
-        if self.hf_token_key == self.api_key_key:
-            raise ValueError(f"api_key_key: must differ from hf_token_key ({self.hf_token_key!r})")
+        if self.edge_token in (self.hf_token, self.api_key):
+            raise ValueError(f"edge_token: must differ from hf_token and api_key ({self.edge_token!r})")
+        # Each key becomes an environment variable of the containers: two alike would overwrite each other.
+        first_with: dict[str, str] = {}
+        for field in ("hf_token_key", "api_key_key", "edge_token_id_key", "edge_token_secret_key"):
+            key = getattr(self, field)
+            if key in first_with:
+                raise ValueError(f"{field}: must differ from {first_with[key]} ({key!r})")
+            first_with[key] = field
         return self
+
+
+class Edge(_Section):
+    """What Modal's edge lets through to the server, before any container starts.
+
+    With `requires_proxy_auth` (the default), a request reaches the server only with the `Modal-Key` and
+    `Modal-Secret` headers of a proxy auth token allowed in the app's environment (the stack creates
+    them); any other request is answered 401 by Modal and starts nothing. Without it anyone who knows
+    the URL starts 8x B200 with one request, whatever path it asks for: SGLang checks the API key
+    only inside a running container, and leaves /health*, /ready* and /metrics open even with one."""
+
+    requires_proxy_auth: bool = True
 
 
 class KeepAlive(_Section):
@@ -545,6 +569,7 @@ class DeploymentConfig(_Section):
     storage: Storage = Storage()
     secrets: SecretNames = SecretNames()
     keepalive: KeepAlive = KeepAlive()
+    edge: Edge = Edge()
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> DeploymentConfig:

@@ -21,6 +21,16 @@ EDGES = {
         "timeouts": {"download": 60},
     },
     "longest scaledown": {"scaling": {"scaledown_window": 3600, "min_containers": 2, "max_containers": 2}},
+    "open edge, keep-alive with its own token secret": {
+        "edge": {"requires_proxy_auth": False},
+        "keepalive": {"enabled": True},
+        "secrets": {"edge_token": "prod-edge", "edge_token_id_key": "ID", "edge_token_secret_key": "SECRET"},
+    },
+    # The edge token secret's defaults are the job's own secret names: its names stay as they are.
+    "secret names that the edge defaults would clash with": {
+        "secrets": {"api_key": "glm51-edge-token", "edge_token": "edge", "api_key_key": "EDGE_TOKEN_ID",
+                    "edge_token_id_key": "ID"},
+    },
     "own mounts and secret keys": {
         "storage": {"weights_mount": "/weights", "kernels_mount": "/kernels"},
         "secrets": {"hf_token_key": "HUB", "api_key_key": "KEY"},
@@ -41,3 +51,12 @@ def test_every_jobs_view_of_a_valid_config_is_valid_and_keeps_its_triggers(chang
     cfg = DeploymentConfig.model_validate(changes)
     view = job_config(cfg, job)  # validates the view, and checks it changes no trigger
     assert view.weights_inputs() == cfg.weights_inputs()
+
+
+@pytest.mark.parametrize("job", ["download", "compile", "verify"])
+def test_no_job_sees_the_edge_or_the_keepalives_token_secret(job: str) -> None:
+    """Who may call the server is no job's business: an edge or token-secret change records nothing."""
+    edited = DeploymentConfig.model_validate(
+        {"edge": {"requires_proxy_auth": False}, "secrets": {"edge_token": "other-edge-token"}}
+    )
+    assert job_config(edited, job) == job_config(DeploymentConfig(), job)

@@ -32,6 +32,19 @@ Switches:      ControlPlane(default_environment="main"); cp.environment_answers.
                ("succeed" | "already_exists" | "permission_denied"), .missing_status
                (INVALID_ARGUMENT | NOT_FOUND): see rpc_objects.EnvironmentAnswers. Volumes keep the
                version they were created with and are served by that version's file RPCs.
+               cp.proxy_token_answers.duplicate_name ("allowed" | "already_exists"),
+               .unknown_environment_id ("not_found" | "accepted"), .delete_missing ("silent" |
+               "not_found"): see rpc_tokens.ProxyTokenAnswers (also ControlPlane(proxy_token_answers=)).
+Proxy tokens:  through the client (`modal.Workspace.from_context().proxy_tokens`: rpc_tokens.py), or
+               by hand: cp.create_proxy_token(name="", scoped=True, environments=()) -> IssuedToken
+               (token_id, token_secret, .headers), cp.allow_proxy_token(id, environment=None),
+               cp.revoke_proxy_token(id, environment=None), cp.delete_proxy_token(id),
+               cp.proxy_token(id), cp.proxy_tokens_valid_in(environment=None); cp.state.proxy_tokens.
+Edge and cost: web.WebFront (the URLs of web endpoints) answers 401 before any container for an
+               endpoint with requires_proxy_auth and no valid Modal-Key/Modal-Secret (edge.py);
+               front.requests, .served_by, .edge_records, .refused_at_edge(). Containers scale down
+               after their window on the plane's clock (containers.py): cp.containers_started(app=None,
+               environment=None), cp.gpu_seconds(app=None, environment=None).
 Functions:     cp.script_function(tag, seconds=, result=, error=, writes=),
                cp.on_function(tag, handler(args, kwargs, volumes)), cp.function_calls.
                Tags are Modal's: "download_model", "Server.*", "Server.method".
@@ -41,13 +54,14 @@ Errors:        RPCs not implemented here answer UNIMPLEMENTED naming the RPC; a 
 
 from .calls import CallRecord
 from .functions import FunctionCall, ScriptedOutcome, UnscriptedFunctionError, VolumeAccess
-from .server import TOKEN_ID, TOKEN_SECRET, ControlPlane
+from .server import TOKEN_ID, TOKEN_SECRET, ControlPlane, IssuedToken
 
 __all__ = [
     "TOKEN_ID",
     "TOKEN_SECRET",
     "CallRecord",
     "ControlPlane",
+    "IssuedToken",
     "FunctionCall",
     "ScriptedOutcome",
     "UnscriptedFunctionError",

@@ -33,6 +33,8 @@ MUTATING_VERBS = frozenset(
         "Create", "Precreate", "Delete", "Put", "Publish", "Update", "Stop", "Remove", "Commit", "Deploy",
         "Rename", "Copy", "Map", "Set", "Disconnect", "Rollback", "Promote", "Rollover", "Bind", "Cancel",
         "Clear", "Retry", "Finish", "Append", "Pop", "Restore", "Snapshot", "Terminate",
+        # WebhookTokenEnvironmentAdd (allowing a proxy token somewhere), ProxyAddIp, TokenEnable/Disable.
+        "Add", "Enable", "Disable",
     }
 )  # fmt: skip
 

@@ -8,6 +8,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -32,10 +33,11 @@ class MovableClock:
 
 
 @contextlib.contextmanager
-def plane_with_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ControlPlane, MovableClock]]:
-    """Like the `modal_control_plane` fixture, on a control plane whose clock the test moves."""
+def plane_with_clock(monkeypatch: pytest.MonkeyPatch, **options: Any) -> Iterator[tuple[ControlPlane, MovableClock]]:
+    """Like the `modal_control_plane` fixture, on a control plane whose clock the test moves;
+    `options` are ControlPlane's other keyword arguments."""
     clock = MovableClock()
-    cp = ControlPlane(clock=clock).start()
+    cp = ControlPlane(clock=clock, **options).start()
     try:
         with connect_in_process(cp, monkeypatch):
             yield cp, clock

@@ -337,6 +337,7 @@ class AppRpcs(ObjectRpcs):
     async def AppList(self, request: api_pb2.AppListRequest) -> api_pb2.AppListResponse:
         with self.state.lock:
             env = self._environment(request.environment_name)
+            self.containers.scale_down_idle()  # n_running_tasks counts what exists now
             apps = [
                 api_pb2.AppListResponse.AppListItem(
                     app_id=app.id,

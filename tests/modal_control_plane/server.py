@@ -23,9 +23,9 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpclib.const
 import grpclib.server
@@ -35,10 +35,12 @@ from modal_proto.api_grpc import ModalClientBase
 from . import blob_server
 from .calls import LOGGED_HEADERS, CallLog, CallRecord, FaultPlan, is_mutating, summarize
 from .containers import Containers
+from .edge import KEY_HEADER, SECRET_HEADER
 from .functions import FunctionCall, FunctionRunner, Handler, ScriptedOutcome
 from .rpc_apps import NOOP_WHEN_UNCHANGED, PUBLISH_NOOP_MODES, AppRpcs
 from .rpc_objects import EnvironmentAnswers, normalize_path, remove_path, write_file
-from .state import DEFAULT_ENVIRONMENT, VOLUME_FS_VERSION_V1, App, ControlPlaneState, Secret, Volume
+from .rpc_tokens import ProxyTokenAnswers, TokenRpcs, add_token
+from .state import DEFAULT_ENVIRONMENT, VOLUME_FS_VERSION_V1, App, ControlPlaneState, ProxyToken, Secret, Volume
 
 # Dummy credentials: the control plane checks that every call carries exactly these, like Modal
 # checks real ones, so a client that is not pointed at us (or lost its token) fails loudly.
@@ -54,10 +56,23 @@ SERVICE_PREFIX = "/modal.client.ModalClient/"
 WebUrlOf = Callable[[str, str], str]
 
 
-class Rpcs(AppRpcs):
+class IssuedToken(NamedTuple):
+    """A proxy token's credentials, as the create shows them once: `token_id, token_secret = ...`."""
+
+    token_id: str
+    token_secret: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client sends Modal's edge (edge.py)."""
+        return {KEY_HEADER: self.token_id, SECRET_HEADER: self.token_secret}
+
+
+class Rpcs(AppRpcs, TokenRpcs):
     """All implemented RPCs, sharing the control plane's state, blob store, runner and clock."""
 
     def __init__(self, plane: ControlPlane):
+        self._plane = plane
         self.state = plane.state
         self.blobs = plane.blobs
         self.runner = plane.runner
@@ -66,8 +81,16 @@ class Rpcs(AppRpcs):
         self.containers = plane.containers
         self.publish_noop = plane.publish_noop
         self.stopping_seconds = plane.stopping_seconds
-        self.environment_answers = plane.environment_answers
         self.blob_url = ""  # known once the blob server is bound
+
+    # The switches are read from the plane at each call: a test may replace them at any time.
+    @property
+    def environment_answers(self) -> EnvironmentAnswers:
+        return self._plane.environment_answers
+
+    @property
+    def proxy_token_answers(self) -> ProxyTokenAnswers:
+        return self._plane.proxy_token_answers
 
 
 class _Routes:
@@ -96,6 +119,7 @@ class ControlPlane:
         publish_noop: str = NOOP_WHEN_UNCHANGED,
         default_environment: str = DEFAULT_ENVIRONMENT,
         stopping_seconds: float = 1.0,
+        proxy_token_answers: ProxyTokenAnswers | None = None,
     ):
         """`web_url_of(environment, slug)`, if given, is the URL handed out for a web endpoint
         instead of Modal's *.modal.run scheme (unreachable offline): e.g. the web front of web.py.
@@ -103,8 +127,10 @@ class ControlPlane:
         (NOOP_WHEN_UNCHANGED, the default) or a new version all the same (NOOP_NEVER): see AppPublish.
         `stopping_seconds`: how long a stopped app reports APP_STATE_STOPPING (rpc_apps `_reported_state`).
         `default_environment`: the name of the workspace's default environment, the one it starts with
-        (Modal's is "main" unless renamed). `environment_answers` (rpc_objects.EnvironmentAnswers) can be
-        changed at any time: how environment RPCs answer where Modal's answer is unknown."""
+        (Modal's is "main" unless renamed). `environment_answers` (rpc_objects.EnvironmentAnswers) and
+        `proxy_token_answers` (rpc_tokens.ProxyTokenAnswers, also a keyword here, for a fixture's
+        indirect parameters) can be changed at any time: how environment and proxy token RPCs answer
+        where Modal's answer is unknown."""
         if publish_noop not in PUBLISH_NOOP_MODES:
             raise ValueError(f"publish_noop must be one of {PUBLISH_NOOP_MODES}, not {publish_noop!r}")
         self._clock = clock
@@ -115,6 +141,7 @@ class ControlPlane:
         self._ts_lock = threading.Lock()
         self.state = ControlPlaneState(default_environment=default_environment)
         self.environment_answers = EnvironmentAnswers()
+        self.proxy_token_answers = proxy_token_answers or ProxyTokenAnswers()
         self.log = CallLog()
         self.faults = FaultPlan()
         self.blobs = blob_server.BlobStore()
@@ -380,6 +407,60 @@ class ControlPlane:
         """The app deployed (or last deployed, if stopped) under `name`."""
         with self.state.lock:
             return self._env(environment).apps[name]
+
+    # ---- proxy tokens, by hand (as an operator would in Modal's dashboard) ----------------------
+
+    def create_proxy_token(
+        self, name: str = "", *, scoped: bool = True, environments: Iterable[str | None] = ()
+    ) -> IssuedToken:
+        """A new proxy token, allowed in `environments` (None: the default one). Scoped unless told
+        otherwise: an unscoped token is valid in every environment (state.ProxyToken.valid_in).
+        Names follow `proxy_token_answers.duplicate_name`, as a create through the client does."""
+        with self.state.lock:
+            allowed = {self._env(environment).id for environment in environments}
+            try:
+                token = add_token(self.state, self.proxy_token_answers, self.now(), name, scoped)
+            except GRPCError as exc:
+                raise ValueError(exc.message) from None
+            token.environment_ids |= allowed
+            return IssuedToken(token.id, token.secret)
+
+    def allow_proxy_token(self, token_id: str, environment: str | None = None) -> None:
+        with self.state.lock:
+            self.state.proxy_tokens[token_id].environment_ids.add(self._env(environment).id)
+
+    def revoke_proxy_token(self, token_id: str, environment: str | None = None) -> None:
+        with self.state.lock:
+            self.state.proxy_tokens[token_id].environment_ids.discard(self._env(environment).id)
+
+    def delete_proxy_token(self, token_id: str) -> None:
+        with self.state.lock:
+            del self.state.proxy_tokens[token_id]
+
+    def proxy_token(self, token_id: str) -> ProxyToken:
+        with self.state.lock:
+            return self.state.proxy_tokens[token_id]
+
+    def proxy_tokens_valid_in(self, environment: str | None = None) -> list[str]:
+        """Ids of the tokens Modal's edge accepts for an app of `environment` (scoped ones allowed
+        there, and every unscoped one), oldest first."""
+        with self.state.lock:
+            environment_id = self._env(environment).id
+            return [token.id for token in self.state.proxy_tokens.values() if token.valid_in(environment_id)]
+
+    # ---- what requests cost --------------------------------------------------------------------
+
+    def containers_started(self, app: str | None = None, environment: str | None = None) -> int:
+        """Containers ever started for the app deployed under `app` (in `environment`), or, without an
+        app, in the whole workspace (deleted environments included)."""
+        with self.state.lock:
+            return self.containers.started(None if app is None else self._env(environment).apps[app])
+
+    def gpu_seconds(self, app: str | None = None, environment: str | None = None) -> float:
+        """GPU-seconds of those containers up to now (`now()`), idle ones scaled down at the end of
+        their window (containers.py)."""
+        with self.state.lock:
+            return self.containers.gpu_seconds(None if app is None else self._env(environment).apps[app])
 
     # ---- function scripting --------------------------------------------------------------------
 

@@ -36,6 +36,9 @@ IMAGE_BUILDER_VERSION = "2026.10"
 
 # The workspace name used in web URLs, as Modal builds them: https://<workspace>--<label>.modal.run
 WORKSPACE = "control-plane-test"
+# The user our client token belongs to: who Modal records as the creator of what the client creates
+# (a proxy token's `created_by`). A personal workspace is named after its user.
+USERNAME = WORKSPACE
 
 
 @dataclass
@@ -132,7 +135,11 @@ class Container:
     variables), so `secret_values` is a snapshot: a secret updated later reaches only containers
     started after the update. `state`: "running" takes requests; "draining" belongs to an older
     version after a rolling deploy (no new requests; it still holds its GPUs until it is stopped);
-    "stopped" is gone from `TaskList`."""
+    "stopped" is gone from `TaskList`.
+
+    What it costs (containers.py): `gpus` GPUs (its function's definition) from `enqueued_at` until
+    `stopped_at`; a running one is scaled down `scaledown_window` seconds after its last request
+    (`last_request_at`), or after its start if it never had one."""
 
     task_id: str
     app_id: str
@@ -143,6 +150,14 @@ class Container:
     state: str = "running"
     stopped_at: float = 0.0
     requests: int = 0
+    gpus: int = 0
+    scaledown_window: float = 0.0
+    last_request_at: float = 0.0
+
+    def gpu_seconds(self, now: float) -> float:
+        """GPU-seconds so far: its GPUs times its life, which ends when it stops (now, if it still runs)."""
+        end = self.stopped_at if self.state == "stopped" else now
+        return self.gpus * max(0.0, end - self.enqueued_at)
 
 
 @dataclass
@@ -208,6 +223,33 @@ class Environment:
 
 
 @dataclass
+class ProxyToken:
+    """A proxy auth token ("webhook token" in modal_proto): what Modal's edge wants in the `Modal-Key`
+    (`id`, "wk-...") and `Modal-Secret` (`secret`, "ws-...") headers before a request to an endpoint
+    with `requires_proxy_auth` reaches a container (https://modal.com/docs/guide/webhook-proxy-auth).
+
+    `secret` never leaves the plane but in WebhookTokenCreate's answer (the proto's WebhookToken has
+    no secret field). `name` is an optional label (empty: none). `environment_ids`: the environments
+    it is allowed in (`proxy_tokens.allow`), by id, so a renamed environment keeps its tokens and a
+    deleted one, recreated under its name, gets none. Where it is valid: `valid_in`."""
+
+    id: str
+    secret: str
+    name: str
+    scoped: bool
+    created_at: float
+    created_by: str
+    environment_ids: set[str] = field(default_factory=set)
+
+    def valid_in(self, environment_id: str) -> bool:
+        """A scoped token authenticates only in the environments it is allowed in; an unscoped one is
+        workspace-wide: every environment of the workspace, allowed or not. That is what "scoped"
+        means in Modal's docs and in Modal's own servicer (only scoped tokens with an explicit
+        association are listed for an environment)."""
+        return not self.scoped or environment_id in self.environment_ids
+
+
+@dataclass
 class Mount:
     id: str
     files: dict[str, str]  # path in container -> sha256 hex of contents
@@ -222,6 +264,10 @@ class ControlPlaneState:
     mounts: dict[str, Mount] = field(default_factory=dict)
     mount_files: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> contents
     ephemeral_apps: list[App] = field(default_factory=list)
+    proxy_tokens: dict[str, ProxyToken] = field(default_factory=dict)  # by id, oldest first
+    # Every container ever started, oldest first; unlike `App.containers`, it outlives the app's
+    # environment, so the workspace's totals (containers started, GPU-seconds) never shrink.
+    containers: list[Container] = field(default_factory=list)
     default_environment: str = DEFAULT_ENVIRONMENT
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _counters: dict[str, itertools.count] = field(default_factory=dict, repr=False)
@@ -268,6 +314,10 @@ class ControlPlaneState:
     def remove_environment(self, name: str) -> None:
         env = self.environments.pop(name)
         self.by_id.pop(env.id, None)
+        # Not documented by Modal; the association names an environment that is gone, so it allows
+        # nothing either way, and listing it (WebhookTokenEnvironmentList) would name a dead id.
+        for token in self.proxy_tokens.values():
+            token.environment_ids.discard(env.id)
         for obj in [*env.secrets.values(), *env.volumes.values(), *env.apps.values()]:
             self.by_id.pop(obj.id, None)
 

@@ -33,7 +33,7 @@ ATTRIBUTES = [
 ]
 
 # The control-plane RPCs it calls through `_Client._stub`.
-RPCS = ["SecretUpdate", "AppGetLayout"]
+RPCS = ["SecretUpdate", "AppGetLayout", "WebhookTokenCreate"]
 
 # message -> the fields it sets (requests) or reads (responses).
 FIELDS = {
@@ -45,6 +45,8 @@ FIELDS = {
     "Object": {"object_id", "function_handle_metadata"},
     "FunctionHandleMetadata": {"function_name", "web_url", "method_handle_metadata"},
     "VolumeMetadata": {"version"},
+    "WebhookTokenCreateRequest": {"name", "scoped"},
+    "TokenCreateResponse": {"token_id", "token_secret"},
 }
 
 
@@ -118,4 +120,18 @@ def test_a_volume_still_tells_its_version_from_its_metadata(modal_control_plane)
     versions = {name: volume_version(modal.Volume.from_name(name).hydrate()) for name in ("plain", "two")}
     assert versions == {"plain": 1, "two": 2}, (
         f"modal {modal.__version__}: `Volume._get_metadata().version` no longer tells the version ({USED_BY})"
+    )
+
+
+def test_the_public_proxy_token_create_still_makes_workspace_wide_tokens():
+    # The reason `create_scoped_proxy_token` exists: when the public call learns to ask for a scoped
+    # token, use it instead and drop the private one.
+    import inspect
+
+    from modal._workspace import _WorkspaceProxyTokenManager
+
+    parameters = set(inspect.signature(_WorkspaceProxyTokenManager.create).parameters)
+    assert parameters == {"self", "name"}, (
+        f"modal {modal.__version__}: proxy_tokens.create now takes {sorted(parameters - {'self'})}: if it can "
+        f"make a scoped token, use it instead of the private call in {USED_BY}"
     )

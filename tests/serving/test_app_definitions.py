@@ -156,11 +156,12 @@ CUSTOM = DeploymentConfig.model_validate(
             "weights_mount": "/weights",
             "kernels_mount": "/kernels",
         },
-        "secrets": {"hf_token": "hf-staging", "api_key": "glm-staging-api-key"},
+        "secrets": {"hf_token": "hf-staging", "api_key": "glm-staging-api-key", "edge_token": "glm-staging-edge"},
         "keepalive": {
             "enabled": True,
             "schedule": "*/5 9-17 * * 1-5",
         },
+        "edge": {"requires_proxy_auth": False},
     }
 )
 CONFIGS = {"defaults": None, "custom": CUSTOM}
@@ -249,7 +250,11 @@ def test_server_matches_the_config(imported):
     }
     assert server["max_concurrent_inputs"] == cfg.scaling.max_concurrent_inputs
     assert server["web_servers"] == {
-        "serve": {"port": cfg.launch.port, "startup_timeout": cfg.timeouts.startup, "requires_proxy_auth": False}
+        "serve": {
+            "port": cfg.launch.port,
+            "startup_timeout": cfg.timeouts.startup,
+            "requires_proxy_auth": cfg.edge.requires_proxy_auth,
+        }
     }
     assert server["image"]["from"] == cfg.sglang.image
 
@@ -272,7 +277,9 @@ def test_keep_alive_cron_only_when_enabled(imported):
         return
     keep_warm = probe["functions"]["keep_warm"]
     assert keep_warm["schedule"] == {"cron": cfg.keepalive.schedule, "timezone": "UTC"}
-    assert keep_warm["gpus"] == [] and keep_warm["secrets"] == [cfg.secrets.api_key]
+    # The edge token only where the edge wants one.
+    edge = [cfg.secrets.edge_token] if cfg.edge.requires_proxy_auth else []
+    assert keep_warm["gpus"] == [] and keep_warm["secrets"] == [cfg.secrets.api_key, *edge]
 
 
 def test_every_image_carries_the_config_and_our_package(imported):

@@ -36,7 +36,15 @@ import yaml
 
 from infra.cost_preview import LOG_PREFIX as COST_PREFIX
 from infra.cost_preview import RUN_COST_OUTPUT
-from providers import HttpCheck, ModalAppDeployment, ModalEnvironment, ModalJob, ModalSecret, ModalVolume
+from providers import (
+    HttpCheck,
+    ModalAppDeployment,
+    ModalEnvironment,
+    ModalJob,
+    ModalProxyToken,
+    ModalSecret,
+    ModalVolume,
+)
 from providers.modal_access.retry import RETRY_BASE_SECONDS_ENV
 from providers.runs.supervisor import PROGRESS_SECONDS_ENV
 from serving import jobs
@@ -64,6 +72,7 @@ TYPES = {
     "job": resource_type(ModalJob),
     "app": resource_type(ModalAppDeployment),
     "check": resource_type(HttpCheck),
+    "proxy_token": resource_type(ModalProxyToken),
 }
 
 # Logical names in infra/resources.py and infra/smoke.py, with their types.
@@ -73,6 +82,7 @@ RESOURCES = {
     "api-key-secret": TYPES["secret"],
     "weights-volume": TYPES["volume"],
     "kernels-volume": TYPES["volume"],
+    "stack-proxy-token": TYPES["proxy_token"],
     "download-weights": TYPES["job"],
     "compile-kernels": TYPES["job"],
     "verify-setup": TYPES["job"],

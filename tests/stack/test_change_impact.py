@@ -26,6 +26,10 @@ from .harness import JOB_FUNCTIONS, JOBS, PROJECT, RUN_COST_OUTPUT, Edit, StackC
 from .harness import deployment_edits as deployment
 from .harness import secret_edit as secret
 
+# One worker runs every case, in order: they share the applied stack (applying one is ~half a
+# minute) and each case's edit builds on the previous ones.
+pytestmark = pytest.mark.xdist_group("change-impact")
+
 # The smoke test (on in staging) follows the app: a new deployment version re-runs it.
 FOLLOWS_APP = {"smoke-test": "update"}
 APP = {"app": "update", **FOLLOWS_APP}
@@ -69,7 +73,17 @@ CHANGES = [
     Change("download-workers", deployment(download__max_workers=16), {"download-weights": "update", **APP}),
     Change("compile-timeout", deployment(timeouts__compile=5400), {"compile-kernels": "update", **APP}),
     Change("verify-timeout", deployment(timeouts__verify=600), {"verify-setup": "update", **APP}),
-    Change("keepalive", deployment(keepalive__enabled=True), APP),
+    # The keep-alive reads the stack's proxy auth token from a secret, made with it.
+    Change("keepalive", deployment(keepalive__enabled=True), {"edge-token-secret": "create", **APP}),
+    # Who passes Modal's edge: a client token is made (or revoked and deleted) and nothing redeploys;
+    # the edge's own setting changes the Server's definition (and the keep-alive's token secret goes
+    # with it: an open edge wants none).
+    Change("client-token-added", infra_setting("clientTokens", ["search", "batch-eval"]),
+           {"client-proxy-token-search": "create", "client-proxy-token-batch-eval": "create"}),
+    Change("client-token-removed", infra_setting("clientTokens", ["search"]),
+           {"client-proxy-token-batch-eval": "delete"}),
+    Change("edge-opened", deployment(edge__requires_proxy_auth=False), {"edge-token-secret": "delete", **APP}),
+    Change("edge-closed", deployment(edge__requires_proxy_auth=True), {"edge-token-secret": "create", **APP}),
     # Kernel-shaping settings: compile (and verify) again.
     Change("expert-parallelism", deployment(parallelism__ep=2), RERUN_COMPILE),
     Change("gpu-count-and-tp", deployment(hardware__gpu_count=4, parallelism__tp=4, parallelism__ep=1), RERUN_COMPILE),

@@ -7,12 +7,17 @@ import os
 import subprocess
 import sys
 
-from infra.exports import API_KEY_ENV_VAR, curl_snippet
+import pytest
+
+from infra.exports import API_KEY_ENV_VAR, EDGE_KEY_ENV_VAR, EDGE_SECRET_ENV_VAR, curl_snippet
 
 KEY = "canary-snippet-key-3f7a9c"
+EDGE_KEY = "wk-canarySnippetTokenId"
+EDGE_SECRET = "ws-canarySnippetTokenSecret9d1e"
 
 
-def test_the_curl_snippet_keeps_the_api_key_out_of_curls_argv(tmp_path):
+@pytest.mark.parametrize("edge_auth", [True, False], ids=["proxy-auth", "open-edge"])
+def test_the_curl_snippet_keeps_the_api_key_and_the_edge_token_out_of_curls_argv(tmp_path, edge_auth):
     # A `curl` that records its argv and stdin instead of calling anything.
     record = tmp_path / "curl.json"
     fake_curl = tmp_path / "curl"
@@ -22,14 +27,17 @@ def test_the_curl_snippet_keeps_the_api_key_out_of_curls_argv(tmp_path):
         f"json.dump({{'argv': sys.argv[1:], 'stdin': sys.stdin.read()}}, open({str(record)!r}, 'w'))\n"
     )
     fake_curl.chmod(0o755)
-    env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", API_KEY_ENV_VAR: KEY}
+    env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", API_KEY_ENV_VAR: KEY,
+           EDGE_KEY_ENV_VAR: EDGE_KEY, EDGE_SECRET_ENV_VAR: EDGE_SECRET}  # fmt: skip
 
-    snippet = curl_snippet("https://example--glm-server-serve.modal.run/v1", "glm-5.1")
+    snippet = curl_snippet("https://example--glm-server-serve.modal.run/v1", "glm-5.1", edge_auth=edge_auth)
     subprocess.run(["bash", "-c", snippet], env=env, check=True, timeout=30)
 
     seen = json.loads(record.read_text())
-    assert not any(KEY in arg for arg in seen["argv"])  # `ps` shows argv to every user
-    assert seen["stdin"] == f"Authorization: Bearer {KEY}\n"
+    # `ps` shows argv to every user
+    assert not any(KEY in arg or EDGE_SECRET in arg or EDGE_KEY in arg for arg in seen["argv"])
+    edge_headers = f"Modal-Key: {EDGE_KEY}\nModal-Secret: {EDGE_SECRET}\n" if edge_auth else ""
+    assert seen["stdin"] == f"Authorization: Bearer {KEY}\n" + edge_headers
     assert seen["argv"][seen["argv"].index("-H") + 1] == "@-"  # read as a header from stdin
     assert seen["argv"][0] == "-sS" and seen["argv"][1].endswith("/v1/chat/completions")
     assert json.loads(seen["argv"][seen["argv"].index("-d") + 1])["model"] == "glm-5.1"

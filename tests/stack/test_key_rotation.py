@@ -17,10 +17,11 @@ from .harness import PROJECT, TEST_API_KEY, StackConfig
 ROTATED_API_KEY = "canary-rotated-api-key-4d7e90b2c1f35a68"
 
 
-def chat_status(base_url: str, api_key: str, model: str) -> int:
-    """The status a client's chat request gets (the OpenAI-compatible endpoint, as a client calls it)."""
+def chat_status(base_url: str, api_key: str, model: str, edge: dict[str, str]) -> int:
+    """The status a client's chat request gets (the OpenAI-compatible endpoint, as a client calls it,
+    past Modal's edge with a proxy auth token: the key is SGLang's to check)."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
-    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", **edge}
     request = urllib.request.Request(f"{base_url}/chat/completions", data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -38,7 +39,9 @@ def test_a_rotated_api_key_is_served_by_fresh_containers_only() -> None:
         assert first.ok, first.text
         base_url, model = first.outputs["openai_base_url"], first.outputs["served_model_name"]
         environment = first.outputs["modal_environment"]
-        assert chat_status(base_url, TEST_API_KEY, model) == 200
+        edge = {"Modal-Key": first.outputs["stack_proxy_token_id"],
+                "Modal-Secret": first.outputs["stack_proxy_token_secret"]}  # fmt: skip
+        assert chat_status(base_url, TEST_API_KEY, model, edge) == 200
         app = running.cp.app(cfg.app_name, environment)
         before_rotation = list(app.live_containers)
         chats_before, served_before = len(running.web.chat_requests()), len(running.web.served_by)
@@ -47,8 +50,8 @@ def test_a_rotated_api_key_is_served_by_fresh_containers_only() -> None:
         rotated = harness.up(rotated_config)
         assert rotated.ok, rotated.text
         smoke_chats = running.web.chat_requests()[chats_before:]
-        old_key = chat_status(base_url, TEST_API_KEY, model)
-        new_key = chat_status(base_url, ROTATED_API_KEY, model)
+        old_key = chat_status(base_url, TEST_API_KEY, model, edge)
+        new_key = chat_status(base_url, ROTATED_API_KEY, model, edge)
         again = harness.up(rotated_config, expect_no_changes=True)
         served_by = running.web.served_by[served_before:]
 

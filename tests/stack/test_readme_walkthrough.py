@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .cli import PULUMI_VERSION
 from .conftest import rig
-from .harness import PROJECT, TEST_HF_TOKEN
+from .harness import TEST_HF_TOKEN
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 GUIDE_START = "<!-- operator guide below -->"
@@ -119,6 +119,7 @@ def test_the_operator_guide_runs_as_written() -> None:
         (world.root / "operator-state").mkdir()
         substitutes = {"pulumi login --local": f"pulumi login file://{world.root / 'operator-state'}"}
         ran = []
+        exports: list[str] = []  # the guide's `export GLM_...` lines, which its snippets read
         for line in guide_lines():
             if line.command in SET_UP_BY_THE_WORLD or line.command in RUN_ELSEWHERE:
                 continue
@@ -152,12 +153,14 @@ def test_the_operator_guide_runs_as_written() -> None:
                 assert "already ended (succeeded); nothing to stop" in output, output
             if line.command == "pulumi version":
                 assert output.strip() == PULUMI_VERSION
+            if line.command.startswith("export GLM_"):
+                exports.append(line.command)
             if line.command.startswith("pulumi stack output smoke_test_curl"):
-                # "run the printed command": the key from `pulumi config get` opens the API.
+                # "run the printed command" after the guide's exports: the API key from `pulumi config
+                # get` and the stack's proxy auth token from its outputs pass the edge and open the API.
                 chats_before = len(running.web.chat_requests())
-                curl = subprocess.run(["bash", "-c", f'export GLM_API_KEY="$(pulumi config get {PROJECT}:apiKey '
-                                       f'--stack prod)"; {output}'], cwd=world.project, env=world.env,
-                                      capture_output=True, text=True, timeout=60)  # fmt: skip
+                curl = subprocess.run(["bash", "-c", "; ".join([*exports, output])], cwd=world.project,
+                                      env=world.env, capture_output=True, text=True, timeout=60)  # fmt: skip
                 assert curl.returncode == 0 and '"content": "ready"' in curl.stdout, curl.stdout + curl.stderr
                 assert [authorized for _, _, authorized in running.web.chat_requests()[chats_before:]] == [True]
         stack_files = {stack: world.stack_file(stack).read_text() for stack in ("staging", "prod")}

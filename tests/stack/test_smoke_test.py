@@ -54,12 +54,15 @@ def test_a_server_that_never_gets_healthy_fails_the_check_after_its_timeout() ->
         applied = running.harness("staging").up()
         assert applied.ok, applied.text
         base_url = applied.outputs["openai_base_url"].removesuffix("/v1")
+        # Past Modal's edge with the stack's own token, as the stack's smoke test goes.
+        edge = {"Modal-Key": applied.outputs["stack_proxy_token_id"],
+                "Modal-Secret": applied.outputs["stack_proxy_token_secret"]}  # fmt: skip
         running.web.health_status = 503
         requests_before = len(running.web.requests)
 
         def program() -> None:
             HttpCheck("probe", base_url=base_url, request_path="/v1/chat/completions", request_body={"model": "m"},
-                      bearer_token=pulumi.Output.secret(TEST_API_KEY), trigger="v1",
+                      bearer_token=pulumi.Output.secret(TEST_API_KEY), secret_headers=edge, trigger="v1",
                       ready_timeout_seconds=1.0, poll_interval_seconds=0.2, request_timeout_seconds=5.0)
 
         # The program here is the check alone.

@@ -36,11 +36,12 @@ EXPECTED_DEPENDENCIES = {
     "api-key-secret": {"environment"},
     "weights-volume": {"environment"},
     "kernels-volume": {"environment"},
+    "stack-proxy-token": {"environment"},
     "download-weights": FOUNDATION,
     "compile-kernels": FOUNDATION | {"download-weights"},
     "verify-setup": FOUNDATION | {"download-weights", "compile-kernels"},
     "app": FOUNDATION | {"verify-setup"},
-    "smoke-test": {"app"},
+    "smoke-test": {"app", "stack-proxy-token"},
 }
 
 
@@ -187,10 +188,19 @@ def test_an_applied_stack_exports_its_api_and_how_to_call_it(stack: str) -> None
                                                                       cfg.storage.kernels_volume)  # fmt: skip
     assert (outputs["hf_token_secret"], outputs["api_key_secret"]) == (cfg.secrets.hf_token, cfg.secrets.api_key)
     assert outputs["smoke_test"] == ("on" if config.values["glm-modal:smokeTest"] else "off")
-    assert outputs["smoke_test_setup"] == f"export GLM_API_KEY=$(pulumi config get glm-modal:apiKey --stack {stack})"
+    assert outputs["smoke_test_setup"].splitlines() == [
+        f"export GLM_API_KEY=$(pulumi config get glm-modal:apiKey --stack {stack})",
+        f"export GLM_MODAL_KEY=$(pulumi stack output stack_proxy_token_id --stack {stack})",
+        f"export GLM_MODAL_SECRET=$(pulumi stack output stack_proxy_token_secret --show-secrets --stack {stack})",
+    ]
     for snippet in (outputs["smoke_test_curl"], outputs["smoke_test_openai_python"]):
         assert web_url + "/v1" in snippet and cfg.model.served_name in snippet
-        assert "GLM_API_KEY" in snippet
+        assert all(variable in snippet for variable in ("GLM_API_KEY", "GLM_MODAL_KEY", "GLM_MODAL_SECRET"))
+    # What Modal's edge wants: the stack's own token, its secret only as a secret.
+    assert outputs["edge_auth"] == "proxy auth" and outputs["stack_proxy_token_id"].startswith("wk-")
+    assert outputs["client_proxy_token_ids"] == {} and outputs["client_headers"] == {}
+    token_state = state["stack-proxy-token"]["outputs"]
+    assert is_secret(token_state["token_secret"]) and token_state["allowed"] is True
     # The Python snippet is valid Python (it is meant to be pasted).
     compile(outputs["smoke_test_openai_python"], "<snippet>", "exec")
 
