@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 # Run as a script, Python puts bench/ first on sys.path; the harness lives under tests/ at the root.
@@ -33,24 +31,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from infra.costs import load_costs  # noqa: E402
-from infra.smoke import smoke_request_body  # noqa: E402
 from serving.config import DeploymentConfig  # noqa: E402
 from tests.modal_control_plane.clock import MovableClock  # noqa: E402
-from tests.stack.conftest import Rig, rig  # noqa: E402
-from tests.stack.harness import TEST_API_KEY, StackConfig  # noqa: E402
+from tests.stack.conftest import rig  # noqa: E402
+from tests.stack.edge_requests import hostile_requests, http_status  # noqa: E402
+from tests.stack.harness import StackConfig  # noqa: E402
 
 STACK = "prod"
 LAYOUTS = ("ours", "recipe")
-
-
-def send(url: str, headers: dict[str, str], body: dict | None) -> int:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
 
 
 def stack_config(layout: str) -> StackConfig:
@@ -60,28 +48,6 @@ def stack_config(layout: str) -> StackConfig:
         config.deployment.setdefault("edge", {})["requires_proxy_auth"] = False
         config.values["glm-modal:allowPublicEndpoint"] = True
     return config
-
-
-def hostile_requests(running: Rig, outputs: dict, environment: str) -> dict[str, tuple[str, dict, dict | None]]:
-    base = outputs["openai_base_url"].removesuffix("/v1")
-    chat_url = f"{base}/v1/chat/completions"
-    chat = smoke_request_body(outputs["served_model_name"])
-    search = outputs["client_headers"]["search"]
-    running.cp.create_environment("elsewhere")
-    elsewhere = running.cp.create_proxy_token("another environment's", environments=["elsewhere"])
-    revoked = running.cp.create_proxy_token("revoked", environments=[environment])
-    running.cp.revoke_proxy_token(revoked.token_id, environment)
-    bearer = {"Authorization": f"Bearer {TEST_API_KEY}"}
-    return {
-        "no headers": (chat_url, {}, chat),
-        "wrong secret": (chat_url, {**search, "Modal-Secret": "ws-not-the-secret"}, chat),
-        "revoked token": (chat_url, revoked.headers, chat),
-        "token of another environment": (chat_url, elsewhere.headers, chat),
-        "the API key alone": (chat_url, bearer, chat),
-        "/health_generate": (f"{base}/health_generate", {}, None),
-        "/metrics": (f"{base}/metrics", {}, None),
-        "a random path": (f"{base}/wp-login.php", {}, None),
-    }
 
 
 def measure(layout: str) -> dict:
@@ -100,11 +66,11 @@ def measure(layout: str) -> dict:
         outputs = applied.outputs
         environment, app = outputs["modal_environment"], outputs["app_name"]
         rows = []
-        for name, (url, headers, body) in hostile_requests(running, outputs, environment).items():
+        for name, (url, headers, body) in hostile_requests(running.cp, outputs, "search").items():
             clock.advance(idle)  # the app is idle: every container of an earlier request has scaled down
             started_before = running.cp.containers_started(app, environment)
             gpu_before = running.cp.gpu_seconds(app, environment)
-            status = send(url, headers, body)
+            status = http_status(url, headers, body)
             started = running.cp.containers_started(app, environment) - started_before
             clock.advance(idle)  # let what it started scale down, so its whole life is counted
             gpu_seconds = running.cp.gpu_seconds(app, environment) - gpu_before

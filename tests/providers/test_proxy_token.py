@@ -39,15 +39,6 @@ def allowed_in(cp: Any, token_id: str, environment: str = ENV) -> bool:
     return found is not None and cp.state.environments[environment].id in found.environment_ids
 
 
-def outside_secrets(value: Any) -> str:
-    if wire.is_secret(value):
-        return ""
-    if isinstance(value, dict):
-        return " ".join(f"{k} {outside_secrets(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return " ".join(outside_secrets(v) for v in value)
-    return str(value)
-
 
 def test_create_makes_a_scoped_token_allowed_in_its_environment_whose_secret_stays_secret(modal_control_plane):
     cp = modal_control_plane
@@ -66,7 +57,7 @@ def test_create_makes_a_scoped_token_allowed_in_its_environment_whose_secret_sta
         # Scoped: it opens only the environments it is allowed in, not the whole workspace.
         assert found.scoped and found.name == LABEL and allowed_in(cp, token_id)
         assert wire.is_secret(outputs["token_secret"]) and wire.reveal(outputs["token_secret"]) == found.secret
-        assert found.secret not in outside_secrets(outputs) + " ".join(server.stdout_lines)
+        assert found.secret not in wire.outside_secrets(outputs) + " ".join(server.stdout_lines)
         assert outputs["allowed"] is True
 
         mark = cp.mark()

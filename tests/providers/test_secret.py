@@ -37,17 +37,6 @@ def secret(values: dict[str, Any], name: str = "hf", **inputs: Any):
     )  # fmt: skip
 
 
-def outside_secrets(value: Any) -> str:
-    """Everything in `value` that is NOT inside a secret marker, as text: what a reader of state or
-    outputs sees without the stack's passphrase."""
-    if wire.is_secret(value):
-        return ""
-    if isinstance(value, dict):
-        return " ".join(f"{k} {outside_secrets(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return " ".join(outside_secrets(v) for v in value)
-    return str(value)
-
 
 def test_lifecycle_adopt_noop_update_and_destroy(modal_control_plane):
     cp = modal_control_plane
@@ -194,7 +183,7 @@ def test_an_import_returns_the_declared_values_only_as_a_secret(modal_control_pl
         read = server.read(f"{ENV}/hf", URN, declared.inputs)
         assert read.id == f"{ENV}/hf" and read.inputs is not None
         assert wire.reveal(read.inputs["values"]) == {"HF_TOKEN": canary}  # still there, for the input check
-        assert canary not in outside_secrets(read.inputs) + outside_secrets(read.properties)
+        assert canary not in wire.outside_secrets(read.inputs) + wire.outside_secrets(read.properties)
         assert wire.is_secret(read.properties["values_digest"])
 
         # The imported state works as any other: the program's next `up` finds nothing to do.
@@ -205,7 +194,7 @@ def test_an_import_returns_the_declared_values_only_as_a_secret(modal_control_pl
         )  # fmt: skip
         up = eng.up([declared])
         assert up.ok and up.counts["same"] == 1, up.errors
-        assert canary not in outside_secrets(eng.state.resources[URN].inputs)
+        assert canary not in wire.outside_secrets(eng.state.resources[URN].inputs)
         assert canary not in " ".join(up.stdout_lines + up.stderr_lines + up.errors)
     assert mutating_rpcs(cp, 0) == []
 
@@ -289,9 +278,9 @@ def test_the_secret_values_never_appear_in_outputs_diffs_logs_or_errors(modal_co
 
         for result in results:
             seen += result.errors + result.stdout_lines + result.stderr_lines
-            seen += [outside_secrets(outputs) for outputs in result.outputs.values()]
+            seen += [wire.outside_secrets(outputs) for outputs in result.outputs.values()]
         for state in eng.state.resources.values():
-            seen += [outside_secrets(state.inputs), outside_secrets(state.outputs)]
+            seen += [wire.outside_secrets(state.inputs), wire.outside_secrets(state.outputs)]
     seen += server.stdout_lines + server.stderr_lines  # after stop(): every line has been read
     assert any("transient ResourceExhaustedError" in line for line in server.stdout_lines)
 

@@ -70,6 +70,18 @@ def contains_secrets(value: Any) -> bool:
     return False
 
 
+def outside_secrets(value: Any) -> str:
+    """Everything in `value` that is NOT inside a secret marker, as text: what a reader of state or
+    outputs sees without the stack's passphrase."""
+    if is_secret(value):
+        return ""
+    if isinstance(value, dict):
+        return " ".join(f"{k} {outside_secrets(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return " ".join(outside_secrets(v) for v in value)
+    return str(value)
+
+
 def contains_unknowns(value: Any) -> bool:
     if value == UNKNOWN:
         return True

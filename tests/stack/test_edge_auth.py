@@ -4,27 +4,14 @@ starts nothing for a request without a token valid in the app's environment, as 
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
 from infra.smoke import smoke_request_body
 from tests.modal_control_plane.edge import requires_proxy_auth
 
 from .conftest import Rig, rig
+from .edge_requests import hostile_requests, http_status
 from .harness import TEST_API_KEY, StackConfig
 
 CLIENTS = ["search", "batch-eval"]
-
-
-def send(url: str, headers: dict[str, str], body: dict | None = None) -> int:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
 
 
 def tokens_on_modal(running: Rig) -> dict[str, object]:
@@ -64,24 +51,12 @@ def test_an_up_makes_scoped_tokens_and_nothing_without_one_starts_a_container() 
         search = headers["search"]
         assert search["Modal-Key"] == ids["search"] and search["Modal-Secret"] == tokens[ids["search"]].secret
 
-        # A token that opens another environment only: a staging token must never open prod.
-        running.cp.create_environment("elsewhere")
-        other = running.cp.create_proxy_token("elsewhere", environments=["elsewhere"])
-        revoked = running.cp.create_proxy_token("revoked-by-hand", environments=[environment])
-        running.cp.revoke_proxy_token(revoked.token_id, environment)
+        # What anyone could send, a token of another environment included (a staging token must never
+        # open prod), and one revoked by hand.
+        hostile = hostile_requests(running.cp, outputs, "search")
         bearer = {"Authorization": f"Bearer {TEST_API_KEY}"}
         chat = smoke_request_body(outputs["served_model_name"])
-        hostile = {
-            "no headers": (f"{base}/v1/chat/completions", {}, chat),
-            "wrong secret": (f"{base}/v1/chat/completions", {**search, "Modal-Secret": "ws-wrong"}, chat),
-            "revoked token": (f"{base}/v1/chat/completions", revoked.headers, chat),
-            "token of another environment": (f"{base}/v1/chat/completions", other.headers, chat),
-            "the API key alone": (f"{base}/v1/chat/completions", bearer, chat),
-            "/health_generate": (f"{base}/health_generate", bearer, None),
-            "/metrics": (f"{base}/metrics", {}, None),
-            "a random path": (f"{base}/wp-login.php", {}, None),
-        }
-        answers = {name: send(url, hdrs, body) for name, (url, hdrs, body) in hostile.items()}
+        answers = {name: http_status(url, hdrs, body) for name, (url, hdrs, body) in hostile.items()}
         started_while_hostile = running.cp.containers_started(app_name, environment)
         gpu_seconds_while_hostile = running.cp.gpu_seconds(app_name, environment)
 
@@ -93,7 +68,7 @@ def test_an_up_makes_scoped_tokens_and_nothing_without_one_starts_a_container() 
                          if record.web_url}  # fmt: skip
 
         # A client with its pair and the API key gets an answer; without the key, SGLang refuses it.
-        answered = send(f"{base}/v1/chat/completions", {**search, **bearer}, chat)
+        answered = http_status(f"{base}/v1/chat/completions", {**search, **bearer}, chat)
         started_after = running.cp.containers_started(app_name, environment)
 
     assert endpoints == {(app_name, base): True}, endpoints
@@ -119,7 +94,8 @@ def test_removing_a_client_token_revokes_it_while_the_others_keep_working() -> N
         second = harness.up(prod_with_clients(["search"]))
         removed_id = headers["batch-eval"]["Modal-Key"]
         still_there = tokens_on_modal(running)
-        after = {name: send(f"{base}/v1/chat/completions", {**pair, **bearer}, chat) for name, pair in headers.items()}
+        chat_url = f"{base}/v1/chat/completions"
+        after = {name: http_status(chat_url, {**pair, **bearer}, chat) for name, pair in headers.items()}
 
     assert preview.ok and preview.changed() == {"client-proxy-token-batch-eval": "delete"}, preview.text
     assert preview.modal_calls == []
