@@ -6,8 +6,10 @@ meets Modal's edge (edge.py): an endpoint defined with `requires_proxy_auth` ans
 request without the `Modal-Key`/`Modal-Secret` of a token valid in the app's environment, and then
 no container starts and none sees the request. A request the edge lets through goes to a container
 of the live version of the app that serves the URL, as Modal routes it (containers.py): a running
-one, or a new one (a cold start). The container answers /health and /v1/chat/completions like
-SGLang, and the chat endpoint wants the Bearer key THAT CONTAINER read from its secret when it
+one, or a new one (a cold start). The container answers /health, /health_generate, /metrics and
+/v1/chat/completions like SGLang 0.5.23 (with `--enable-metrics`): the first three without its API
+key, as sglang/srt/utils/auth.py `decide_request_auth` leaves /health*, /ready* and /metrics open;
+the chat endpoint wants the Bearer key THAT CONTAINER read from its secret when it
 started, never the secret's value of the moment: a key rotated on Modal is refused by a container
 that started before, as SGLang refuses it.
 
@@ -153,10 +155,14 @@ class WebFront:
                 container, _, record = self._serve("GET")
                 if self._refused(record):
                     return
-                if container is None or not self.path.endswith("/health"):
+                if container is None:
                     self._reply(404, {"error": "not found"})
-                else:
+                elif self.path.endswith(("/health", "/health_generate")):
                     self._reply(front.health_status, {"status": "ok" if front.health_status == 200 else "loading"})
+                elif self.path.endswith("/metrics"):
+                    self._reply_text(200, "# TYPE sglang:num_running_reqs gauge\nsglang:num_running_reqs 0\n")
+                else:
+                    self._reply(404, {"error": "not found"})
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
