@@ -186,8 +186,8 @@ def run_check(inputs: HttpCheckInputs, *, sleep=time.sleep, monotonic=time.monot
 
 
 def _outputs(inputs: HttpCheckInputs, observed: dict[str, Any]) -> dict[str, Any]:
-    # Every input a later diff compares, never the token.
-    return {**inputs.model_dump(mode="json", exclude={"bearer_token", "secret_headers"}), **observed}
+    # Every input a later diff compares, never a secret one (the token, the secret headers).
+    return {**inputs.model_dump(mode="json", exclude=set(inputs.secret_fields)), **observed}
 
 
 class HttpCheckProvider(ResourceProvider):
