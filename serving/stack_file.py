@@ -166,11 +166,8 @@ def plaintext_credentials(text: str) -> list[str]:
     entry is not one (it is a mapping, and ciphertext), nor a boolean or a list (`requireApiKey`,
     `clientTokens` are plain settings); a file that is not YAML has none that can be told."""
     try:
-        document = load_yaml(text)
-    except yaml.YAMLError:
-        return []
-    config = document.get("config") if isinstance(document, dict) else None
-    if not isinstance(config, dict):
+        config = config_mapping(text)
+    except StackFileError:
         return []
     return [
         str(value)
@@ -183,8 +180,8 @@ def plaintext_credentials(text: str) -> list[str]:
     ]
 
 
-def deployment_object(text: str, source: str = "stack file") -> dict[str, Any]:
-    """The raw `glm-modal:deployment` object of a stack file's text."""
+def config_mapping(text: str, source: str = "stack file") -> dict[Any, Any]:
+    """The `config:` mapping of a stack file's text (raises StackFileError)."""
     try:
         document = load_yaml(text)
     except yaml.YAMLError as error:
@@ -192,6 +189,12 @@ def deployment_object(text: str, source: str = "stack file") -> dict[str, Any]:
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         raise StackFileError(f"{source}: no `config:` mapping")
+    return config
+
+
+def deployment_object(text: str, source: str = "stack file") -> dict[str, Any]:
+    """The raw `glm-modal:deployment` object of a stack file's text."""
+    config = config_mapping(text, source)
     if DEPLOYMENT_CONFIG_KEY not in config:
         raise StackFileError(f"{source}: no `{DEPLOYMENT_CONFIG_KEY}` key under `config:`")
     value = config[DEPLOYMENT_CONFIG_KEY]
